@@ -1,0 +1,39 @@
+# All set-up happens here: a project virtual environment with torch pinned, so a CPU-only
+# machine never pulls CUDA packages (PyPI's Linux wheel of the same version is the CUDA build
+# on a GPU machine; pass TORCH_INDEX=<url> to pick another build).
+VENV        ?= .venv
+PYTHON      ?= python3
+PY          := $(VENV)/bin/python
+OPTBENCH    := $(VENV)/bin/optbench
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?=
+PYTEST_ARGS ?= -n 2
+DEMO_DIR    ?= multirun/demo
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cluster]'
+	touch $@
+
+# The embedded default: 3 optimizers x 2 seeds on synthetic CIFAR-10, then the comparison table.
+demo: install
+	rm -rf $(DEMO_DIR)
+	$(OPTBENCH) train -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
+	$(OPTBENCH) report $(DEMO_DIR) --name demo
+
+test: install
+	WANDB_MODE=disabled $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) scripts/bench_overhead.py
+	$(PY) scripts/bench_optimizers.py
+	$(PY) scripts/bench_cifar_pipeline.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

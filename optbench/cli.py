@@ -1,0 +1,63 @@
+"""`optbench <verb>`: the command line. `train` is a Hydra app; other verbs are plain argparse.
+
+Every verb turns bad input (ConfigError) into one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from optbench.errors import ConfigError
+
+# verb -> (module:function, one-line help). Modules import lazily so `optbench list` stays fast.
+VERBS = {
+    "train": ("optbench.train.app:main", "train one run, or a sweep with -m (Hydra overrides)"),
+    "list": ("optbench.listing:main", "list optimizers, schedulers, tasks or experiments"),
+    "report": ("optbench.report.cli:main", "comparison tables and plots from run directories"),
+    "tune": ("optbench.tune:main", "equal-budget tuning of several optimizers, then seeds"),
+    "data": ("optbench.data.cli:main", "download and prepare datasets (cifar10, fineweb10B)"),
+    "lr-find": ("optbench.lr_find:main", "learning-rate range test with a plot"),
+    "schedule": ("optbench.schedule_plot:main", "draw a learning-rate schedule to a PNG"),
+    "landscape": ("optbench.landscape:main", "optimizer trajectories on 2-D test functions"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: optbench <verb> [args]", "", "verbs:"]
+    lines += [f"  {verb:<10} {help_}" for verb, (_, help_) in VERBS.items()]
+    lines += ["", "`optbench <verb> --help` for each verb's options."]
+    return "\n".join(lines)
+
+
+def fail(message: str, status: int = 2) -> "NoReturn":  # noqa: F821
+    print(f"optbench: error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        fail(f"unknown verb '{verb}'; valid verbs: {', '.join(VERBS)}")
+    target, _ = VERBS[verb]
+    module_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("optbench"):
+            fail(f"verb '{verb}' is not available in this version of optbench")
+        raise
+    try:
+        getattr(module, func_name)(rest)
+    except ConfigError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        print("optbench: interrupted", file=sys.stderr)
+        raise SystemExit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Validation of the composed config: every mistake becomes one ConfigError line.
+
+`precheck` composes the command line's overrides the way Hydra will (each value of a sweep,
+and the sweeper params an experiment sets), translating Hydra's errors; `validate` checks the
+values. Each module validates what it owns: optim/ its hyperparameters, schedules.py its
+schedule, tasks.py its data. This module only ties them together and checks the trainer.
+"""
+from __future__ import annotations
+
+import re
+from itertools import islice
+
+from omegaconf import DictConfig, OmegaConf
+
+from optbench import CONF_DIR
+from optbench.confdir import GROUPS, group_options
+from optbench.errors import ConfigError, choices
+
+AMP_CHOICES = ("off", "bf16", "fp16")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+LOGGER_CHOICES = ("none", "jsonl", "wandb")
+AVERAGING_CHOICES = ("none", "ema", "swa")
+MAX_SWEEP_VALUES_CHECKED = 64
+
+
+def amp_mode(value) -> str:
+    """YAML 1.1 reads a bare `off` as False; accept both spellings."""
+    return "off" if value in (False, None, "off", "false", "False") else str(value)
+
+
+# --------------------------------------------------------------------------- composition
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose conf/ with overrides exactly as `optbench train` would, or raise ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException, MissingConfigException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option_message(e, overrides)) from None
+    except HydraException as e:
+        raise ConfigError(_composition_message(str(e), overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _missing_option_message(e, overrides) -> str:
+    missing = getattr(e, "missing_cfg_file", "") or ""
+    m = re.search(r"Could not find '([^']+)'", str(e))
+    path = (m.group(1) if m else missing).strip("/")
+    group, _, option = path.rpartition("/")
+    if group in GROUPS:
+        return f"unknown {group} '{option}'; valid choices: {choices(group_options(group))}"
+    return str(e).splitlines()[0]
+
+
+def _composition_message(text: str, overrides: list[str]) -> str:
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Key '([^']+)' is not in struct", text
+    )
+    if m and ("not in struct" in text or "Could not override" in text):
+        key = m.group(1)
+        parent, _, leaf = key.rpartition(".")
+        valid = _keys_under(parent, overrides, exclude=key)
+        where = f" under '{parent}'" if parent else ""
+        return f"unknown key '{key}'; valid keys{where}: {choices(valid)}"
+    m = re.search(r"Error parsing override '([^']+)'", text)
+    if m:
+        return f"cannot parse override '{m.group(1)}' (expected key=value)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines[:2])
+
+
+def _keys_under(parent: str, overrides: list[str], exclude: str) -> list[str]:
+    """The keys that do exist where the user wrote an unknown one."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(exclude)]
+    try:
+        cfg = compose(kept)
+    except ConfigError:
+        cfg = compose([])
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return [str(k) for k in node.keys() if k != "hydra"] if isinstance(node, DictConfig) else []
+
+
+def _sweep_variants(overrides: list[str]) -> list[list[str]]:
+    """One override list per value of each swept key (others at their first value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    base, sweeps = [], []
+    for o in parsed:
+        if o.is_sweep_override():
+            values = list(islice(o.sweep_string_iterator(), MAX_SWEEP_VALUES_CHECKED))
+            key = o.get_key_element()
+            sweeps.append([f"{key}={v}" for v in values])
+            base.append(sweeps[-1][0])
+        else:
+            base.append(o.input_line)
+    variants = [base]
+    for i, sweep in enumerate(sweeps):
+        first = sweep[0]
+        for value in sweep[1:]:
+            variants.append([value if o == first else o for o in base])
+    return variants
+
+
+def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
+    """Compose and validate every job the command line describes; return the first config."""
+    from hydra.errors import HydraException
+
+    try:
+        variants = _sweep_variants(overrides)
+    except HydraException as e:
+        raise ConfigError(_composition_message(str(e), overrides)) from None
+    if len(variants) > 1 and not multirun:
+        first = next(o for o in overrides if "," in o)
+        raise ConfigError(f"'{first}' lists several values: add -m to run a sweep")
+    first_cfg = None
+    for variant in variants:
+        cfg = compose(variant)
+        first_cfg = first_cfg or cfg
+        validate(cfg)
+        # An experiment may set its own sweep (hydra.sweeper.params): check those values too.
+        params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+        if params and variant is variants[0]:
+            explicit = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+            extra = [f"{k}={v}" for k, v in params.items() if k not in explicit]
+            for sub in _sweep_variants(extra)[1:] + [_sweep_variants(extra)[0]]:
+                validate(compose(variant + sub))
+    return first_cfg
+
+
+# --------------------------------------------------------------------------- values
+def _positive(cfg, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        value >= 0 if allow_zero else value > 0
+    )
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key}={value!r} is invalid: must be a number {bound}")
+
+
+def _one_of(cfg, key: str, valid) -> None:
+    value = OmegaConf.select(cfg, key)
+    if key == "trainer.amp":
+        value = amp_mode(value)
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is invalid; valid choices: {', '.join(valid)}")
+
+
+def validate(cfg: DictConfig, world_size: int | None = None) -> None:
+    """Check values the user can get wrong; raise ConfigError with one line."""
+    t = cfg.trainer
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer >= 0")
+    for key in ("trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
+                "trainer.eval_every", "trainer.log_every", "trainer.nproc"):
+        _positive(cfg, key)
+        value = OmegaConf.select(cfg, key)
+        if int(value) != value:
+            raise ConfigError(f"{key}={value!r} is invalid: must be a whole number")
+    _positive(cfg, "trainer.grad_clip", allow_zero=True)
+    _positive(cfg, "trainer.checkpoint_every", allow_zero=True)
+    _positive(cfg, "trainer.divergence_factor", allow_zero=True)
+    _one_of(cfg, "trainer.amp", AMP_CHOICES)
+    _one_of(cfg, "trainer.device", DEVICE_CHOICES)
+    _one_of(cfg, "logger.name", LOGGER_CHOICES)
+    _one_of(cfg, "trainer.averaging.kind", AVERAGING_CHOICES)
+    world = world_size or t.nproc
+    per_step = t.grad_accum * world
+    if t.batch_size % per_step:
+        raise ConfigError(
+            f"trainer.batch_size={t.batch_size} is not divisible by grad_accum x world size "
+            f"= {t.grad_accum} x {world}; choose a multiple of {per_step}"
+        )
+    if t.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.device='cuda' but no CUDA device is available; "
+                              "valid choices here: auto, cpu")
+    from optbench.optim import validate_optimizer_config
+    from optbench.schedules import validate_schedule_config
+    from optbench.tasks import validate_task_config
+
+    validate_optimizer_config(cfg.optimizer)
+    validate_schedule_config(cfg.scheduler, t.max_steps)
+    validate_task_config(cfg)

@@ -1,0 +1,188 @@
+"""A Task = model + batches + loss + evaluation metric + target.
+
+The training loop sees only this interface; everything CIFAR- or GPT-specific lives in the
+builders below (one per `task.kind`) and in data/ and models/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from optbench.errors import ConfigError, choices
+
+
+@dataclass
+class Task:
+    name: str
+    model: nn.Module
+    train_batches: Iterator[list[Any]]          # per step: this rank's micro-batches, on device
+    loss: Callable[[nn.Module, Any], torch.Tensor]
+    evaluate: Callable[[nn.Module], dict]        # untimed; includes `metric`
+    metric: str
+    mode: str                                    # "max" or "min"
+    target: float | None
+    samples_per_step: int                        # global, all ranks and micro-steps
+    tokens_per_step: int | None = None
+    state_dict: Callable[[], dict] = dict        # data position, for resume
+    load_state_dict: Callable[[dict], None] = lambda s: None
+    make_train_batches: Callable[[int], Iterator[list[Any]]] | None = None  # fresh stream (BN recompute)
+    summary_extra: dict = field(default_factory=dict)
+    flops_per_token: float | None = None
+
+    def better(self, a: float, b: float | None) -> bool:
+        return b is None or (a > b if self.mode == "max" else a < b)
+
+    def reached(self, value: float) -> bool:
+        if self.target is None:
+            return False
+        return value >= self.target if self.mode == "max" else value <= self.target
+
+
+def _dist_sum(values: torch.Tensor) -> torch.Tensor:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(values)
+    return values
+
+
+# --------------------------------------------------------------------------- image classification
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std,
+                        batch_size: int = 1000, tta: bool = False, rank: int = 0, world_size: int = 1,
+                        channels_last: bool = False) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy; with TTA, logits averaged over the image and its mirror
+    (plus 1-pixel translations of both). Ranks split the set and the sums are all-reduced."""
+    from optbench.data.image_pipeline import normalise
+
+    correct = torch.zeros((), device=images.device, dtype=torch.float64)
+    loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
+    share = torch.arange(rank, len(images), world_size, device=images.device)
+    for start in range(0, len(share), batch_size):
+        idx = share[start:start + batch_size]
+        x = normalise(images[idx], mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x).float()
+        if tta:
+            logits = 0.5 * logits + 0.5 * model(x.flip(-1)).float()
+        y = labels[idx]
+        correct += (logits.argmax(1) == y).sum()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+    totals = _dist_sum(torch.stack([correct, loss_sum]))
+    n = len(images)
+    return (totals[0] / n).item(), (totals[1] / n).item()
+
+
+def image_classification(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
+    from optbench.data.cifar10 import read_cifar10
+    from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader
+    from optbench.data.synthetic import ensure_synthetic_cifar10
+    from optbench.models import build_model
+
+    d, t = cfg.data, cfg.trainer
+    if d.get("synthetic"):
+        ensure_synthetic_cifar10(d.root, n_train=d.n_train, n_test=d.n_test, noise=d.noise)
+    arrays = read_cifar10(d.root)
+    train_x, train_y = arrays.train_images, arrays.train_labels
+    val_x = val_y = None
+    if d.val_split:
+        # a fixed held-out split (independent of the run seed) keeps tuning off the test set
+        order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
+        val_idx, train_idx = order[:d.val_split], order[d.val_split:]
+        val_x, val_y = train_x[val_idx].to(device), train_y[val_idx].to(device)
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    test_x, test_y = arrays.test_images.to(device), arrays.test_labels.to(device)
+
+    channels_last = bool(cfg.model.get("channels_last", False))
+    model = build_model(OmegaConf.to_container(cfg.model, resolve=True))
+    micro = t.batch_size // (t.grad_accum * world_size)
+    aug = d.augment
+
+    def make_loader(seed: int) -> DeviceImageLoader:
+        return DeviceImageLoader(train_x, train_y, t.batch_size, micro, CIFAR_MEAN, CIFAR_STD,
+                                 flip=aug.flip, alternating_flip=aug.alternating_flip,
+                                 translate=aug.translate, cutout=aug.cutout, seed=seed,
+                                 rank=rank, world_size=world_size, channels_last=channels_last)
+
+    loader = make_loader(cfg.seed)
+    smoothing = float(cfg.task.get("label_smoothing", 0.0))
+
+    def loss(model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x), y, label_smoothing=smoothing)
+
+    def evaluate(model: nn.Module) -> dict:
+        kw = dict(mean=CIFAR_MEAN, std=CIFAR_STD, rank=rank, world_size=world_size,
+                  channels_last=channels_last, batch_size=int(cfg.task.get("eval_batch_size", 1000)))
+        acc, nll = evaluate_classifier(model, test_x, test_y, tta=bool(d.tta), **kw)
+        out = {"test_acc": acc, "test_loss": nll}
+        if val_x is not None:
+            out["val_acc"], out["val_loss"] = evaluate_classifier(model, val_x, val_y, tta=bool(d.tta), **kw)
+        return out
+
+    return Task(
+        name=cfg.task.name, model=model, train_batches=loader.global_batches(), loss=loss,
+        evaluate=evaluate, metric=cfg.task.metric, mode=cfg.task.mode, target=cfg.task.target,
+        samples_per_step=t.batch_size, state_dict=loader.state_dict,
+        load_state_dict=loader.load_state_dict,
+        make_train_batches=lambda seed: make_loader(seed).global_batches(),
+        summary_extra={"train_images": len(train_x), "test_images": len(test_x),
+                       "val_images": 0 if val_x is None else len(val_x)},
+    )
+
+
+def language_model(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
+    from optbench.data.fineweb import build_language_model_task
+
+    return build_language_model_task(cfg, device, rank, world_size)
+
+
+TASK_KINDS: dict[str, Callable[..., Task]] = {
+    "image_classification": image_classification,
+    "language_model": language_model,
+}
+
+
+def build_task(cfg: DictConfig, device: torch.device, rank: int = 0, world_size: int = 1) -> Task:
+    kind = cfg.task.kind
+    if kind not in TASK_KINDS:
+        raise ConfigError(f"unknown task.kind '{kind}'; valid choices: {choices(TASK_KINDS)}")
+    return TASK_KINDS[kind](cfg, device, rank, world_size)
+
+
+# --------------------------------------------------------------------------- validation
+def validate_task_config(cfg: DictConfig) -> None:
+    t = cfg.task
+    if t.mode not in ("max", "min"):
+        raise ConfigError(f"task.mode={t.mode!r} is invalid; valid choices: max, min")
+    if t.kind == "image_classification":
+        _validate_image_data(cfg)
+    elif t.kind == "language_model":
+        from optbench.data.fineweb import validate_language_model_config
+
+        validate_language_model_config(cfg)
+
+
+def _validate_image_data(cfg: DictConfig) -> None:
+    from pathlib import Path
+
+    d = cfg.data
+    if not d.get("synthetic") and not Path(d.root).exists():
+        raise ConfigError(f"data.root={d.root!r} does not exist; run `optbench data cifar10 --root "
+                          f"{d.root}` first (or pass data.root=DIR where CIFAR-10 lives)")
+    aug = d.augment
+    if not 0 <= aug.translate <= 8:
+        raise ConfigError(f"data.augment.translate={aug.translate} is invalid: must be in [0, 8] pixels")
+    if not 0 <= aug.cutout <= 32:
+        raise ConfigError(f"data.augment.cutout={aug.cutout} is invalid: must be in [0, 32] pixels")
+    if d.val_split < 0 or (d.get("n_train") and d.val_split >= d.n_train):
+        raise ConfigError(f"data.val_split={d.val_split} is invalid: must be >= 0 and below the "
+                          "training-set size")
+    smoothing = cfg.task.get("label_smoothing", 0.0)
+    if not 0 <= smoothing < 1:
+        raise ConfigError(f"task.label_smoothing={smoothing} is invalid: must be in [0, 1)")

@@ -1,0 +1,42 @@
+"""`optbench train`: the Hydra app.
+
+Hydra prints multi-line errors with a hint about stack traces; our users get one line instead,
+so the overrides are composed and validated here first (each value of a sweep included), and
+only a config that composes and validates reaches Hydra.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from optbench import CONF_DIR
+from optbench.errors import ConfigError
+
+# Flags that only print something: no validation before them.
+_INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve",
+               "--shell-completion", "-sc", "--version"}
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> float | None:
+    from optbench.train.job import run_job
+
+    return run_job(cfg)
+
+
+def main(argv: list[str]) -> None:
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    if not _INFO_FLAGS.intersection(argv):
+        from optbench.config import precheck
+
+        cfg = precheck(overrides, multirun=multirun)
+        from optbench.train.launch import maybe_relaunch_under_torchrun
+
+        maybe_relaunch_under_torchrun(cfg, argv)
+    sys.argv = ["optbench train", *argv]
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _hydra_entry()

@@ -1,0 +1,72 @@
+"""One Hydra job: validate, train into Hydra's output dir, and turn failures into a recorded status.
+
+In a multirun a diverged or failed run is a result, not a crash: the sweep goes on.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from optbench.errors import ConfigError
+
+
+def _hydra_context() -> tuple[Path, bool, list[str]]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN, list(hc.overrides.task)
+
+
+def run_job(cfg: DictConfig) -> float | None:
+    from optbench.config import validate
+    from optbench.train.distributed import DistInfo, destroy_process_group
+    from optbench.train.loop import train
+
+    run_dir, multirun, overrides = _hydra_context()
+    dist = DistInfo.from_env()
+    try:
+        validate(cfg, world_size=dist.world_size)
+        with open_dict(cfg):
+            cfg.overrides = overrides
+        summary = train(cfg, run_dir, dist)
+    except ConfigError as e:
+        print(f"optbench: error: {e}", file=sys.stderr)
+        if multirun:
+            return None
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # recorded in summary.json by the loop; the sweep continues
+        print(f"optbench: run failed in {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
+        if multirun:
+            return None
+        raise SystemExit(1)
+    finally:
+        destroy_process_group()
+    if dist.is_main:
+        _print_result(summary, run_dir)
+    if summary["status"] == "interrupted" and not multirun:
+        raise SystemExit(0)
+    return summary.get("final_metric")
+
+
+def open_dict(cfg):
+    from omegaconf import open_dict as _open_dict
+    return _open_dict(cfg)
+
+
+def _print_result(s: dict, run_dir: Path) -> None:
+    metric = s["metric"]
+    final = s.get("final_metric")
+    parts = [f"{s['status']}: {s['task']} {s['optimizer']} seed={s['seed']}",
+             f"{metric}={final:.4f}" if isinstance(final, float) else f"{metric}=n/a",
+             f"steps={s['steps']}", f"train_time={s['train_time_s']:.2f}s"]
+    if s.get("target") is not None:
+        parts.append(f"target {s['target']} " + (f"reached at step {s['steps_to_target']} "
+                     f"({s['time_to_target_s']:.2f}s)" if s["reached"] else "not reached"))
+    if s.get("stop_reason"):
+        parts.append(f"({s['stop_reason']})")
+    print("  ".join(parts) + f"\n  -> {run_dir}", flush=True)

@@ -1,0 +1,377 @@
+"""The one training loop. It knows a Task's interface and nothing about CIFAR or GPT.
+
+Per step: lr from the schedule, forward/backward over the micro-batches (AMP, DDP no_sync on all
+but the last), optional clipping, the optimizer step (with a closure where the optimizer needs
+one). On a fixed cadence: a metrics line, an untimed evaluation, a checkpoint. The train clock
+runs only across steps (DESIGN.md timing rules).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import resource
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from optbench.config import amp_mode
+from optbench.optim import build_optimizer_from_config
+from optbench.schedules import build_schedule_from_config
+from optbench.tasks import Task, build_task
+from optbench.train import checkpoint as ckpt
+from optbench.train.clock import TrainClock
+from optbench.train.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_process_group,
+                                        select_device)
+from optbench.train.rundir import atomic_write_text, environment, write_json
+from optbench.train.sinks import ProgressBar, build_sinks
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # all devices
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    def size(v) -> int:
+        if torch.is_tensor(v):
+            return v.numel() * v.element_size()
+        if isinstance(v, dict):
+            return sum(size(x) for x in v.values())
+        if isinstance(v, (list, tuple)):
+            return sum(size(x) for x in v)
+        return 0
+    local = getattr(optimizer, "state_bytes", None)
+    return int(local() if callable(local) else size(optimizer.state_dict().get("state", {})))
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
+
+
+def set_optimizer_mode(optimizer, mode: str) -> None:
+    """Schedule-Free optimizers evaluate at a different point than they train at."""
+    switch = getattr(optimizer, mode, None)
+    if callable(switch) and hasattr(optimizer, "train") and hasattr(optimizer, "eval"):
+        switch()
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.t = cfg.trainer
+        self.dist = dist or DistInfo.from_env()
+        self.device = select_device(self.t.device, self.dist.local_rank)
+        init_process_group(self.dist, self.device)
+        seed_everything(cfg.seed, self.t.deterministic)
+
+        self.task: Task = build_task(cfg, self.device, self.dist.rank, self.dist.world_size)
+        self.model = self.task.model.to(self.device)
+        self.optimizer = build_optimizer_from_config(cfg.optimizer, self.model)
+        for g in self.optimizer.param_groups:
+            g.setdefault("base_lr", g["lr"])
+        self.schedule = build_schedule_from_config(cfg.scheduler, self.t.max_steps)
+        self.needs_closure = getattr(getattr(self.optimizer, "optbench_spec", None), "needs_closure", False)
+
+        self.amp = amp_mode(self.t.amp)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype \
+            else contextlib.nullcontext
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+
+        self.train_model = self.model
+        if self.dist.enabled:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.t.compile:
+            self.train_model = torch.compile(self.train_model)
+
+        from optbench.train.averaging import build_averager
+        self.averager = build_averager(self.t.averaging, self.model, self.t.max_steps)
+
+        # run state (everything a checkpoint must restore)
+        self.step = 0
+        self.clock = TrainClock(self.device)
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.last_eval: dict | None = None
+        self.target_step: int | None = None
+        self.target_time: float | None = None
+        self.initial_loss: float | None = None
+        self.compile_warmup_s = 0.0
+        self.status = "running"
+        self.stop_reason: str | None = None
+        self._stop_signal: int | None = None
+        self.is_main = self.dist.is_main
+
+    # ------------------------------------------------------------------ pieces of a step
+    def set_lr(self, step: int) -> float:
+        mult = self.schedule(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * mult
+        return mult
+
+    def _forward_backward(self, micro_batches) -> torch.Tensor:
+        """Mean loss over the micro-batches; gradients accumulated for the whole step."""
+        total = torch.zeros((), device=self.device)
+        n = len(micro_batches)
+        for i, batch in enumerate(micro_batches):
+            sync = self.dist.enabled and i < n - 1
+            ctx = self.train_model.no_sync() if sync and hasattr(self.train_model, "no_sync") \
+                else contextlib.nullcontext()
+            with ctx:
+                with self.autocast():
+                    loss = self.task.loss(self.train_model, batch) / n
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+        return total
+
+    def train_step(self, micro_batches, want_grad_norm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        grad_norm = None
+        if self.needs_closure:
+            def closure():
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._forward_backward(micro_batches)
+            loss = self.optimizer.step(closure)
+        else:
+            loss = self._forward_backward(micro_batches)
+            if self.t.grad_clip > 0 or want_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                params = [p for p in self.model.parameters() if p.grad is not None]
+                max_norm = self.t.grad_clip if self.t.grad_clip > 0 else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.averager is not None:
+            self.averager.update(self.step + 1)
+        return loss, grad_norm
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict:
+        with self.clock.paused():
+            set_optimizer_mode(self.optimizer, "eval")
+            eval_model = self.model
+            if self.averager is not None and self.averager.active:
+                eval_model = self.averager.prepare_eval(self.task)
+            eval_model.eval()
+            with torch.no_grad(), self.autocast():
+                metrics = self.task.evaluate(eval_model)
+            self.model.train()
+            set_optimizer_mode(self.optimizer, "train")
+        value = metrics[self.task.metric]
+        if self.task.better(value, self.best):
+            self.best, self.best_step = value, self.step
+        if self.target_step is None and self.task.reached(value):
+            self.target_step, self.target_time = self.step, self.clock.read()
+        self.last_eval = metrics
+        return metrics
+
+    # ------------------------------------------------------------------ bookkeeping
+    def lr_by_role(self) -> dict:
+        return {g.get("role", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+
+    def progress_record(self, kind: str) -> dict:
+        tokens = self.task.tokens_per_step
+        return {"type": kind, "step": self.step, "samples": self.step * self.task.samples_per_step,
+                **({"tokens": self.step * tokens} if tokens else {}),
+                "time_s": round(self.clock.read(), 6)}
+
+    def _request_stop(self, signum, frame) -> None:
+        self._stop_signal = signum
+
+    def _install_signal_handlers(self) -> dict:
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                previous[sig] = signal.signal(sig, self._request_stop)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+    def compile_warmup(self, micro_batches) -> None:
+        """Compile outside the clock: a forward/backward whose effects (grads, BN stats) are undone."""
+        if not self.t.compile:
+            return
+        import time
+        buffers = {k: v.clone() for k, v in self.model.state_dict().items()}
+        start = time.perf_counter()
+        self._forward_backward(micro_batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(buffers)
+        self.compile_warmup_s = time.perf_counter() - start
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict:
+        cfg, t = self.cfg, self.t
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.maybe_resume(self)
+        if self.is_main:
+            self.write_config()
+            # a resumed run keeps the lines up to its checkpoint; a fresh one starts a new file
+            ckpt.truncate_metrics(self.run_dir, self.step)
+            self.sinks = build_sinks(cfg, self.run_dir)
+        else:
+            self.sinks = []
+        self.write_summary()
+        unit = "tok" if self.task.tokens_per_step else "img"
+        bar = ProgressBar(t.max_steps, self.step, self.is_main and t.progress,
+                          desc=f"{cfg.task.name} {cfg.optimizer.name} seed={cfg.seed}")
+        previous_handlers = self._install_signal_handlers()
+        loss_sum = torch.zeros((), device=self.device)
+        steps_since_log, last_log_time = 0, self.clock.read()
+        try:
+            first = next(self.task.train_batches)
+            self.compile_warmup(first)
+            pending = first
+            self.model.train()
+            self.clock.start()
+            while self.step < t.max_steps:
+                micro_batches = pending if pending is not None else next(self.task.train_batches)
+                pending = None
+                self.set_lr(self.step)
+                log_now = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.max_steps or self.step == 0
+                loss, grad_norm = self.train_step(micro_batches, want_grad_norm=log_now)
+                self.step += 1
+                loss_sum += loss
+                steps_since_log += 1
+                bar.update()
+                if log_now:
+                    loss_value = all_reduce_sum(loss_sum.item(), self.device) / (steps_since_log * self.dist.world_size)
+                    now = self.clock.read()
+                    throughput = steps_since_log * self.task.samples_per_step / max(now - last_log_time, 1e-9)
+                    if self.task.tokens_per_step:
+                        throughput *= self.task.tokens_per_step / self.task.samples_per_step
+                    record = {**self.progress_record("train"), "loss": loss_value, "lr": self.lr_by_role(),
+                              f"{unit}_per_s": throughput}
+                    if grad_norm is not None:
+                        record["grad_norm"] = float(grad_norm)
+                    self.log(record)
+                    bar.show(loss_value, self.optimizer.param_groups[0]["lr"], throughput, unit)
+                    if self.initial_loss is None:
+                        self.initial_loss = loss_value
+                    loss_sum.zero_()
+                    steps_since_log, last_log_time = 0, now
+                    if self.diverged(loss_value):
+                        break
+                if self.step % t.eval_every == 0 or self.step == t.max_steps:
+                    metrics = self.evaluate()
+                    self.log({**self.progress_record("eval"), **metrics})
+                    if t.stop_at_target and self.target_step is not None:
+                        self.stop_reason = "target reached"
+                        break
+                if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.step < t.max_steps:
+                    with self.clock.paused():
+                        ckpt.save(self)
+                if broadcast_flag(self._stop_signal is not None, self.device):
+                    self.status = "interrupted"
+                    self.stop_reason = f"signal {signal.Signals(self._stop_signal or signal.SIGTERM).name}"
+                    with self.clock.paused():
+                        ckpt.save(self)
+                    break
+            self.clock.stop()
+            if self.status == "running":  # every way out of the loop but these set a status
+                self.status = "completed"
+        except BaseException as e:
+            self.clock.stop()
+            if self.status == "running":
+                self.status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                self.stop_reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            raise
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+            bar.close()
+            summary = self.write_summary()
+            for sink in self.sinks:
+                sink.summary(summary)
+                sink.close()
+        return summary
+
+    def diverged(self, loss: float) -> bool:
+        factor = self.t.divergence_factor
+        bad = not math.isfinite(loss) or bool(factor and self.initial_loss and loss > factor * self.initial_loss)
+        if bad:
+            self.status = "diverged"
+            self.stop_reason = (f"loss {loss:.4g} at step {self.step}" +
+                                ("" if not math.isfinite(loss) else
+                                 f" > {factor} x initial loss {self.initial_loss:.4g}"))
+        return bad
+
+    def log(self, record: dict) -> None:
+        for sink in self.sinks:
+            sink.log(record)
+
+    # ------------------------------------------------------------------ files
+    def write_config(self) -> None:
+        resolved = OmegaConf.to_container(self.cfg, resolve=True)
+        resolved.pop("hydra", None)
+        resolved["resolved"] = {
+            "world_size": self.dist.world_size,
+            "micro_batch_size": self.t.batch_size // (self.t.grad_accum * self.dist.world_size),
+            "lr_by_role": {g.get("role", str(i)): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
+        }
+        resolved["versions"] = environment(self.device, self.dist.world_size)
+        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+
+    def summary(self) -> dict:
+        train_time = self.clock.read()
+        peak, peak_kind = peak_memory(self.device)
+        tokens = self.task.tokens_per_step
+        samples = self.step * self.task.samples_per_step
+        final = self.last_eval.get(self.task.metric) if self.last_eval else None
+        return {
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "task": self.cfg.task.name,
+            "optimizer": self.cfg.optimizer.name,
+            "scheduler": self.cfg.scheduler.name,
+            "seed": self.cfg.seed,
+            "lr": self.cfg.optimizer.lr,
+            "lr_by_role": {g.get("role", str(i)): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
+            "metric": self.task.metric,
+            "mode": self.task.mode,
+            "final_metric": final,
+            "best_metric": self.best,
+            "best_step": self.best_step,
+            "final_eval": self.last_eval,
+            "target": self.task.target,
+            "reached": self.target_step is not None,
+            "time_to_target_s": self.target_time,
+            "steps_to_target": self.target_step,
+            "steps": self.step,
+            "max_steps": self.t.max_steps,
+            "samples_seen": samples,
+            "tokens_seen": self.step * tokens if tokens else None,
+            "train_time_s": train_time,
+            "compile_warmup_s": self.compile_warmup_s,
+            "throughput_samples_per_s": samples / train_time if train_time > 0 else None,
+            "throughput_tokens_per_s": self.step * tokens / train_time if tokens and train_time > 0 else None,
+            "peak_memory_bytes": peak,
+            "peak_memory_kind": peak_kind,
+            "param_count": sum(p.numel() for p in self.model.parameters()),
+            "optimizer_state_bytes": optimizer_state_bytes(self.optimizer),
+            "batch_size": self.t.batch_size,
+            "environment": environment(self.device, self.dist.world_size),
+            **self.task.summary_extra,
+        }
+
+    def write_summary(self) -> dict:
+        summary = self.summary()
+        if self.is_main:
+            write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+
+def train(cfg: DictConfig, run_dir: str | Path, dist: DistInfo | None = None) -> dict:
+    """Train one run into `run_dir`; returns the summary (also written to summary.json)."""
+    return Trainer(cfg, Path(run_dir), dist).run()

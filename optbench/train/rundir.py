@@ -1,0 +1,88 @@
+"""The run directory contract: config.yaml, metrics.jsonl, summary.json (atomic)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from optbench import CONF_DIR, __version__
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same directory, fsync, rename: readers never see half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan" / "inf": strict JSON has no such numbers
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_json(path: Path, obj: dict) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def dumps_line(obj: dict) -> str:
+    return json.dumps(_jsonable(obj), separators=(",", ":"))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(CONF_DIR.parent), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(CONF_DIR.parent), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "hydra-core", "omegaconf", "schedulefree", "pytorch-optimizer", "wandb", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def environment(device: torch.device, world_size: int) -> dict:
+    return {
+        "optbench": __version__,
+        "torch": str(torch.__version__),
+        "cuda": torch.version.cuda,
+        "device": device.type,
+        "device_name": device_name(device),
+        "world_size": world_size,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+        "packages": package_versions(),
+    }
