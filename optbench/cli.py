@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("optbench: interrupted", file=sys.stderr)
         raise SystemExit(130)
+    except BrokenPipeError:  # `optbench list | head`
+        sys.stderr.close()
 
 
 if __name__ == "__main__":

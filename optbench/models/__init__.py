@@ -13,8 +13,26 @@ def _small_cnn(**kw) -> nn.Module:
     return SmallCNN(**kw)
 
 
+def _airbench(**kw) -> nn.Module:
+    from optbench.models.cnn import AirbenchNet
+    return AirbenchNet(**kw)
+
+
+def _resnet18(**kw) -> nn.Module:
+    from optbench.models.cnn import ResNet18
+    return ResNet18(**kw)
+
+
+def _gpt(**kw) -> nn.Module:
+    from optbench.models.gpt import GPT
+    return GPT(**kw)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn_small": _small_cnn,
+    "airbench": _airbench,
+    "resnet18": _resnet18,
+    "gpt": _gpt,
 }
 
 
