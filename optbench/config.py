@@ -20,6 +20,7 @@ AMP_CHOICES = ("off", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOGGER_CHOICES = ("none", "jsonl", "wandb")
 AVERAGING_CHOICES = ("none", "ema", "swa")
+ON_BAD_CHECKPOINT_CHOICES = ("previous", "stop", "restart")
 MAX_SWEEP_VALUES_CHECKED = 64
 
 
@@ -171,6 +172,7 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _one_of(cfg, "trainer.device", DEVICE_CHOICES)
     _one_of(cfg, "logger.name", LOGGER_CHOICES)
     _one_of(cfg, "trainer.averaging.kind", AVERAGING_CHOICES)
+    _one_of(cfg, "trainer.on_bad_checkpoint", ON_BAD_CHECKPOINT_CHOICES)
     world = world_size or t.nproc
     per_step = t.grad_accum * world
     if t.batch_size % per_step:
@@ -185,9 +187,10 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
             raise ConfigError("trainer.device='cuda' but no CUDA device is available; "
                               "valid choices here: auto, cpu")
     from optbench.optim import validate_optimizer_config
-    from optbench.schedules import validate_schedule_config
+    from optbench.schedules import validate_optimizer_schedules, validate_schedule_config
     from optbench.tasks import validate_task_config
 
     validate_optimizer_config(cfg.optimizer)
-    validate_schedule_config(cfg.scheduler, t.max_steps)
+    validate_schedule_config(cfg.scheduler, t.max_steps, metric=cfg.task.get("metric"), eval_every=t.eval_every)
+    validate_optimizer_schedules(cfg.optimizer, t.max_steps)
     validate_task_config(cfg)

@@ -1,58 +1,393 @@
-"""Learning-rate schedules as plain functions of the step.
+"""Learning-rate schedules as plain functions of the step, plus the two lr mechanisms beside them.
 
 A schedule returns a multiplier of each group's base lr, so per-role lrs keep their ratios.
-`build_schedule(name, total_steps, **kwargs)` -> callable step -> multiplier.
+`build_schedule(name, total_steps, warmup_steps=0, warmup_fraction=0.0, **kwargs)` -> callable
+step -> multiplier. Linear warmup composes with every schedule: during the first `w` steps the
+multiplier ramps (step+1)/w; after it the schedule runs on its own clock over the remaining
+`total_steps - w` steps (the usual "warmup, then cosine" reading).
+
+Positions and lengths inside a schedule (milestones, periods, cooldowns) are fractions of the
+run, so a config keeps its shape when `trainer.max_steps` changes; per-step rates (exponential
+gamma, inverse-time decay, inverse-sqrt timescale) are per step, as in their formulas.
+
+Also here, because they are lr/momentum arithmetic the loop applies once per run or per step:
+- `lr_scale` / `resolve_lr`: batch-size scaling (`optimizer.lr_scaling` = none | linear | sqrt,
+  relative to `optimizer.reference_batch_size`).
+- `MomentumSchedule`: an optional `optimizer.momentum_schedule` block that ramps a param-group
+  key (`momentum` or `betas[0]`) from `start` to `end` over `steps`, optionally only in some
+  roles (the NanoGPT-speedrun Muon momentum warmup 0.85 -> 0.95 is
+  `{key: momentum, start: 0.85, end: 0.95, steps: 300, roles: [matrix]}`).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
+import torch
+
 from optbench.errors import ConfigError, choices
 
-
-def _constant(total_steps: int) -> Callable[[int], float]:
-    return lambda step: 1.0
+Schedule = Callable[[int], float]
 
 
-def _cosine(total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        t = min(step, total_steps) / max(total_steps, 1)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+# --------------------------------------------------------------------------- the schedules
+# Each factory takes the schedule's own length (steps after warmup) and its yaml keys.
+def constant(total_steps: int) -> Schedule:
+    return lambda t: 1.0
+
+
+def step(total_steps: int, step_fraction: float = 0.3, gamma: float = 0.1) -> Schedule:
+    """gamma ** floor(t / (step_fraction * T))."""
+    size = max(1, round(step_fraction * total_steps))
+    return lambda t: gamma ** (t // size)
+
+
+def multistep(total_steps: int, milestones=(0.5, 0.75), gamma: float = 0.1) -> Schedule:
+    """gamma ** (number of milestones, as fractions of T, already passed)."""
+    at = sorted(round(m * total_steps) for m in milestones)
+    return lambda t: gamma ** sum(t >= m for m in at)
+
+
+def exponential(total_steps: int, gamma: float = 0.99) -> Schedule:
+    return lambda t: gamma ** t
+
+
+def inverse_time(total_steps: int, decay: float = 0.01) -> Schedule:
+    return lambda t: 1.0 / (1.0 + decay * t)
+
+
+def inverse_sqrt(total_steps: int, timescale: float = 100.0) -> Schedule:
+    return lambda t: 1.0 / math.sqrt(1.0 + t / timescale)
+
+
+def _progress(t: int, total_steps: int) -> float:
+    return min(max(t, 0), total_steps) / max(total_steps, 1)
+
+
+def poly(total_steps: int, power: float = 1.0, min_ratio: float = 0.0) -> Schedule:
+    """min + (1 - min) (1 - t/T) ** power; power 1 is linear decay."""
+    return lambda t: min_ratio + (1 - min_ratio) * (1 - _progress(t, total_steps)) ** power
+
+
+def _cosine_shape(p: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * p))
+
+
+def cosine(total_steps: int, min_ratio: float = 0.0) -> Schedule:
+    return lambda t: min_ratio + (1 - min_ratio) * _cosine_shape(_progress(t, total_steps))
+
+
+def cosine_restarts(total_steps: int, first_period: float = 0.25, period_mult: float = 2.0,
+                    min_ratio: float = 0.0) -> Schedule:
+    """SGDR (Loshchilov & Hutter 2017): cosine to the floor within a period, then back to 1;
+    the first period is first_period x T steps and each next one period_mult times longer."""
+    first = max(1.0, first_period * total_steps)
+
+    def f(t: int) -> float:
+        pos, period = float(t), first
+        while pos >= period:
+            pos -= period
+            period *= period_mult
+        return min_ratio + (1 - min_ratio) * _cosine_shape(pos / period)
     return f
 
 
-SCHEDULES: dict[str, Callable[..., Callable[[int], float]]] = {
-    "constant": _constant,
-    "cosine": _cosine,
+def onecycle(total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
+             final_div_factor: float = 1e4) -> Schedule:
+    """Smith & Topin: cosine from 1/div up to 1 over pct_start of the run, then cosine down to
+    1/(div x final_div). The base lr is the peak."""
+    lo, end = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)
+    up = max(pct_start * total_steps, 1e-12)
+
+    def f(t: int) -> float:
+        if t < up:
+            return _cosine_between(lo, 1.0, t / up)
+        return _cosine_between(1.0, end, (min(t, total_steps) - up) / max(total_steps - up, 1e-12))
+    return f
+
+
+def _cosine_between(a: float, b: float, p: float) -> float:
+    """Cosine interpolation from a (p=0) to b (p=1)."""
+    return b + (a - b) * _cosine_shape(p)
+
+
+COOLDOWN_SHAPES: dict[str, Callable[[float], float]] = {
+    "linear": lambda p: 1 - p,
+    "cosine": _cosine_shape,
+    "1-sqrt": lambda p: 1 - math.sqrt(p),   # Hägele et al. 2024
 }
 
 
-def with_warmup(f: Callable[[int], float], warmup_steps: int) -> Callable[[int], float]:
-    """Linear warmup from 1/warmup to 1, then the schedule (whose clock starts at step 0)."""
-    if warmup_steps <= 0:
-        return f
-    return lambda step: f(step) * min(1.0, (step + 1) / warmup_steps)
+def wsd(total_steps: int, decay_fraction: float = 0.2, decay_shape: str = "linear",
+        min_ratio: float = 0.0) -> Schedule:
+    """Warmup-stable-decay: 1 until the last decay_fraction of the run, then a cooldown to the
+    floor (warmup is the generic warmup). The speedrun "trapezoid" is wsd with linear decay."""
+    shape = COOLDOWN_SHAPES[decay_shape]
+    decay_steps = decay_fraction * total_steps
+    start = total_steps - decay_steps
+
+    def f(t: int) -> float:
+        if t < start or decay_steps <= 0:
+            return 1.0
+        p = min((t - start) / decay_steps, 1.0)
+        return min_ratio + (1 - min_ratio) * shape(p)
+    return f
 
 
-def build_schedule(name: str, total_steps: int, warmup_steps: int = 0, **kwargs) -> Callable[[int], float]:
-    if name not in SCHEDULES:
-        raise ConfigError(f"unknown scheduler '{name}'; valid choices: {choices(SCHEDULES)}")
-    return with_warmup(SCHEDULES[name](total_steps, **kwargs), warmup_steps)
+class Plateau:
+    """Reduce on plateau, driven by the evaluation metric: the trainer calls `observe(value)`
+    after each evaluation. The bookkeeping is torch's ReduceLROnPlateau, run on a stand-in
+    one-parameter optimizer whose lr is the multiplier."""
+
+    def __init__(self, total_steps: int, mode: str = "max", factor: float = 0.1, patience: int = 2,
+                 threshold: float = 1e-4, cooldown: int = 0, min_ratio: float = 0.0):
+        self._holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        self._reducer = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self._holder, mode=mode, factor=factor, patience=patience, threshold=threshold,
+            cooldown=cooldown, min_lr=min_ratio)
+
+    def __call__(self, t: int) -> float:
+        return self._holder.param_groups[0]["lr"]
+
+    def observe(self, metric: float) -> None:
+        self._reducer.step(metric)
+
+    def state_dict(self) -> dict:
+        return {"multiplier": self(0), "reducer": self._reducer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._holder.param_groups[0]["lr"] = state["multiplier"]
+        self._reducer.load_state_dict(state["reducer"])
 
 
-def build_schedule_from_config(cfg, total_steps: int):
-    from omegaconf import OmegaConf
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "constant": constant, "step": step, "multistep": multistep, "exponential": exponential,
+    "inverse_time": inverse_time, "inverse_sqrt": inverse_sqrt, "poly": poly, "cosine": cosine,
+    "cosine_restarts": cosine_restarts, "onecycle": onecycle, "wsd": wsd, "plateau": Plateau,
+}
+WARMUP_KEYS = ("warmup_steps", "warmup_fraction")
 
-    kwargs = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+
+# --------------------------------------------------------------------------- warmup composition
+class WarmupThen:
+    """Linear warmup (step+1)/w for the first w steps, then `inner` on its own clock (t - w).
+    Forwards observe/state_dict when the inner schedule has them (plateau)."""
+
+    def __init__(self, inner: Schedule, warmup_steps: int):
+        self.inner, self.warmup_steps = inner, warmup_steps
+        for hook in ("observe", "state_dict", "load_state_dict"):
+            if hasattr(inner, hook):
+                setattr(self, hook, getattr(inner, hook))
+
+    def __call__(self, t: int) -> float:
+        w = self.warmup_steps
+        if t < w:
+            return (t + 1) / w * self.inner(0)
+        return self.inner(t - w)
+
+
+def warmup_steps_of(total_steps: int, warmup_steps: int = 0, warmup_fraction: float = 0.0) -> int:
+    return int(warmup_steps) if warmup_steps else round(warmup_fraction * total_steps)
+
+
+def build_schedule(name: str, total_steps: int, warmup_steps: int = 0, warmup_fraction: float = 0.0,
+                   **kwargs) -> Schedule:
+    """A ready schedule: step -> multiplier of the base lr."""
+    _check_name_and_keys(name, kwargs)
+    w = warmup_steps_of(total_steps, warmup_steps, warmup_fraction)
+    inner = SCHEDULES[name](max(total_steps - w, 1), **kwargs)
+    return WarmupThen(inner, w) if w > 0 else inner
+
+
+def _as_dict(cfg) -> dict:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def build_schedule_from_config(cfg, total_steps: int) -> Schedule:
+    kwargs = _as_dict(cfg)
     name = kwargs.pop("name")
+    kwargs.pop("metric", None)  # plateau's yaml names the metric it follows, for readers
     return build_schedule(name, total_steps, **kwargs)
 
 
-def validate_schedule_config(cfg, total_steps: int) -> None:
-    name = cfg.get("name")
+# --------------------------------------------------------------------------- validation
+def _schedule_keys(name: str) -> list[str]:
+    params = list(inspect.signature(SCHEDULES[name]).parameters)[1:]  # all but total_steps
+    return params + list(WARMUP_KEYS) + (["metric"] if name == "plateau" else [])
+
+
+def _check_name_and_keys(name: str, kwargs: dict) -> None:
     if name not in SCHEDULES:
         raise ConfigError(f"unknown scheduler '{name}'; valid choices: {choices(SCHEDULES)}")
-    warmup = cfg.get("warmup_steps", 0)
-    if warmup < 0 or warmup > total_steps:
-        raise ConfigError(f"scheduler.warmup_steps={warmup} is invalid: must be in [0, trainer.max_steps={total_steps}]")
+    valid = _schedule_keys(name)
+    unknown = sorted(set(kwargs) - set(valid) - {"name"})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} for scheduler '{name}'; valid keys: {choices(valid)}")
+
+
+def _number(key: str, value, low: float | None = None, high: float | None = None,
+            low_open: bool = False, whole: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
+    ok = ok and (not whole or int(value) == value)
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}, "
+        hi = "inf)" if high is None else f"{high}]"
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"scheduler.{key}={value!r} is invalid: must be {kind} in {lo}{hi}")
+
+
+def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eval_every: int | None = None) -> None:
+    """One line for each mistake, before training. `metric`/`eval_every` come from the task and
+    trainer so a plateau schedule can check it will be fed (None metric = the task has none)."""
+    c = _as_dict(cfg)
+    name = c.pop("name", None)
+    c.pop("metric", None)
+    _check_name_and_keys(name, c)
+    _number("warmup_steps", c.get("warmup_steps", 0), 0, whole=True)
+    _number("warmup_fraction", c.get("warmup_fraction", 0.0), 0, 1)
+    if c.get("warmup_steps") and c.get("warmup_fraction"):
+        raise ConfigError("scheduler.warmup_steps and scheduler.warmup_fraction are both set; set one of them")
+    w = warmup_steps_of(total_steps, c.get("warmup_steps", 0), c.get("warmup_fraction", 0.0))
+    if w > total_steps:
+        raise ConfigError(f"scheduler warmup of {w} steps is longer than the run "
+                          f"(trainer.max_steps={total_steps}); lower scheduler.warmup_steps")
+    for key in ("min_ratio",):
+        if key in c:
+            _number(key, c[key], 0, 1)
+    for key in ("decay_fraction", "pct_start", "first_period", "step_fraction"):
+        if key in c:
+            _number(key, c[key], 0, 1, low_open=key != "decay_fraction")
+    for key in ("gamma", "factor"):
+        if key in c:
+            _number(key, c[key], 0, 1, low_open=True)
+    for key in ("decay", "power", "patience", "cooldown", "threshold"):
+        if key in c:
+            _number(key, c[key], 0)
+    for key in ("timescale", "div_factor", "final_div_factor"):
+        if key in c:
+            _number(key, c[key], 0, low_open=True)
+    if "period_mult" in c:
+        _number("period_mult", c["period_mult"], 1)
+    if name == "multistep":
+        ms = c.get("milestones", [])
+        if not isinstance(ms, (list, tuple)) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in ms):
+            raise ConfigError(f"scheduler.milestones={ms!r} is invalid: must be a list of fractions of the run in (0, 1)")
+    if name == "wsd" and c.get("decay_shape", "linear") not in COOLDOWN_SHAPES:
+        raise ConfigError(f"scheduler.decay_shape={c['decay_shape']!r} is invalid; "
+                          f"valid choices: {choices(COOLDOWN_SHAPES)}")
+    if name == "plateau":
+        if c.get("mode", "max") not in ("max", "min"):
+            raise ConfigError(f"scheduler.mode={c['mode']!r} is invalid; valid choices: max, min")
+        if metric is None or metric == "null":
+            raise ConfigError("scheduler=plateau needs an evaluation metric, and this task has none "
+                              "(task.metric is null); choose another scheduler")
+        if eval_every is not None and eval_every >= total_steps:
+            raise ConfigError(f"scheduler=plateau reacts to evaluations, but trainer.eval_every={eval_every} "
+                              f">= trainer.max_steps={total_steps} evaluates only at the end; lower trainer.eval_every")
+
+
+# --------------------------------------------------------------------------- batch-size scaling
+LR_SCALINGS = ("none", "linear", "sqrt")
+
+
+def lr_scale(optimizer_cfg, batch_size: int) -> float:
+    """Factor on every group's lr for `batch_size` relative to optimizer.reference_batch_size
+    (linear: Goyal et al. 2017; sqrt: Krizhevsky 2014 / Malladi et al. 2022 for Adam)."""
+    rule = optimizer_cfg.get("lr_scaling") or "none"
+    if rule == "none":
+        return 1.0
+    ratio = batch_size / optimizer_cfg.get("reference_batch_size")
+    return ratio if rule == "linear" else math.sqrt(ratio)
+
+
+def resolve_lr(optimizer_cfg, batch_size: int) -> float:
+    """The base lr the run actually uses: optimizer.lr x lr_scale."""
+    return float(optimizer_cfg.get("lr")) * lr_scale(optimizer_cfg, batch_size)
+
+
+# --------------------------------------------------------------------------- momentum schedules
+MOMENTUM_SHAPES = ("linear", "cosine")
+MOMENTUM_KEYS = ("momentum", "betas[0]", "betas[1]")
+
+
+class MomentumSchedule:
+    """Ramp a param-group hyperparameter from `start` to `end` over `steps`, then hold `end`.
+    Applied to every param group that has the key, or only to the groups of the listed `roles`
+    (e.g. [matrix] for Muon's own groups, not its fallback's)."""
+
+    def __init__(self, key: str, start: float, end: float, steps: int, shape: str = "linear",
+                 roles: list[str] | None = None):
+        self.key, self.start, self.end, self.steps, self.shape = key, start, end, steps, shape
+        self.roles = set(roles) if roles else None
+
+    def value(self, t: int) -> float:
+        p = min(t / self.steps, 1.0) if self.steps > 0 else 1.0
+        if self.shape == "cosine":
+            p = 1 - _cosine_shape(p)
+        return self.start + (self.end - self.start) * p
+
+    def apply(self, optimizer: torch.optim.Optimizer, t: int) -> float:
+        v = self.value(t)
+        for g in optimizer.param_groups:
+            if self.roles is not None and g.get("role") not in self.roles:
+                continue
+            if self.key == "momentum" and "momentum" in g:
+                g["momentum"] = v
+            elif self.key.startswith("betas[") and "betas" in g:
+                i = int(self.key[6])
+                betas = list(g["betas"])
+                betas[i] = v
+                g["betas"] = tuple(betas)
+        return v
+
+
+def build_momentum_schedule(block) -> MomentumSchedule | None:
+    if not block:
+        return None
+    return MomentumSchedule(**_as_dict(block))
+
+
+def validate_optimizer_schedules(optimizer_cfg, max_steps: int) -> None:
+    """optimizer.lr_scaling / reference_batch_size / momentum_schedule: the keys this module reads."""
+    rule = optimizer_cfg.get("lr_scaling") or "none"
+    if rule not in LR_SCALINGS:
+        raise ConfigError(f"optimizer.lr_scaling={rule!r} is invalid; valid choices: {', '.join(LR_SCALINGS)}")
+    ref = optimizer_cfg.get("reference_batch_size")
+    if rule != "none" and (not isinstance(ref, int) or isinstance(ref, bool) or ref <= 0):
+        raise ConfigError(f"optimizer.lr_scaling={rule} needs optimizer.reference_batch_size (a whole "
+                          f"number > 0, the batch size the lr was tuned at); got {ref!r}")
+    block = optimizer_cfg.get("momentum_schedule")
+    if not block:
+        return
+    b = _as_dict(block)
+    valid = ("key", "start", "end", "steps", "shape", "roles")
+    unknown = sorted(set(b) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in optimizer.momentum_schedule; valid keys: {', '.join(valid)}")
+    missing = [k for k in ("key", "start", "end", "steps") if k not in b]
+    if missing:
+        raise ConfigError(f"optimizer.momentum_schedule lacks {', '.join(missing)}; "
+                          "e.g. {key: momentum, start: 0.85, end: 0.95, steps: 300}")
+    if b["key"] not in MOMENTUM_KEYS:
+        raise ConfigError(f"optimizer.momentum_schedule.key={b['key']!r} is invalid; "
+                          f"valid choices: {', '.join(MOMENTUM_KEYS)}")
+    if b.get("shape", "linear") not in MOMENTUM_SHAPES:
+        raise ConfigError(f"optimizer.momentum_schedule.shape={b['shape']!r} is invalid; "
+                          f"valid choices: {', '.join(MOMENTUM_SHAPES)}")
+    from optbench.optim.groups import ROLES
+
+    bad_roles = sorted(set(b.get("roles") or []) - set(ROLES))
+    if bad_roles:
+        raise ConfigError(f"optimizer.momentum_schedule.roles has unknown role(s) {bad_roles}; "
+                          f"valid roles: {', '.join(ROLES)}")
+    for k in ("start", "end"):
+        v = b[k]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+            raise ConfigError(f"optimizer.momentum_schedule.{k}={v!r} is invalid: must be in [0, 1)")
+    if not isinstance(b["steps"], int) or isinstance(b["steps"], bool) or not 0 <= b["steps"] <= max_steps:
+        raise ConfigError(f"optimizer.momentum_schedule.steps={b['steps']!r} is invalid: must be a whole "
+                          f"number in [0, trainer.max_steps={max_steps}]")

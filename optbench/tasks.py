@@ -50,14 +50,41 @@ def _dist_sum(values: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- image classification
+def tta_level(value) -> int:
+    """data.tta: 0/false = none, 1/true = mirror, 2 = mirror + 1-pixel translations (airbench)."""
+    if isinstance(value, bool) or value is None:
+        return int(bool(value))
+    return int(value)
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    """Logits averaged over test-time views, weighted as airbench94 does: level 1 averages the
+    image and its mirror; level 2 gives that pair weight 1/2 and the mirror pairs of the image
+    shifted by one pixel up-left and down-right (reflect-padded) 1/4 each."""
+    def mirror(v):
+        return 0.5 * model(v).float() + 0.5 * model(v.flip(-1)).float()
+
+    if level <= 0:
+        return model(x).float()
+    if level == 1:
+        return mirror(x)
+    from optbench.data.image_pipeline import translate
+
+    n = len(x)
+    up_left = translate(x, torch.full((n,), -1, device=x.device), torch.full((n,), -1, device=x.device))
+    down_right = translate(x, torch.full((n,), 1, device=x.device), torch.full((n,), 1, device=x.device))
+    return 0.5 * mirror(x) + 0.25 * mirror(up_left) + 0.25 * mirror(down_right)
+
+
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std,
-                        batch_size: int = 1000, tta: bool = False, rank: int = 0, world_size: int = 1,
+                        batch_size: int = 1000, tta: int | bool = 0, rank: int = 0, world_size: int = 1,
                         channels_last: bool = False) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy; with TTA, logits averaged over the image and its mirror
-    (plus 1-pixel translations of both). Ranks split the set and the sums are all-reduced."""
+    """Accuracy and mean cross-entropy of uint8 images, with test-time augmentation level `tta`
+    (see tta_logits). Ranks split the set and the sums are all-reduced."""
     from optbench.data.image_pipeline import normalise
 
+    level = tta_level(tta)
     correct = torch.zeros((), device=images.device, dtype=torch.float64)
     loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
     share = torch.arange(rank, len(images), world_size, device=images.device)
@@ -66,9 +93,7 @@ def evaluate_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Te
         x = normalise(images[idx], mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x).float()
-        if tta:
-            logits = 0.5 * logits + 0.5 * model(x.flip(-1)).float()
+        logits = tta_logits(model, x, level)
         y = labels[idx]
         correct += (logits.argmax(1) == y).sum()
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
@@ -79,7 +104,7 @@ def evaluate_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Te
 
 def image_classification(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
     from optbench.data.cifar10 import read_cifar10
-    from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader
+    from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader, normalise
     from optbench.data.synthetic import ensure_synthetic_cifar10
     from optbench.models import build_model
 
@@ -89,6 +114,9 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
     arrays = read_cifar10(d.root)
     train_x, train_y = arrays.train_images, arrays.train_labels
     val_x = val_y = None
+    if d.val_split >= len(train_x):
+        raise ConfigError(f"data.val_split={d.val_split} is invalid: must be below the {len(train_x)} "
+                          f"training images in {d.root}")
     if d.val_split:
         # a fixed held-out split (independent of the run seed) keeps tuning off the test set
         order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))
@@ -98,8 +126,15 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
     train_x, train_y = train_x.to(device), train_y.to(device)
     test_x, test_y = arrays.test_images.to(device), arrays.test_labels.to(device)
 
+    if t.batch_size > len(train_x):
+        raise ConfigError(f"trainer.batch_size={t.batch_size} exceeds the {len(train_x)} training images "
+                          f"in {d.root}; choose a batch size of at most {len(train_x)}")
     channels_last = bool(cfg.model.get("channels_last", False))
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True))
+    if hasattr(model, "init_from_data"):
+        # data-dependent init (airbench's whitening layer): the same first training images every
+        # run, independent of the seed, as airbench does (its first 5,000)
+        model.init_from_data(normalise(train_x[:5000], CIFAR_MEAN, CIFAR_STD))
     micro = t.batch_size // (t.grad_accum * world_size)
     aug = d.augment
 
@@ -119,10 +154,10 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
     def evaluate(model: nn.Module) -> dict:
         kw = dict(mean=CIFAR_MEAN, std=CIFAR_STD, rank=rank, world_size=world_size,
                   channels_last=channels_last, batch_size=int(cfg.task.get("eval_batch_size", 1000)))
-        acc, nll = evaluate_classifier(model, test_x, test_y, tta=bool(d.tta), **kw)
+        acc, nll = evaluate_classifier(model, test_x, test_y, tta=d.tta, **kw)
         out = {"test_acc": acc, "test_loss": nll}
         if val_x is not None:
-            out["val_acc"], out["val_loss"] = evaluate_classifier(model, val_x, val_y, tta=bool(d.tta), **kw)
+            out["val_acc"], out["val_loss"] = evaluate_classifier(model, val_x, val_y, tta=d.tta, **kw)
         return out
 
     return Task(
@@ -180,6 +215,12 @@ def _validate_image_data(cfg: DictConfig) -> None:
         raise ConfigError(f"data.augment.translate={aug.translate} is invalid: must be in [0, 8] pixels")
     if not 0 <= aug.cutout <= 32:
         raise ConfigError(f"data.augment.cutout={aug.cutout} is invalid: must be in [0, 32] pixels")
+    for key in ("flip", "alternating_flip"):
+        if not isinstance(aug.get(key), bool):
+            raise ConfigError(f"data.augment.{key}={aug.get(key)!r} is invalid: must be true or false")
+    if d.tta not in (False, True, 0, 1, 2):
+        raise ConfigError(f"data.tta={d.tta!r} is invalid; valid choices: 0 (none), 1 (mirror), "
+                          "2 (mirror + translate)")
     if d.val_split < 0 or (d.get("n_train") and d.val_split >= d.n_train):
         raise ConfigError(f"data.val_split={d.val_split} is invalid: must be >= 0 and below the "
                           "training-set size")

@@ -56,7 +56,10 @@ def optbench_cli(*args, env=None, cwd=None, timeout=600):
     import subprocess
     import sys
 
+    import tempfile
+
     exe = Path(sys.executable).with_name("optbench")
+    cwd = cwd or tempfile.mkdtemp(prefix="optbench-cli-")  # Hydra's outputs/ never land in the repo
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env,
                           cwd=cwd, timeout=timeout)

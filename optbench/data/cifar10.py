@@ -113,6 +113,11 @@ def read_cifar10(root) -> CifarArrays:
     if not (d / TEST_FILE).exists() and not any((d / f).exists() for f in TRAIN_FILES):
         raise ConfigError(f"no CIFAR-10 files in {root} (expected {BATCH_DIR}/data_batch_1..5, "
                           f"test_batch); {DOWNLOAD_HINT}")
+    return read_batch_files(d)
+
+
+def read_batch_files(d: Path) -> CifarArrays:
+    """The official batch files in directory d (every file must be there and well-formed)."""
     train = [read_batch(d / f) for f in TRAIN_FILES]
     test_x, test_y = read_batch(d / TEST_FILE)
     meta = _load_pickle(d / META_FILE)
@@ -124,19 +129,40 @@ def read_cifar10(root) -> CifarArrays:
     )
 
 
+def check_arrays(arrays: CifarArrays, source) -> CifarArrays:
+    """uint8 N x 3 x 32 x 32 images with N int64 labels in 0..9, for both splits."""
+    for split in ("train", "test"):
+        x, y = getattr(arrays, f"{split}_images"), getattr(arrays, f"{split}_labels")
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32) or \
+                y.dtype != torch.int64 or y.shape != (len(x),):
+            raise ConfigError(f"CIFAR-10 data in {source} has {split} images {tuple(x.shape)} {x.dtype} and "
+                              f"labels {tuple(y.shape)} {y.dtype}; expected N x 3 x 32 x 32 uint8 and N "
+                              f"int64 labels; delete it and {DOWNLOAD_HINT}")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
+            raise ConfigError(f"CIFAR-10 data in {source} has {split} labels outside 0..9; delete it "
+                              f"and {DOWNLOAD_HINT}")
+    return arrays
+
+
 def write_cache(arrays: CifarArrays, path: Path) -> None:
+    """The compact cache: one torch file of uint8/int64 tensors, written atomically."""
+    check_arrays(arrays, path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"train_images": arrays.train_images, "train_labels": arrays.train_labels,
-                "test_images": arrays.test_images, "test_labels": arrays.test_labels,
-                "label_names": arrays.label_names}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"train_images": arrays.train_images.contiguous(), "train_labels": arrays.train_labels,
+                    "test_images": arrays.test_images.contiguous(), "test_labels": arrays.test_labels,
+                    "label_names": list(arrays.label_names)}, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_cache(path: Path) -> CifarArrays:
     try:
         d = torch.load(path, weights_only=True)
-        return CifarArrays(d["train_images"], d["train_labels"], d["test_images"],
-                           d["test_labels"], list(d["label_names"]))
+        arrays = CifarArrays(d["train_images"], d["train_labels"], d["test_images"],
+                             d["test_labels"], list(d["label_names"]))
     except Exception as e:
         raise ConfigError(f"CIFAR-10 cache unreadable: {path} ({type(e).__name__}); delete it "
                           "and it is rebuilt from the batch files") from None
+    return check_arrays(arrays, path)

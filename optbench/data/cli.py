@@ -13,7 +13,7 @@ def main(argv: list[str]) -> None:
 
     p = sub.add_parser("fineweb10B", help="pre-tokenised FineWeb GPT-2 shards from the HF hub")
     p.add_argument("--shards", type=int, default=8, help="train shards of 100M tokens (default 8)")
-    p.add_argument("--root", default="data/fineweb10B")
+    p.add_argument("--root", default=None, help="default: data/fineweb10B (data/finewebedu10B with --edu)")
     p.add_argument("--edu", action="store_true", help="the FineWeb-Edu variant")
 
     args = parser.parse_args(argv)
@@ -24,4 +24,5 @@ def main(argv: list[str]) -> None:
     else:
         from optbench.data.fineweb import download_fineweb
 
-        download_fineweb(args.root, shards=args.shards, edu=args.edu)
+        root = args.root or ("data/finewebedu10B" if args.edu else "data/fineweb10B")
+        download_fineweb(root, shards=args.shards, edu=args.edu)

@@ -8,3 +8,4 @@ from optbench.optim.registry import (  # noqa: F401
     optimizer_defaults,
     validate_optimizer_config,
 )
+from optbench.optim import catalog  # noqa: F401,E402  (fills OPTIMIZERS)

@@ -74,5 +74,9 @@ def build_param_groups(model: nn.Module, lr: float, weight_decay: float,
             "role": role,
             "lr": lr * float(rule["lr_mult"]),
             "weight_decay": weight_decay if rule["weight_decay"] else 0.0,
+            # the policy itself, so a hybrid optimizer (Muon) can re-derive lr and decay for
+            # the groups it hands to its fallback, which has its own lr and weight decay
+            "lr_mult": float(rule["lr_mult"]),
+            "decay_on": bool(rule["weight_decay"]),
         })
     return groups

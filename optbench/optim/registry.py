@@ -29,7 +29,37 @@ class OptimizerSpec:
     state: str                      # optimizer-state memory per parameter, e.g. "2x"
     description: str = ""
     needs_closure: bool = False     # step(closure) re-evaluates the loss (L-BFGS)
+    cls: type | str | None = None   # the class the factory builds, or "module:Class" imported on use
+    fixed: dict = field(default_factory=dict)  # constructor arguments the entry pins (nesterov=True)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def constructor(self) -> type:
+        return resolve_class(self.cls)
+
+    @property
+    def accepts(self) -> frozenset:
+        """The constructor's named hyperparameters, less those the entry pins."""
+        return constructor_args(self.constructor) - set(self.fixed) if self.cls else frozenset()
+
+
+def resolve_class(cls: type | str) -> type:
+    """Libraries are imported when an optimizer is used, so `optbench list` and --help stay quick."""
+    if isinstance(cls, str):
+        import importlib
+
+        module, _, name = cls.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return cls
+
+
+def constructor_args(cls) -> frozenset:
+    """The named hyperparameters a constructor takes (not **kwargs, which some libraries swallow)."""
+    import inspect
+
+    sig = inspect.signature(cls.__init__)
+    return frozenset(n for n, p in sig.parameters.items()
+                     if n not in ("self", "params") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {}
@@ -38,20 +68,6 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {}
 def register(spec: OptimizerSpec) -> OptimizerSpec:
     OPTIMIZERS[spec.name] = spec
     return spec
-
-
-def _torch(cls, **fixed):
-    def factory(groups, hp):
-        return cls(groups, **{**hp, **fixed})
-    return factory
-
-
-register(OptimizerSpec("sgd", "torch.optim", _torch(torch.optim.SGD), "0x",
-                       "stochastic gradient descent, no momentum"))
-register(OptimizerSpec("nesterov", "torch.optim", _torch(torch.optim.SGD, nesterov=True), "1x",
-                       "SGD with Nesterov momentum"))
-register(OptimizerSpec("adamw", "torch.optim", _torch(torch.optim.AdamW), "2x",
-                       "Adam with decoupled weight decay (Loshchilov & Hutter)"))
 
 
 def optimizer_defaults(name: str) -> dict:
@@ -65,10 +81,20 @@ def _as_dict(cfg) -> dict:
 
 
 def hyperparameters(cfg: dict) -> dict:
-    hp = {k: v for k, v in cfg.items() if k not in META_KEYS}
-    if isinstance(hp.get("betas"), list):
-        hp["betas"] = tuple(hp["betas"])
-    return hp
+    # yaml lists are tuples to constructors (betas, Adafactor's eps pair, NS coefficients)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k not in META_KEYS}
+
+
+def fallback_config(fallback) -> dict:
+    """A hybrid optimizer's `fallback:` block, completed by the fallback optimizer's own yaml."""
+    fallback = _as_dict(fallback or {"name": "adamw"})
+    name = fallback.get("name")
+    if name in ("muon", "lbfgs") or name not in OPTIMIZERS:
+        valid = sorted(set(OPTIMIZERS) - {"muon", "lbfgs"})
+        raise ConfigError(f"optimizer.fallback.name={name!r} is invalid; valid choices: {', '.join(valid)}")
+    cfg = {k: v for k, v in optimizer_defaults(name).items() if k not in META_KEYS}
+    cfg.update(fallback)
+    return cfg
 
 
 def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -89,9 +115,9 @@ def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Opti
 def build_optimizer(name: str, model: torch.nn.Module, **overrides) -> torch.optim.Optimizer:
     """The Python entry point: the yaml's defaults, changed by `overrides`, same as the CLI."""
     cfg = optimizer_defaults(name)
-    unknown = set(overrides) - set(cfg)
+    unknown = set(overrides) - set(cfg) - set(OPTIMIZERS[name].accepts)
     if unknown:
-        valid = sorted(set(cfg) - {"name"})
+        valid = sorted((set(cfg) | set(OPTIMIZERS[name].accepts)) - {"name"})
         raise ConfigError(f"unknown hyperparameter(s) {sorted(unknown)} for optimizer '{name}'; "
                           f"valid: {', '.join(valid)}")
     cfg.update(overrides)
@@ -99,21 +125,35 @@ def build_optimizer(name: str, model: torch.nn.Module, **overrides) -> torch.opt
     return build_optimizer_from_config(cfg, model)
 
 
-def validate_optimizer_config(cfg) -> None:
+def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
+    """Refuse, in one line, what would fail or silently misbehave once training has started."""
     cfg = _as_dict(cfg)
     name = cfg.get("name")
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
+    spec = OPTIMIZERS[name]
+    unknown = sorted(set(hyperparameters(cfg)) - {"name"} - set(spec.accepts))
+    if unknown:
+        raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer '{name}'; "
+                          f"valid: {', '.join(sorted(spec.accepts))}")
     lr = cfg.get("lr")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ConfigError(f"optimizer.lr={lr!r} is invalid: must be a number > 0")
-    wd = cfg.get("weight_decay", 0.0)
-    if not isinstance(wd, (int, float)) or wd < 0:
-        raise ConfigError(f"optimizer.weight_decay={wd!r} is invalid: must be a number >= 0")
-    for key in ("betas", "betas3"):
-        for i, beta in enumerate(cfg.get(key) or []):
-            if not isinstance(beta, (int, float)) or not 0 <= beta < 1:
-                raise ConfigError(f"optimizer.{key}[{i}]={beta!r} is invalid: must be in [0, 1)")
-    momentum = cfg.get("momentum")
-    if momentum is not None and (not isinstance(momentum, (int, float)) or not 0 <= momentum < 1):
-        raise ConfigError(f"optimizer.momentum={momentum!r} is invalid: must be in [0, 1)")
+    if not _number(lr) or not lr > 0:
+        raise ConfigError(f"{key}.lr={lr!r} is invalid: must be a number > 0")
+    for k in ("weight_decay", "eps"):
+        v = cfg.get(k)
+        if v is not None and not isinstance(v, (list, tuple)) and (not _number(v) or v < 0):
+            raise ConfigError(f"{key}.{k}={v!r} is invalid: must be a number >= 0")
+    for k in ("betas", "betas3"):
+        for i, beta in enumerate(cfg.get(k) or []):
+            if not _number(beta) or not 0 <= beta < 1:
+                raise ConfigError(f"{key}.{k}[{i}]={beta!r} is invalid: must be in [0, 1)")
+    for k in ("momentum", "alpha" if name == "rmsprop" else None):
+        v = cfg.get(k) if k else None
+        if v is not None and (not _number(v) or not 0 <= v < 1):
+            raise ConfigError(f"{key}.{k}={v!r} is invalid: must be in [0, 1)")
+    if name == "muon":
+        validate_optimizer_config(fallback_config(cfg.get("fallback")), key=f"{key}.fallback")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

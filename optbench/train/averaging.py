@@ -1,7 +1,8 @@
 """Weight averaging usable with any optimizer: EMA and SWA (Izmailov et al. 2018).
 
 Built on torch.optim.swa_utils. Evaluation uses the averaged weights; for SWA the BatchNorm
-statistics are recomputed on training batches, since averaged weights invalidate them.
+statistics are recomputed on training batches, since averaged weights invalidate them. The same
+recomputation serves Schedule-Free optimizers, whose evaluation point x is not where BN measured.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 BN_RECOMPUTE_BATCHES = 50
+BN_RECOMPUTE_SEED = 10_000  # a data stream of its own, the same at every evaluation
 
 
 class Averager:
@@ -21,6 +23,7 @@ class Averager:
         self.averaged = AveragedModel(model, multi_avg_fn=fn, use_buffers=(kind == "ema"))
         self.model = model
         self.updates = 0
+        self._bn_measured_at = -1
 
     @property
     def active(self) -> bool:
@@ -33,27 +36,12 @@ class Averager:
 
     def prepare_eval(self, task) -> nn.Module:
         module = self.averaged.module
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-        if self.kind == "swa" and has_bn and task.make_train_batches is not None:
-            self._recompute_bn(module, task)
+        # SWA averages weights only: the BN statistics of the average must be measured afresh,
+        # once per new average (EMA averages the BN buffers along with the weights)
+        if self.kind == "swa" and self._bn_measured_at != self.updates and can_recompute_bn(module, task):
+            recompute_bn(module, task)
+            self._bn_measured_at = self.updates
         return module
-
-    @torch.no_grad()
-    def _recompute_bn(self, module: nn.Module, task) -> None:
-        """Cumulative BN statistics over a fixed stream of training batches (swa_utils.update_bn)."""
-        bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        momenta = {m: m.momentum for m in bns}
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        was_training = module.training
-        module.train()
-        for micro_batches in itertools.islice(task.make_train_batches(10_000), BN_RECOMPUTE_BATCHES):
-            for x, _ in micro_batches:
-                module(x)
-        for m in bns:
-            m.momentum = momenta[m]
-        module.train(was_training)
 
     def state_dict(self) -> dict:
         return {"averaged": self.averaged.state_dict(), "updates": self.updates}
@@ -61,6 +49,51 @@ class Averager:
     def load_state_dict(self, state: dict) -> None:
         self.averaged.load_state_dict(state["averaged"])
         self.updates = int(state["updates"])
+        self._bn_measured_at = -1
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def can_recompute_bn(module: nn.Module, task) -> bool:
+    return has_batchnorm(module) and getattr(task, "make_train_batches", None) is not None
+
+
+@torch.no_grad()
+def recompute_bn(module: nn.Module, task, batches: int = BN_RECOMPUTE_BATCHES) -> None:
+    """Exact (cumulative) BN statistics over a fixed stream of training batches, as
+    swa_utils.update_bn does; the stream is separate from the run's, so training data is untouched."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = {m: m.momentum for m in bns}
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = module.training
+    module.train()
+    for micro_batches in itertools.islice(task.make_train_batches(BN_RECOMPUTE_SEED), batches):
+        for x, _ in micro_batches:
+            module(x)
+    for m in bns:
+        m.momentum = momenta[m]
+    module.train(was_training)
+
+
+def evaluates_elsewhere(optimizer) -> bool:
+    """Schedule-Free optimizers train at y and evaluate at x; their eval() moves the weights."""
+    return callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+
+
+def evaluation_model(model: nn.Module, optimizer, averager: "Averager | None", task) -> nn.Module:
+    """The module an evaluation must run: the averaged weights when averaging is on; otherwise the
+    live model, with its BN statistics re-measured when a Schedule-Free optimizer (already in eval
+    mode) has moved the weights to x -- the running statistics were gathered at y (schedulefree
+    README, "Caveats")."""
+    if averager is not None and averager.active:
+        return averager.prepare_eval(task)
+    if evaluates_elsewhere(optimizer) and can_recompute_bn(model, task):
+        recompute_bn(model, task)
+    return model
 
 
 def build_averager(cfg, model: nn.Module, max_steps: int) -> Averager | None:

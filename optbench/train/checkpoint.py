@@ -1,30 +1,55 @@
-"""Checkpoints: everything a run needs to continue as if never stopped.
+"""Checkpoints: everything a run needs to continue as if it had never stopped.
 
-Model, optimizer, grad scaler, averaged weights, every RNG, the data position, the train clock and
-the run's bookkeeping; written atomically to checkpoints/last.pt (the previous file stays intact
-until the new one is complete) and loaded with weights_only=True.
+Model, optimizer (every rank's share when its state is sharded), grad scaler, averaged weights,
+every RNG of every rank, the data position, the train clock and the run's bookkeeping (incl. the
+partial loss sum since the last metrics line, so the resumed metrics lines are identical).
+
+On disk: checkpoints/last.pt, and the one before it as checkpoints/prev.pt. A file is written to a
+temporary name, fsynced and renamed, so a crash at any point leaves at least one whole checkpoint.
+The state is serialised, hashed (SHA-256) and stored as a byte tensor next to its digest: torch.load
+notices a torn zip but not flipped bits in tensor data, and the digest catches both. Everything is
+loaded with weights_only=True. What happens with a bad checkpoint is `trainer.on_bad_checkpoint`:
+previous (fall back to prev.pt) | stop (exit with the reason) | restart (from step 0).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from optbench.config import ON_BAD_CHECKPOINT_CHOICES as ON_BAD_CHOICES
 from optbench.errors import ConfigError
 
-BOOKKEEPING = ("step", "best", "best_step", "last_eval", "target_step", "target_time", "initial_loss")
+FORMAT = 1
+BOOKKEEPING = ("step", "best", "best_step", "last_eval", "target_step", "target_time", "initial_loss",
+               "loss_sum", "steps_since_log")
+
+
+class BadCheckpoint(ConfigError):
+    """A checkpoint file that is unreadable, fails its digest, or does not fit this run."""
 
 
 def checkpoint_path(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.pt"
 
 
+def previous_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "prev.pt"
+
+
+# --------------------------------------------------------------------------- RNG
 def _rng_state(device: torch.device) -> dict:
-    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
-             "numpy": np.random.get_state()[1].tolist(), "numpy_pos": int(np.random.get_state()[2]),
+    _, py_state, py_gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {"python": list(py_state), "python_gauss": py_gauss,
+             "numpy": torch.from_numpy(np_keys.astype(np.int64)), "numpy_pos": int(np_pos),
+             "numpy_has_gauss": int(np_has_gauss), "numpy_gauss": float(np_gauss),
              "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -32,70 +57,214 @@ def _rng_state(device: torch.device) -> dict:
 
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         state["numpy_has_gauss"], state["numpy_gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+# --------------------------------------------------------------------------- gathering ranks
+def _optimizer_is_sharded(optimizer) -> bool:
+    """An optimizer whose state differs between ranks (e.g. a distributed Muon that keeps each
+    parameter's momentum only on its owner rank) says so with `state_is_sharded = True`."""
+    return bool(getattr(optimizer, "state_is_sharded", False))
+
+
+def _gather(obj, dist_info) -> list:
+    """Every rank's `obj`, on every rank (a list indexed by rank)."""
+    if not dist_info.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * dist_info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _to_cpu(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def trainer_state(trainer) -> dict:
+    """The checkpoint's content. Collective under DDP: every rank must call it."""
+    sharded = _optimizer_is_sharded(trainer.optimizer)
+    per_rank = {"rng": _rng_state(trainer.device), "data": trainer.task.state_dict()}
+    if sharded:
+        per_rank["optimizer"] = _to_cpu(trainer.optimizer.state_dict())
+    ranks = _gather(_to_cpu(per_rank), trainer.dist)
     state = {
+        "format": FORMAT,
+        "world_size": trainer.dist.world_size,
         "model": trainer.model.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
+        "optimizer": None if sharded else trainer.optimizer.state_dict(),
+        "optimizer_sharded": sharded,
         "scaler": trainer.scaler.state_dict(),
-        "data": trainer.task.state_dict(),
         "clock": trainer.clock.read(),
-        "rng": _rng_state(trainer.device),
-        "bookkeeping": {k: getattr(trainer, k) for k in BOOKKEEPING},
+        "ranks": ranks,
+        "bookkeeping": {k: _to_cpu(getattr(trainer, k, None)) for k in BOOKKEEPING},
     }
     if trainer.averager is not None:
         state["averager"] = trainer.averager.state_dict()
+    if callable(getattr(trainer.schedule, "state_dict", None)):  # metric-driven schedules (plateau)
+        state["schedule"] = trainer.schedule.state_dict()
     return state
 
 
+# --------------------------------------------------------------------------- files
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(state: dict, path: Path) -> None:
+    """Atomically write `state` (hashed) to `path`, keeping the file it replaces as prev.pt."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getbuffer()
+    envelope = {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
+                "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(envelope, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the checkpoints already there stay as they were
+        raise
+    # from here on a crash leaves prev.pt, last.pt or both complete: never neither
+    if path.exists():
+        os.replace(path, path.with_name("prev.pt"))
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def read_checkpoint(path: Path, device: torch.device) -> dict:
+    """The state in `path`, or BadCheckpoint with one line saying what is wrong."""
+    try:
+        envelope = torch.load(path, map_location="cpu", weights_only=True)
+        payload = envelope["payload"].numpy().tobytes()
+        digest = envelope["sha256"]
+    except Exception as e:
+        raise BadCheckpoint(f"checkpoint {path} is unreadable ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:120] if str(e) else 'truncated or not a checkpoint'})"
+                            ) from None
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise BadCheckpoint(f"checkpoint {path} is corrupted (SHA-256 mismatch)")
+    try:
+        return torch.load(io.BytesIO(payload), map_location=device, weights_only=True)
+    except Exception as e:
+        raise BadCheckpoint(f"checkpoint {path} is unreadable ({type(e).__name__})") from None
+
+
 def save(trainer) -> Path | None:
+    """Collective under DDP (gathers every rank's RNG, data and sharded optimizer state);
+    only rank 0 writes. Returns the path written on rank 0."""
+    state = trainer_state(trainer)
     if not trainer.dist.is_main:
         return None
     path = checkpoint_path(trainer.run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(trainer_state(trainer), tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_checkpoint(state, path)
     return path
 
 
-def load(trainer, path: Path) -> None:
+def apply(trainer, state: dict, path: Path) -> None:
+    """Restore a trainer from a checkpoint's state."""
+    rank, world = trainer.dist.rank, trainer.dist.world_size
+    if state.get("optimizer_sharded") and state.get("world_size") != world:
+        raise BadCheckpoint(f"checkpoint {path} holds optimizer state sharded over "
+                            f"{state.get('world_size')} ranks; resume it with trainer.nproc="
+                            f"{state.get('world_size')} (this run has {world})")
     try:
-        state = torch.load(path, map_location=trainer.device, weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"checkpoint {path} is unreadable ({type(e).__name__}); "
-                          "delete it or pass trainer.resume=never") from None
-    trainer.model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.model.load_state_dict(state["model"])
+        mine = state["ranks"][rank] if rank < len(state["ranks"]) else state["ranks"][0]
+        trainer.optimizer.load_state_dict(mine["optimizer"] if state.get("optimizer_sharded")
+                                          else state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise BadCheckpoint(f"checkpoint {path} does not fit this run's model/optimizer "
+                            f"({str(e).splitlines()[0][:160]}); pass trainer.resume=never or another "
+                            "hydra.run.dir") from None
+    for g in trainer.optimizer.param_groups:
+        g.setdefault("base_lr", g["lr"])
     trainer.scaler.load_state_dict(state["scaler"])
-    trainer.task.load_state_dict(state["data"])
+    trainer.task.load_state_dict(mine["data"])
     trainer.clock.elapsed = float(state["clock"])
-    _set_rng_state(state["rng"], trainer.device)
+    _set_rng_state(mine["rng"], trainer.device)
     for k, v in state["bookkeeping"].items():
+        if k == "loss_sum" and v is not None:
+            v = v.to(trainer.device)
         setattr(trainer, k, v)
     if trainer.averager is not None and "averager" in state:
         trainer.averager.load_state_dict(state["averager"])
+    if "schedule" in state and callable(getattr(trainer.schedule, "load_state_dict", None)):
+        trainer.schedule.load_state_dict(state["schedule"])
+
+
+def _warn(trainer, message: str) -> None:
+    if trainer.dist.is_main:
+        print(f"optbench: warning: {message}", file=sys.stderr, flush=True)
 
 
 def maybe_resume(trainer) -> Path | None:
+    """trainer.resume: auto (last.pt, else prev.pt, in this run dir) | never | a checkpoint path.
+
+    Returns the checkpoint resumed from, or None for a fresh start. Every rank reads the file
+    itself (the run dir is shared), so all ranks reach the same decision."""
     mode = str(trainer.t.resume)
+    on_bad = str(trainer.t.get("on_bad_checkpoint", "previous"))
+    if on_bad not in ON_BAD_CHOICES:
+        raise ConfigError(f"trainer.on_bad_checkpoint={on_bad!r} is invalid; valid choices: "
+                          f"{', '.join(ON_BAD_CHOICES)}")
     if mode == "never":
         return None
-    path = checkpoint_path(trainer.run_dir) if mode == "auto" else Path(mode)
-    if not path.exists():
-        if mode != "auto":
-            raise ConfigError(f"trainer.resume={mode!r}: no such checkpoint; valid: auto, never, or a path")
-        return None
-    load(trainer, path)
-    return path
+    if mode == "auto":
+        candidates = [p for p in (checkpoint_path(trainer.run_dir), previous_path(trainer.run_dir)) if p.exists()]
+    else:
+        path = Path(mode)
+        if not path.is_file():
+            raise ConfigError(f"trainer.resume={mode!r}: no such checkpoint; valid: auto, never, "
+                              "or the path of a checkpoint file")
+        candidates = [path]
+        if path.name == "last.pt" and path.with_name("prev.pt").exists():
+            candidates.append(path.with_name("prev.pt"))
+    bad: BadCheckpoint | None = None
+    for path in candidates:
+        try:
+            state = read_checkpoint(path, trainer.device)
+        except BadCheckpoint as e:
+            if on_bad == "stop":
+                raise BadCheckpoint(f"{e}; refusing to resume (trainer.on_bad_checkpoint=stop)") from None
+            if on_bad == "restart":
+                _warn(trainer, f"{e}; starting from step 0 (trainer.on_bad_checkpoint=restart)")
+                return None
+            _warn(trainer, f"{e}; trying the previous checkpoint")
+            bad = e
+            continue
+        apply(trainer, state, path)
+        if bad is not None or path != candidates[0]:
+            _warn(trainer, f"resumed from {path} at step {trainer.step}")
+        return path
+    if bad is not None:
+        raise BadCheckpoint(f"{bad}, and no good previous checkpoint; pass trainer.resume=never "
+                            "or trainer.on_bad_checkpoint=restart to start over")
+    return None
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:

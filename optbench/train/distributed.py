@@ -1,4 +1,9 @@
-"""Process-group set-up from torchrun's environment: NCCL on GPUs, gloo on CPU."""
+"""Process-group set-up from torchrun's environment: NCCL on GPUs, gloo on CPU.
+
+torchrun (single or multi-node) sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT. A SLURM job
+started by the submitit launcher with several tasks has only SLURM_* variables: submitit's own
+helper translates them into the same torchrun-style environment.
+"""
 from __future__ import annotations
 
 import os
@@ -24,6 +29,11 @@ class DistInfo:
 
     @staticmethod
     def from_env() -> "DistInfo":
+        if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1 \
+                and "SUBMITIT_EXECUTOR" in os.environ:
+            from submitit.helpers import TorchDistributedEnvironment
+
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
                         int(os.environ.get("WORLD_SIZE", 1)))
 
@@ -63,3 +73,22 @@ def broadcast_flag(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank `src`'s `obj` on every rank (e.g. the run directory, which Hydra's ${now:...} may
+    name differently on each rank)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics are updated from each rank's
+    own micro-batch), so that evaluation, split across ranks, scores one and the same model."""
+    if not dist.is_initialized():
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)

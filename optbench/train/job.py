@@ -1,6 +1,9 @@
 """One Hydra job: validate, train into Hydra's output dir, and turn failures into a recorded status.
 
 In a multirun a diverged or failed run is a result, not a crash: the sweep goes on.
+Under DDP every rank runs this; rank 0's output dir is the run dir of all of them (Hydra's
+${now:...} may name it differently on each rank when torchrun is started by hand), and only
+rank 0 prints results.
 """
 from __future__ import annotations
 
@@ -29,18 +32,21 @@ def run_job(cfg: DictConfig) -> float | None:
     dist = DistInfo.from_env()
     try:
         validate(cfg, world_size=dist.world_size)
+        run_dir = _same_run_dir_on_every_rank(cfg, run_dir, dist)
         with open_dict(cfg):
             cfg.overrides = overrides
         summary = train(cfg, run_dir, dist)
     except ConfigError as e:
-        print(f"optbench: error: {e}", file=sys.stderr)
+        if dist.is_main:  # every rank hits the same config error: say it once
+            print(f"optbench: error: {e}", file=sys.stderr)
         if multirun:
             return None
         raise SystemExit(2)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # recorded in summary.json by the loop; the sweep continues
-        print(f"optbench: run failed in {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
+        where = "" if dist.is_main else f" (rank {dist.rank})"
+        print(f"optbench: run failed in {run_dir}{where}: {type(e).__name__}: {e}", file=sys.stderr)
         if multirun:
             return None
         raise SystemExit(1)
@@ -51,6 +57,15 @@ def run_job(cfg: DictConfig) -> float | None:
     if summary["status"] == "interrupted" and not multirun:
         raise SystemExit(0)
     return summary.get("final_metric")
+
+
+def _same_run_dir_on_every_rank(cfg: DictConfig, run_dir: Path, dist) -> Path:
+    if not dist.enabled:
+        return run_dir
+    from optbench.train.distributed import broadcast_object, init_process_group, select_device
+
+    init_process_group(dist, select_device(cfg.trainer.device, dist.local_rank))
+    return Path(broadcast_object(str(run_dir.resolve())))
 
 
 def open_dict(cfg):

@@ -20,12 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from optbench.config import amp_mode
 from optbench.optim import build_optimizer_from_config
-from optbench.schedules import build_schedule_from_config
+from optbench.schedules import build_momentum_schedule, build_schedule_from_config, lr_scale
 from optbench.tasks import Task, build_task
 from optbench.train import checkpoint as ckpt
+from optbench.train.averaging import evaluation_model
 from optbench.train.clock import TrainClock
 from optbench.train.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_process_group,
-                                        select_device)
+                                        select_device, sync_buffers)
 from optbench.train.rundir import atomic_write_text, environment, write_json
 from optbench.train.sinks import ProgressBar, build_sinks
 
@@ -77,9 +78,13 @@ class Trainer:
         self.task: Task = build_task(cfg, self.device, self.dist.rank, self.dist.world_size)
         self.model = self.task.model.to(self.device)
         self.optimizer = build_optimizer_from_config(cfg.optimizer, self.model)
+        # batch-size scaling (optimizer.lr_scaling): base_lr is the lr this run really uses
+        self.lr_scale = lr_scale(cfg.optimizer, self.t.batch_size)
         for g in self.optimizer.param_groups:
+            g["lr"] *= self.lr_scale
             g.setdefault("base_lr", g["lr"])
         self.schedule = build_schedule_from_config(cfg.scheduler, self.t.max_steps)
+        self.momentum_schedule = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"))
         self.needs_closure = getattr(getattr(self.optimizer, "optbench_spec", None), "needs_closure", False)
 
         self.amp = amp_mode(self.t.amp)
@@ -87,6 +92,9 @@ class Trainer:
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype \
             else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        # MFU needs the device's peak FLOP/s (trainer.peak_flops, else a table of known GPUs)
+        from optbench.train.mfu import peak_flops
+        self.peak_flops = peak_flops(self.t.get("peak_flops"), self.device)
 
         self.train_model = self.model
         if self.dist.enabled:
@@ -108,6 +116,9 @@ class Trainer:
         self.target_time: float | None = None
         self.initial_loss: float | None = None
         self.compile_warmup_s = 0.0
+        # the train loss summed since the last metrics line (checkpointed: a resumed run logs the same)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.steps_since_log = 0
         self.status = "running"
         self.stop_reason: str | None = None
         self._stop_signal: int | None = None
@@ -118,6 +129,8 @@ class Trainer:
         mult = self.schedule(step)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * mult
+        if self.momentum_schedule is not None:
+            self.momentum_schedule.apply(self.optimizer, step)
         return mult
 
     def _forward_backward(self, micro_batches) -> torch.Tensor:
@@ -159,10 +172,10 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
         with self.clock.paused():
+            sync_buffers(self.model)  # ranks split the eval set: all must score rank 0's model
             set_optimizer_mode(self.optimizer, "eval")
-            eval_model = self.model
-            if self.averager is not None and self.averager.active:
-                eval_model = self.averager.prepare_eval(self.task)
+            # averaged weights (EMA/SWA) or, for Schedule-Free, BN re-measured at the eval point
+            eval_model = evaluation_model(self.model, self.optimizer, self.averager, self.task)
             eval_model.eval()
             with torch.no_grad(), self.autocast():
                 metrics = self.task.evaluate(eval_model)
@@ -174,6 +187,8 @@ class Trainer:
         if self.target_step is None and self.task.reached(value):
             self.target_step, self.target_time = self.step, self.clock.read()
         self.last_eval = metrics
+        if hasattr(self.schedule, "observe"):  # metric-driven schedules (plateau)
+            self.schedule.observe(value)
         return metrics
 
     # ------------------------------------------------------------------ bookkeeping
@@ -189,9 +204,19 @@ class Trainer:
     def _request_stop(self, signum, frame) -> None:
         self._stop_signal = signum
 
+    # SIGTERM (preemption, scancel, torchrun stopping), SIGUSR1 (SLURM's --signal warning) and
+    # SIGUSR2 (submitit's default preemption signal): checkpoint at the end of the step, then stop
+    STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+    def _pass_on_signal(self, previous_handlers: dict) -> None:
+        """After our checkpoint: let the handler we replaced act (submitit's requeues the job)."""
+        handler = previous_handlers.get(self._stop_signal)
+        if callable(handler) and handler is not self._request_stop:
+            handler(self._stop_signal, None)
+
     def _install_signal_handlers(self) -> dict:
         previous = {}
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in self.STOP_SIGNALS:
             try:
                 previous[sig] = signal.signal(sig, self._request_stop)
             except ValueError:  # not the main thread
@@ -227,8 +252,7 @@ class Trainer:
         bar = ProgressBar(t.max_steps, self.step, self.is_main and t.progress,
                           desc=f"{cfg.task.name} {cfg.optimizer.name} seed={cfg.seed}")
         previous_handlers = self._install_signal_handlers()
-        loss_sum = torch.zeros((), device=self.device)
-        steps_since_log, last_log_time = 0, self.clock.read()
+        last_log_time = self.clock.read()
         try:
             first = next(self.task.train_batches)
             self.compile_warmup(first)
@@ -242,25 +266,27 @@ class Trainer:
                 log_now = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.max_steps or self.step == 0
                 loss, grad_norm = self.train_step(micro_batches, want_grad_norm=log_now)
                 self.step += 1
-                loss_sum += loss
-                steps_since_log += 1
+                self.loss_sum += loss
+                self.steps_since_log += 1
                 bar.update()
                 if log_now:
-                    loss_value = all_reduce_sum(loss_sum.item(), self.device) / (steps_since_log * self.dist.world_size)
+                    loss_value = all_reduce_sum(self.loss_sum.item(), self.device) / (self.steps_since_log * self.dist.world_size)
                     now = self.clock.read()
-                    throughput = steps_since_log * self.task.samples_per_step / max(now - last_log_time, 1e-9)
+                    throughput = self.steps_since_log * self.task.samples_per_step / max(now - last_log_time, 1e-9)
                     if self.task.tokens_per_step:
                         throughput *= self.task.tokens_per_step / self.task.samples_per_step
                     record = {**self.progress_record("train"), "loss": loss_value, "lr": self.lr_by_role(),
                               f"{unit}_per_s": throughput}
+                    if self.task.tokens_per_step and self.task.flops_per_token and self.peak_flops:
+                        record["mfu"] = self.mfu(throughput)
                     if grad_norm is not None:
                         record["grad_norm"] = float(grad_norm)
                     self.log(record)
                     bar.show(loss_value, self.optimizer.param_groups[0]["lr"], throughput, unit)
                     if self.initial_loss is None:
                         self.initial_loss = loss_value
-                    loss_sum.zero_()
-                    steps_since_log, last_log_time = 0, now
+                    self.loss_sum.zero_()
+                    self.steps_since_log, last_log_time = 0, now
                     if self.diverged(loss_value):
                         break
                 if self.step % t.eval_every == 0 or self.step == t.max_steps:
@@ -281,6 +307,10 @@ class Trainer:
             self.clock.stop()
             if self.status == "running":  # every way out of the loop but these set a status
                 self.status = "completed"
+            if self.status == "completed" and (t.get("save_final", False) or t.checkpoint_every
+                                               or ckpt.checkpoint_path(self.run_dir).exists()):
+                # the same command run again finds the run finished instead of redoing its tail
+                ckpt.save(self)
         except BaseException as e:
             self.clock.stop()
             if self.status == "running":
@@ -295,6 +325,8 @@ class Trainer:
             for sink in self.sinks:
                 sink.summary(summary)
                 sink.close()
+        if self.status == "interrupted" and self._stop_signal is not None:
+            self._pass_on_signal(previous_handlers)
         return summary
 
     def diverged(self, loss: float) -> bool:
@@ -318,6 +350,7 @@ class Trainer:
         resolved["resolved"] = {
             "world_size": self.dist.world_size,
             "micro_batch_size": self.t.batch_size // (self.t.grad_accum * self.dist.world_size),
+            "lr_scale": self.lr_scale,
             "lr_by_role": {g.get("role", str(i)): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
         }
         resolved["versions"] = environment(self.device, self.dist.world_size)
@@ -356,6 +389,8 @@ class Trainer:
             "compile_warmup_s": self.compile_warmup_s,
             "throughput_samples_per_s": samples / train_time if train_time > 0 else None,
             "throughput_tokens_per_s": self.step * tokens / train_time if tokens and train_time > 0 else None,
+            "mfu": self.mfu(self.step * tokens / train_time) if tokens and train_time > 0 else None,
+            "peak_flops": self.peak_flops,
             "peak_memory_bytes": peak,
             "peak_memory_kind": peak_kind,
             "param_count": sum(p.numel() for p in self.model.parameters()),
@@ -364,6 +399,11 @@ class Trainer:
             "environment": environment(self.device, self.dist.world_size),
             **self.task.summary_extra,
         }
+
+    def mfu(self, tokens_per_s: float) -> float | None:
+        """Model FLOPs utilisation over all ranks (train/mfu.py); None without a known peak."""
+        from optbench.train.mfu import mfu
+        return mfu(tokens_per_s, self.task.flops_per_token, self.peak_flops, self.dist.world_size)
 
     def write_summary(self) -> dict:
         summary = self.summary()

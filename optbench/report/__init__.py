@@ -1,0 +1,5 @@
+"""Comparison reports: run directories -> statistics -> tables (md/csv/tex) -> plots.
+
+collect.py finds and reads run directories, stats.py groups runs into rows and computes the
+statistics, tables.py renders them, plots.py draws the figures, cli.py is `optbench report`.
+"""

@@ -1,0 +1,127 @@
+"""`optbench report DIR... [--name N] [--by keys] [--baseline X] [--out results/] [--wandb]`
+
+Reads run directories (single runs and multiruns in any mix) and writes results/<name>/:
+table.md, table.csv, table.tex, runs.csv (one line per run), plots/*.png and command.txt (how
+the report was made). The Markdown table is printed to the terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from optbench.errors import ConfigError
+from optbench.report import tables
+from optbench.report.collect import load_runs
+from optbench.report.stats import build_rows
+
+RUN_FIELDS = ["path", "task", "optimizer", "lr", "seed", "status", "stop_reason", "final_metric", "best_metric",
+              "reached", "steps_to_target", "time_to_target_s", "steps", "train_time_s",
+              "throughput_samples_per_s", "peak_memory_bytes", "optimizer_state_bytes"]
+
+
+def runs_csv(runs) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=RUN_FIELDS, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in runs:
+        w.writerow({**{k: r.summary.get(k) for k in RUN_FIELDS}, "path": str(r.path)})
+    return buf.getvalue()
+
+
+def tuning_budget(dirs: list[str]) -> list[dict]:
+    """tune.json files (written by `optbench tune`) in or above the named directories."""
+    found = {}
+    for d in map(Path, dirs):
+        for p in [d, *list(d.resolve().parents)[:2]]:
+            f = p / "tune.json"
+            if f.is_file():
+                found[f.resolve()] = json.loads(f.read_text())
+    return list(found.values())
+
+
+def budget_markdown(budgets: list[dict]) -> str:
+    lines = []
+    for b in budgets:
+        lines.append(f"Tuning budget ({b.get('search')} search, selected by {b.get('select_metric')} at the end "
+                     f"of the schedule): {b.get('trials_per_optimizer')} trials per optimizer x "
+                     f"{b.get('steps_per_run')} steps, then the best of each rerun with {len(b.get('seeds') or [])} "
+                     f"seeds ({', '.join(map(str, b.get('seeds') or []))}); total steps {b.get('total_steps')}.")
+        for opt, best in (b.get("best") or {}).items():
+            value = best.get("value")
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            lines.append(f"- {opt}: best {best.get('overrides')} ({b.get('select_metric')}={shown})")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseline: str | None = None,
+                 out: str | Path = "results", plots: bool = True, command: str | None = None):
+    """Write results/<name>/ and return (out_dir, rows, markdown)."""
+    runs = load_runs(dirs)
+    rows, keys = build_rows(runs, by, baseline)
+    out_dir = Path(out) / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = tables.markdown(rows)
+    budgets = tuning_budget(dirs)
+    if budgets:
+        md += "\n" + budget_markdown(budgets)
+    (out_dir / "table.md").write_text(md)
+    (out_dir / "table.csv").write_text(tables.csv_text(rows))
+    (out_dir / "table.tex").write_text(tables.latex(rows, caption=name))
+    (out_dir / "runs.csv").write_text(runs_csv(runs))
+    if command:
+        (out_dir / "command.txt").write_text(command + "\n")
+    written = []
+    if plots:
+        from optbench.report.plots import all_plots
+
+        written = all_plots(rows, out_dir / "plots")
+    return out_dir, rows, md, written
+
+
+def log_to_wandb(rows, name: str, project: str, mode: str) -> None:
+    import wandb
+
+    from optbench.train.wandb_sink import resolve_mode
+
+    mode = resolve_mode(mode)
+    header, cells = tables.display_rows(rows)
+    run = wandb.init(project=project, name=f"report-{name}", job_type="report", mode=mode,
+                     settings=wandb.Settings(console="off", silent=True))
+    run.log({"report/table": wandb.Table(columns=header, data=cells),
+             "report/stats": wandb.Table(dataframe=None, columns=tables.CSV_FIELDS,
+                                         data=list(csv.reader(io.StringIO(tables.csv_text(rows))))[1:])})
+    run.finish()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="optbench report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directories and/or multirun directories")
+    parser.add_argument("--name", help="results/<name>/ (default: the first DIR's folder name)")
+    parser.add_argument("--by", help="comma-separated grouping keys, e.g. optimizer,optimizer.lr "
+                                     "(default: optimizer + every key that varies within an optimizer)")
+    parser.add_argument("--baseline", help="row label or optimizer name for speedups (default: adamw, else row 1)")
+    parser.add_argument("--out", default="results", help="parent folder of the report (default: results)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--wandb", action="store_true", help="also log the table to W&B as a wandb.Table")
+    parser.add_argument("--wandb-project", default="optbench")
+    parser.add_argument("--wandb-mode", default="online", choices=["online", "offline", "disabled"])
+    args = parser.parse_args(argv)
+    name = args.name or Path(args.dirs[0]).resolve().name
+    if not name or "/" in name:
+        raise ConfigError(f"report: --name '{name}' is invalid: must be a plain folder name")
+    by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
+    command = "optbench report " + " ".join(shlex.quote(a) for a in argv)
+    out_dir, rows, md, plots = build_report(args.dirs, name, by, args.baseline, args.out,
+                                            plots=not args.no_plots, command=command)
+    print(md)
+    print(f"-> {out_dir}/ (table.md, table.csv, table.tex, runs.csv" +
+          (f", {len(plots)} plots" if plots else "") + ")")
+    if args.wandb:
+        log_to_wandb(rows, name, args.wandb_project, args.wandb_mode)
+    sys.stdout.flush()

@@ -1,0 +1,209 @@
+"""Group runs into rows (one per configuration) and compute each row's statistics.
+
+Rules (DESIGN.md "Statistics in reports"):
+- metric mean ± std and a 95% t-interval over the runs that completed; diverged, failed and
+  interrupted runs stay in the row as counts (and as misses below), never silently dropped;
+- steps/time to target: the median over ALL runs of the row, a run that never reached the
+  target (or did not complete) counting as infinity, so a median is finite only when at least
+  half the runs reached the target;
+- a one-sided t-test that the mean final metric beats the target (speedrun rule: p < 0.01);
+- speedup vs the baseline row = baseline median / row median (steps and train-clock time).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats as sps
+
+from optbench.errors import ConfigError
+from optbench.report.collect import Run, finite, is_ignored
+
+FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running")
+
+
+@dataclass
+class Row:
+    key: tuple  # values of the grouping keys
+    label: str
+    runs: list[Run]
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.runs[0].task
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def default_group_keys(runs: list[Run]) -> list[str]:
+    """task (when several) + optimizer + every config key that varies among the runs of one
+    (task, optimizer) -- e.g. optimizer.lr in an lr sweep. Seeds never split rows."""
+    keys = ["task"] if len({r.task for r in runs}) > 1 else []
+    keys.append("optimizer")
+    by_opt: dict[tuple, list[Run]] = {}
+    for r in runs:
+        by_opt.setdefault((r.task, r.optimizer), []).append(r)
+    varying = set()
+    for group in by_opt.values():
+        all_keys = set().union(*(r.config.keys() for r in group))
+        for k in all_keys:
+            if is_ignored(k) or k in ("task.name", "optimizer.name"):
+                continue
+            if len({_hashable(r.config.get(k)) for r in group}) > 1:
+                varying.add(k)
+    return keys + sorted(varying)
+
+
+def _short(key: str, keys: list[str]) -> str:
+    """'optimizer.lr' -> 'lr' unless another key has the same last part."""
+    last = key.rsplit(".", 1)[-1]
+    return last if sum(k.rsplit(".", 1)[-1] == last for k in keys) == 1 else key
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def group_runs(runs: list[Run], keys: list[str]) -> list[Row]:
+    rows: dict[tuple, list[Run]] = {}
+    for r in runs:
+        rows.setdefault(tuple(_hashable(r.value(k)) for k in keys), []).append(r)
+
+    def label(key: tuple) -> str:
+        parts = []
+        for k, v in zip(keys, key):
+            parts.append(_fmt_value(v) if k in ("task", "optimizer") else f"{_short(k, keys)}={_fmt_value(v)}")
+        return " ".join(parts)
+
+    def order(item):
+        return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in item[0])
+
+    return [Row(key=k, label=label(k), runs=sorted(v, key=lambda r: (r.summary.get("seed") or 0, str(r.path))))
+            for k, v in sorted(rows.items(), key=order)]
+
+
+def mean_std_ci(values: list[float], confidence: float = 0.95) -> dict:
+    x = np.asarray([v for v in values if finite(v)], dtype=float)
+    n = len(x)
+    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    if n == 0:
+        return out
+    out["mean"] = float(x.mean())
+    if n >= 2:
+        out["std"] = float(x.std(ddof=1))
+        half = sps.t.ppf(0.5 + confidence / 2, df=n - 1) * out["std"] / math.sqrt(n)
+        out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
+    else:
+        out["std"] = 0.0
+    return out
+
+
+def one_sided_p(values: list[float], target: float | None, mode: str) -> float:
+    """p-value of H1: the mean beats the target (greater for mode=max, less for mode=min)."""
+    x = np.asarray([v for v in values if finite(v)], dtype=float)
+    if target is None or len(x) < 2:
+        return math.nan
+    if np.all(x == x[0]):  # no spread: the t statistic is undefined, the answer is not
+        return 0.0 if (x[0] > target if mode == "max" else x[0] < target) else 1.0
+    alternative = "greater" if mode == "max" else "less"
+    return float(sps.ttest_1samp(x, target, alternative=alternative).pvalue)
+
+
+def median_to_target(runs: list[Run], field_: str) -> float:
+    """Median over all runs; a run that missed the target (or did not complete) counts as inf."""
+    values = []
+    for r in runs:
+        v = r.summary.get(field_)
+        values.append(float(v) if r.summary.get("reached") and finite(v) else math.inf)
+    return float(np.median(values)) if values else math.nan
+
+
+def row_stats(row: Row) -> dict:
+    runs = row.runs
+    first = runs[0].summary
+    completed = [r for r in runs if r.status == "completed"]
+    statuses = [r.status for r in runs]
+    target, mode = first.get("target"), first.get("mode", "max")
+    final = [r.summary.get("final_metric") for r in completed]
+    best = [r.summary.get("best_metric") for r in completed]
+    throughput_key = "throughput_tokens_per_s" if first.get("throughput_tokens_per_s") else "throughput_samples_per_s"
+    s = {
+        "label": row.label, "task": row.task, "metric": first.get("metric"), "mode": mode, "target": target,
+        "runs": len(runs), "seeds": sorted({r.summary.get("seed") for r in runs}, key=lambda v: (v is None, v)),
+        "completed": len(completed), "diverged": statuses.count("diverged"), "failed": statuses.count("failed"),
+        "interrupted": statuses.count("interrupted") + statuses.count("running"),
+        "final": mean_std_ci(final), "best": mean_std_ci(best),
+        "reached": sum(bool(r.summary.get("reached")) for r in runs),
+        "steps_to_target": median_to_target(runs, "steps_to_target"),
+        "time_to_target_s": median_to_target(runs, "time_to_target_s"),
+        "p_beats_target": one_sided_p(final, target, mode),
+        "throughput_unit": "tok/s" if throughput_key == "throughput_tokens_per_s" else "samples/s",
+        "throughput": _mean([r.summary.get(throughput_key) for r in completed]),
+        "peak_memory_bytes": _max([r.summary.get("peak_memory_bytes") for r in runs]),
+        "optimizer_state_bytes": _mean([r.summary.get("optimizer_state_bytes") for r in runs]),
+        "train_time_s": _mean([r.summary.get("train_time_s") for r in completed]),
+        "steps": _mean([r.summary.get("steps") for r in completed]),
+        "lr": runs[0].lr,
+    }
+    s["reached_fraction"] = s["reached"] / len(runs)
+    return s
+
+
+def _mean(values) -> float:
+    x = [float(v) for v in values if finite(v)]
+    return float(np.mean(x)) if x else math.nan
+
+
+def _max(values) -> float:
+    x = [float(v) for v in values if finite(v)]
+    return float(max(x)) if x else math.nan
+
+
+def speedup(baseline: float, value: float) -> float:
+    if not (math.isfinite(baseline) and math.isfinite(value)) or value <= 0:
+        return math.nan
+    return baseline / value
+
+
+def pick_baseline(rows: list[Row], wanted: str | None) -> Row | None:
+    """--baseline matches a row label or an optimizer name; by default adamw if present, else row 1."""
+    if not rows:
+        return None
+    if wanted:
+        for match in (lambda r: r.label == wanted, lambda r: r.runs[0].optimizer == wanted):
+            hits = [r for r in rows if match(r)]
+            if hits:
+                return hits[0]
+        raise ConfigError(f"report: --baseline '{wanted}' matches no row; valid choices: "
+                          f"{', '.join(r.label for r in rows)}")
+    adamw = [r for r in rows if r.runs[0].optimizer == "adamw"]
+    return adamw[0] if adamw else rows[0]
+
+
+def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | None = None) -> tuple[list[Row], list[str]]:
+    keys = keys or default_group_keys(runs)
+    rows = group_runs(runs, keys)
+    for row in rows:
+        row.stats = row_stats(row)
+    if baseline and not any(_matches(r, baseline) for r in rows):
+        raise ConfigError(f"report: --baseline '{baseline}' matches no row; valid choices: "
+                          f"{', '.join(r.label for r in rows)}")
+    # the baseline is per task: a speedup compares like with like
+    for task in dict.fromkeys(r.task for r in rows):
+        same = [r for r in rows if r.task == task]
+        base = pick_baseline(same, baseline if any(_matches(r, baseline) for r in same) else None)
+        for row in same:
+            row.stats["baseline"] = base.label
+            row.stats["speedup_steps"] = speedup(base.stats["steps_to_target"], row.stats["steps_to_target"])
+            row.stats["speedup_time"] = speedup(base.stats["time_to_target_s"], row.stats["time_to_target_s"])
+    return rows, keys
+
+
+def _matches(row: Row, wanted: str | None) -> bool:
+    return wanted is not None and (row.label == wanted or row.runs[0].optimizer == wanted)

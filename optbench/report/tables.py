@@ -1,0 +1,140 @@
+"""Render rows as Markdown (terminal + README), CSV (every number, unrounded) and LaTeX (booktabs)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+MIB = 2**20
+
+
+def _num(v, fmt: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float) and math.isinf(v):
+        return "not reached"
+    return format(v, fmt)
+
+
+def _pm(d: dict) -> str:
+    if d["n"] == 0:
+        return "n/a"
+    if d["n"] == 1:  # one run has no spread to show
+        return f"{d['mean']:.4f}"
+    return f"{d['mean']:.4f} ± {d['std']:.4f}"
+
+
+def _ci(d: dict) -> str:
+    if d["n"] < 2:
+        return "n/a"
+    return f"[{d['ci_low']:.4f}, {d['ci_high']:.4f}]"
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "n/a"
+    return ("<0.001" if p < 1e-3 else f"{p:.3f}") + (" ✓" if p < 0.01 else "")
+
+
+def _x(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{v:.2f}x"
+
+
+def display_rows(rows) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the Markdown and LaTeX tables."""
+    s0 = rows[0].stats
+    metric, tu = s0["metric"], s0["throughput_unit"]
+    target = s0["target"]
+    header = ["config", "runs", "seeds", f"final {metric}", "95% CI", f"best {metric}",
+              f"reached {target}" if target is not None else "reached", "steps→target", "time→target (s)",
+              "p (beats target)", "speedup (steps)", "speedup (time)", tu, "peak mem (MiB)",
+              "opt state (MiB)", "diverged", "failed"]
+    cells = []
+    for r in rows:
+        s = r.stats
+        seeds = ",".join(str(x) for x in s["seeds"])
+        cells.append([
+            s["label"], str(s["runs"]), seeds, _pm(s["final"]), _ci(s["final"]), _pm(s["best"]),
+            f"{s['reached']}/{s['runs']}", _num(s["steps_to_target"], ".0f"), _num(s["time_to_target_s"], ".2f"),
+            _p(s["p_beats_target"]), _x(s["speedup_steps"]), _x(s["speedup_time"]),
+            _num(s["throughput"], ",.0f"), _num(s["peak_memory_bytes"] / MIB, ".1f"),
+            _num(s["optimizer_state_bytes"] / MIB, ".3f"), str(s["diverged"]),
+            str(s["failed"] + s["interrupted"]),
+        ])
+    return header, cells
+
+
+NOTES = ("final/best: mean ± std over completed runs, 95% t-interval. steps/time→target: median over all "
+         "runs, a run that missed the target or did not complete counts as never reaching it (so 'not "
+         "reached' when fewer than half reached it); time is the train clock. p: one-sided t-test that the "
+         "mean final metric beats the target (✓: p < 0.01, the speedrun rule). speedup: baseline median / "
+         "row median. diverged/failed runs are counted here and as misses, never dropped.")
+
+
+def markdown(rows, title: str | None = None) -> str:
+    out = []
+    for task in dict.fromkeys(r.task for r in rows):
+        same = [r for r in rows if r.task == task]
+        header, cells = display_rows(same)
+        s0 = same[0].stats
+        out.append(f"### {task}: {s0['metric']} ({s0['mode']}), target {s0['target']}, "
+                   f"baseline {s0['baseline']}")
+        out.append("")
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+        out += ["| " + " | ".join(c) + " |" for c in cells]
+        out.append("")
+    out.append(NOTES)
+    if title:
+        out.insert(0, f"## {title}\n")
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = ["task", "label", "metric", "mode", "target", "runs", "seeds", "completed", "diverged", "failed",
+              "interrupted", "final_mean", "final_std", "final_ci_low", "final_ci_high", "best_mean", "best_std",
+              "best_ci_low", "best_ci_high", "reached", "reached_fraction", "steps_to_target_median",
+              "time_to_target_s_median", "p_beats_target", "baseline", "speedup_steps", "speedup_time",
+              "throughput", "throughput_unit", "peak_memory_bytes", "optimizer_state_bytes", "train_time_s",
+              "steps", "lr"]
+
+
+def csv_text(rows) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        s = r.stats
+        flat = {k: s.get(k) for k in CSV_FIELDS if k in s}
+        for part in ("final", "best"):
+            for k in ("mean", "std", "ci_low", "ci_high"):
+                flat[f"{part}_{k}"] = s[part][k]
+        flat["seeds"] = " ".join(str(x) for x in s["seeds"])
+        flat["steps_to_target_median"] = s["steps_to_target"]
+        flat["time_to_target_s_median"] = s["time_to_target_s"]
+        w.writerow(flat)
+    return buf.getvalue()
+
+
+_LATEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    text = "".join(_LATEX_ESCAPES.get(c, c) for c in text)
+    return (text.replace("±", r"$\pm$").replace("→", r"$\to$").replace("✓", r"$^\ast$")
+            .replace("<0.001", r"$<$0.001"))
+
+
+def latex(rows, caption: str = "") -> str:
+    out = []
+    for task in dict.fromkeys(r.task for r in rows):
+        same = [r for r in rows if r.task == task]
+        header, cells = display_rows(same)
+        out += [r"\begin{table}[t]", r"\centering", r"\small",
+                r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+                " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+        out += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in cells]
+        cap = latex_escape(f"{caption} {task}: {same[0].stats['metric']}, target {same[0].stats['target']}.".strip())
+        cap += r" Mean $\pm$ std over seeds; $^\ast$: one-sided $t$-test $p<0.01$ that the mean beats the target."
+        out += [r"\bottomrule", r"\end{tabular}", r"\caption{" + cap + "}", r"\end{table}", ""]
+    return "\n".join(out)

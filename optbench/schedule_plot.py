@@ -1,0 +1,92 @@
+"""`optbench schedule [--plot] [--out FILE] scheduler=wsd trainer.max_steps=1000 ...`: see what you configured.
+
+Composes the same config `optbench train` would (same overrides), builds the schedule the loop
+would build, prints its multiplier and lr at a few steps and, with --plot, draws the whole curve
+(and the momentum schedule, when the optimizer has one) to a PNG whose path is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import textwrap
+from pathlib import Path
+
+from optbench.errors import ConfigError
+
+
+def schedule_curves(cfg) -> dict:
+    """steps, lr multipliers, and (if configured) momentum values for the composed config."""
+    from optbench.schedules import (build_momentum_schedule, build_schedule_from_config, lr_scale,
+                                    validate_optimizer_schedules, validate_schedule_config)
+
+    t = cfg.trainer
+    validate_schedule_config(cfg.scheduler, t.max_steps, metric=cfg.task.get("metric"), eval_every=t.eval_every)
+    validate_optimizer_schedules(cfg.optimizer, t.max_steps)
+    schedule = build_schedule_from_config(cfg.scheduler, t.max_steps)
+    steps = list(range(t.max_steps))
+    curves = {"steps": steps, "multiplier": [schedule(s) for s in steps],
+              "base_lr": float(cfg.optimizer.lr) * lr_scale(cfg.optimizer, t.batch_size),
+              "metric_driven": hasattr(schedule, "observe")}
+    momentum = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"))
+    if momentum is not None:
+        curves["momentum_key"] = momentum.key
+        curves["momentum"] = [momentum.value(s) for s in steps]
+    return curves
+
+
+def plot_curves(curves: dict, title: str, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 2 if "momentum" in curves else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(7, 3.2 * rows), sharex=True, squeeze=False)
+    ax = axes[0][0]
+    ax.plot(curves["steps"], curves["multiplier"], color="tab:blue")
+    ax.set_ylabel("lr multiplier")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    lr_axis = ax.secondary_yaxis("right", functions=(lambda m: m * curves["base_lr"],
+                                                      lambda lr: lr / curves["base_lr"]))
+    lr_axis.set_ylabel(f"lr (base {curves['base_lr']:.3g})")
+    note = " (metric-driven: cuts when the eval metric stalls)" if curves["metric_driven"] else ""
+    ax.set_title(textwrap.fill(title + note, 90), fontsize=8)
+    if rows == 2:
+        mx = axes[1][0]
+        mx.plot(curves["steps"], curves["momentum"], color="tab:orange")
+        mx.set_ylabel(curves["momentum_key"])
+        mx.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("step")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="optbench schedule", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--plot", action="store_true", help="draw the curve to a PNG")
+    parser.add_argument("--out", type=Path, help="PNG path (default: schedule-<name>.png)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `optbench train`")
+    args = parser.parse_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"cannot parse override '{bad[0]}' (expected key=value)")
+
+    from optbench.config import compose
+
+    cfg = compose(args.overrides)
+    curves = schedule_curves(cfg)
+    name, total = cfg.scheduler.name, cfg.trainer.max_steps
+    print(f"scheduler={name} over {total} steps, base lr {curves['base_lr']:.4g}")
+    for s in sorted({0, total // 10, total // 4, total // 2, 3 * total // 4, 9 * total // 10, total - 1}):
+        m = curves["multiplier"][s]
+        extra = f"  {curves['momentum_key']}={curves['momentum'][s]:.4g}" if "momentum" in curves else ""
+        print(f"  step {s:>7}  x{m:.4g}  lr={m * curves['base_lr']:.4g}{extra}")
+    if args.plot:
+        out = args.out or Path(f"schedule-{name}.png")
+        overrides = " ".join(o for o in args.overrides)
+        plot_curves(curves, f"optbench schedule {overrides}".strip(), out)
+        print(f"wrote {out}")

@@ -1,0 +1,90 @@
+"""Time per step of optbench's training loop against a bare PyTorch loop (target: ratio <= 1.05).
+
+Both loops train the same model from the same initial weights with the same optimizer on the same
+pre-built batches, so the ratio isolates what the harness adds per step (lr schedule, logging,
+clock, progress bar, bookkeeping). Rounds alternate between the two loops; medians are reported.
+
+    python scripts/bench_overhead.py [--steps 200] [--rounds 5] [--device cpu|cuda] [overrides...]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from optbench.config import compose
+from optbench.optim import build_optimizer_from_config
+from optbench.train.clock import synchronize
+from optbench.train.loop import Trainer
+
+
+def make_trainer(overrides: list[str], run_dir: Path) -> Trainer:
+    from omegaconf import open_dict
+
+    cfg = compose(overrides)
+    with open_dict(cfg):
+        cfg.pop("hydra")
+    return Trainer(cfg, run_dir)
+
+
+def bare_loop(model, optimizer, batches, device) -> float:
+    """What a researcher would write by hand: forward, backward, step."""
+    model.train()
+    synchronize(device)
+    start = time.perf_counter()
+    for micro_batches in batches:
+        for x, y in micro_batches:
+            F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    synchronize(device)
+    return (time.perf_counter() - start) / len(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    overrides = [f"trainer.max_steps={args.steps}", f"trainer.eval_every={args.steps}",
+                 f"trainer.device={args.device}", "trainer.progress=true", "logger=jsonl",
+                 "optimizer=adamw", *args.overrides]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = make_trainer(overrides, Path(tmp) / "probe")
+        batches = [next(probe.task.train_batches) for _ in range(args.steps)]
+        init_state = copy.deepcopy(probe.model.state_dict())
+        device = probe.device
+        ours, bare = [], []
+        for r in range(args.rounds):
+            trainer = make_trainer(overrides, Path(tmp) / f"run{r}")
+            trainer.model.load_state_dict(init_state)
+            trainer.task.train_batches = iter(batches)
+            summary = trainer.run()
+            ours.append(summary["train_time_s"] / summary["steps"])
+
+            model = copy.deepcopy(probe.model).to(device)
+            model.load_state_dict(init_state)
+            optimizer = build_optimizer_from_config(trainer.cfg.optimizer, model)
+            bare.append(bare_loop(model, optimizer, batches, device))
+
+    ratio = statistics.median(ours) / statistics.median(bare)
+    print(f"device: {device}  model: {probe.cfg.model.name}  batch: {probe.cfg.trainer.batch_size}  "
+          f"steps: {args.steps} x {args.rounds} rounds")
+    print(f"bare PyTorch loop : {statistics.median(bare) * 1e3:8.3f} ms/step  (rounds: "
+          + ", ".join(f"{t * 1e3:.2f}" for t in bare) + ")")
+    print(f"optbench loop     : {statistics.median(ours) * 1e3:8.3f} ms/step  (rounds: "
+          + ", ".join(f"{t * 1e3:.2f}" for t in ours) + ")")
+    print(f"overhead ratio    : {ratio:.3f}  (target <= 1.05: {'OK' if ratio <= 1.05 else 'ABOVE TARGET'})")
+
+
+if __name__ == "__main__":
+    main()

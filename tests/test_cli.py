@@ -1,0 +1,102 @@
+"""`optbench` as a user runs it: the console script, one-line errors, Hydra's grammar."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import optbench_cli
+
+QUICK = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.batch_size=32", "trainer.progress=false"]
+
+
+def assert_one_line_error(result, *needles):
+    assert result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("optbench: error:")
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("override, needles", [
+    ("optimizer=nope", ["'nope'", "adamw", "sgd"]),
+    ("scheduler=zigzag", ["'zigzag'", "constant", "cosine"]),
+    ("task=imagenet", ["'imagenet'", "cifar10_synthetic"]),
+    ("trainer.max_stepz=5", ["trainer.max_stepz", "max_steps"]),
+    ("optimizer.lrr=0.1", ["optimizer.lrr", "lr"]),
+    ("optimizer.lr=-0.1", ["optimizer.lr", "> 0"]),
+    ("trainer.max_steps=0", ["trainer.max_steps=0"]),
+    ("trainer.amp=fp8", ["fp8", "bf16"]),
+    ("trainer.device=tpu", ["tpu", "auto"]),
+    ("logger=slack", ["'slack'", "jsonl", "wandb"]),
+    ("data.synthetic=false data.root=/nonexistent/cifar", ["/nonexistent/cifar", "optbench data cifar10"]),
+])
+def test_bad_input_is_one_line_exit_2(override, needles, data_root):
+    result = optbench_cli("train", *QUICK, *override.split())
+    assert_one_line_error(result, *needles)
+
+
+def test_batch_not_divisible_by_accumulation(data_root):
+    result = optbench_cli("train", "trainer.batch_size=100", "trainer.grad_accum=3", *QUICK[:2])
+    assert_one_line_error(result, "batch_size=100", "3")
+
+
+def test_bad_value_inside_a_sweep_is_caught_before_any_job(data_root, tmp_path):
+    result = optbench_cli("train", "-m", "optimizer=adamw,nope", f"hydra.sweep.dir={tmp_path}/sweep", *QUICK)
+    assert_one_line_error(result, "'nope'")
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_unknown_verb():
+    result = optbench_cli("trian")
+    assert_one_line_error(result, "'trian'", "train")
+
+
+def test_train_end_to_end_from_the_cli(data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    result = optbench_cli("train", "task=cifar10_synthetic", "optimizer=adamw", "trainer.max_steps=30",
+                          "trainer.eval_every=15", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert "completed" in result.stdout and "test_acc=" in result.stdout
+    assert "it/s" in result.stderr or "img/s" in result.stderr  # the progress bar
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 30
+    losses = [json.loads(ln)["loss"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+              if json.loads(ln)["type"] == "train"]
+    assert losses[-1] < losses[0]
+
+
+def test_multirun_gives_each_job_its_own_directory(data_root, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = optbench_cli("train", "-m", "optimizer=adamw,sgd", "seed=0,1", f"hydra.sweep.dir={sweep}", *QUICK)
+    assert result.returncode == 0, result.stderr
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert len(summaries) == 4
+    assert sorted((s["optimizer"], s["seed"]) for s in summaries) == [
+        ("adamw", 0), ("adamw", 1), ("sgd", 0), ("sgd", 1)]
+    configs = [Path(p).read_text() for p in sorted(sweep.glob("*/config.yaml"))]
+    assert all("overrides:" in c for c in configs)
+
+
+def test_help_lists_config_groups():
+    result = optbench_cli("train", "--help")
+    assert result.returncode == 0
+    for group in ("task:", "optimizer:", "scheduler:", "trainer:", "logger:", "experiment:"):
+        assert group in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    result = optbench_cli("train", "optimizer=sgd", "optimizer.lr=0.3", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert "name: sgd" in result.stdout and "lr: 0.3" in result.stdout
+
+
+def test_list_describes_every_group():
+    result = optbench_cli("list")
+    assert result.returncode == 0
+    for heading in ("optimizers:", "schedulers:", "tasks:", "experiments:"):
+        assert heading in result.stdout
+    assert "cifar10_synthetic" in result.stdout and "torch.optim" in result.stdout

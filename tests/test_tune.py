@@ -1,0 +1,93 @@
+"""`optbench tune`: equal trials per optimizer, choice by the final validation metric, seeds,
+budget recorded, and a second call that reruns nothing."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+TINY = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.batch_size=32", "data.n_train=160",
+        "data.n_test=64", "data.noise=0.3", "model.widths=[4,8,8]", "trainer.device=cpu"]
+
+
+def final_val(run_dir: Path) -> float:
+    """The validation metric of the LAST evaluation line, i.e. at the end of the schedule."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if x["type"] == "eval"][-1]["val_acc"]
+
+
+def test_tune_protocol_and_resume(tmp_path, monkeypatch, capsys):
+    import optbench.train as train_pkg
+    from optbench.tune import main
+
+    argv = ["--optimizers", "adamw,sgd", "--trials", "2", "--seeds", "1", "--name", "t",
+            "--out", str(tmp_path / "tune"), "--results", str(tmp_path / "results"),
+            *TINY, f"data.root={tmp_path}/data"]
+    main(argv)
+    out = tmp_path / "tune" / "t"
+    record = json.loads((out / "tune.json").read_text())
+    assert record["trials_per_optimizer"] == 2 and record["select_metric"] == "val_acc"
+    assert "data.val_split=16" in record["overrides"]  # a validation split was added: 10% of n_train
+    for name, grid_ends in (("adamw", (1e-4, 1e-2)), ("sgd", (0.01, 1.0))):
+        trials = sorted((out / "trials" / name).iterdir())
+        assert len(trials) == 2  # the same number of trials for every optimizer
+        # grid search with 2 trials takes both ends of the optimizer's own lr_grid
+        lrs = sorted(json.loads((d / "summary.json").read_text())["lr"] for d in trials)
+        assert lrs == pytest.approx(list(grid_ends))
+        # the choice is the best final validation metric, read here from metrics.jsonl
+        vals = {d: final_val(d) for d in trials
+                if json.loads((d / "summary.json").read_text())["status"] == "completed"}
+        best_dir = max(vals, key=vals.get)
+        best_lr = json.loads((best_dir / "summary.json").read_text())["lr"]
+        assert record["best"][name]["value"] == pytest.approx(vals[best_dir])
+        assert record["best"][name]["point"]["lr"] == pytest.approx(best_lr)
+        # the best configuration reran with a fresh seed, and that run used the chosen lr
+        final = json.loads((out / "final" / name / "seed=1" / "summary.json").read_text())
+        assert final["seed"] == 1 and final["lr"] == pytest.approx(best_lr)
+    # budget: 2 optimizers x (2 trials + 1 seed) x 4 steps, all completed here or counted as run
+    assert record["steps_per_run"] == 4 and record["planned_steps"] == 2 * 3 * 4
+    assert record["total_steps"] <= record["planned_steps"]
+    md = (tmp_path / "results" / "t" / "table.md").read_text()
+    assert "2 trials per optimizer" in md and "| adamw |" in md and "| sgd |" in md
+
+    # resumable: a second call trains nothing and gives the same record
+    calls = []
+    monkeypatch.setattr(train_pkg, "train", lambda *a, **k: calls.append(a) or pytest.fail("reran a run"))
+    capsys.readouterr()
+    main(argv)
+    assert calls == []
+    assert capsys.readouterr().out.count("done already") == 6
+    again = json.loads((out / "tune.json").read_text())
+    assert again["best"] == record["best"] and again["total_steps"] == record["total_steps"]
+
+
+def test_sampled_points_are_log_uniform_in_the_grid_range():
+    from optbench.tune import sampled_points
+
+    space = {"lr": {"low": 1e-4, "high": 1e-2, "log": True}}
+    for method in ("random", "sobol"):
+        pts = sampled_points(space, 64, method, seed=0)
+        logs = [math.log10(p["lr"]) for p in pts]
+        assert min(logs) >= -4 and max(logs) <= -2
+        assert abs(sum(logs) / len(logs) + 3) < 0.15  # centred on the log-midpoint
+    # quasi-random points fill the range evenly: each quarter of the log range gets 16 +- 1 of 64
+    logs = [math.log10(p["lr"]) for p in sampled_points(space, 64, "sobol", seed=1)]
+    counts = [sum(-4 + 0.5 * i <= v < -4 + 0.5 * (i + 1) for v in logs) for i in range(4)]
+    assert all(15 <= c <= 17 for c in counts), counts
+
+
+def test_grid_points_and_bad_input():
+    from optbench.errors import ConfigError
+    from optbench.tune import grid_points, tune
+
+    grid = [1, 2, 3, 4, 5]
+    assert [p["lr"] for p in grid_points(grid, 3)] == [1, 3, 5]
+    assert [p["lr"] for p in grid_points(grid, 5)] == grid
+    with pytest.raises(ConfigError, match="more than the lr_grid"):
+        grid_points(grid, 6)
+    with pytest.raises(ConfigError, match="valid choices: grid, random, sobol"):
+        tune(["adamw"], [], Path("unused"), search="bayes")
+    with pytest.raises(ConfigError, match="chosen by the protocol"):
+        tune(["adamw"], ["optimizer.lr=0.1"], Path("unused"))
