@@ -63,7 +63,7 @@ class Trajectory:
     lr: float
     path: list[tuple[float, float]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    status: str = "ok"          # ok | diverged | escaped | skipped
+    status: str = "ok"          # ok | diverged | escaped | failed | skipped
     note: str = ""
 
     @property
@@ -119,10 +119,10 @@ def run_trajectory(fn: TestFunction, name: str, lr: float, steps: int, start=Non
                 closure()
                 optimizer.step()
         except Exception as e:
-            if len(traj.path) == 1:  # it cannot step this problem at all
-                traj.status, traj.note = "skipped", f"{type(e).__name__}: {e}".splitlines()[0]
-                return traj
-            raise
+            # failing at once: it cannot step this problem; later: a numerical failure, shown as such
+            traj.status = "skipped" if len(traj.path) == 1 else "failed"
+            traj.note = f"{type(e).__name__}: {e}".splitlines()[0]
+            return traj
         with torch.no_grad():
             xy = model.xy().detach()
             value = float(fn(xy))
@@ -142,9 +142,9 @@ def tuned_lr(fn: TestFunction, name: str, steps: int, start=None, noise: float =
     """The grid lr with the lowest final loss (diverged runs rank last)."""
     def score(lr):
         t = run_trajectory(fn, name, lr, steps, start, noise, seed)
-        if t.status == "skipped":
+        if t.status in ("skipped", "failed", "diverged") or not math.isfinite(t.losses[-1]):
             return math.inf
-        return t.losses[-1] if t.status != "diverged" and math.isfinite(t.losses[-1]) else math.inf
+        return t.losses[-1]
     scores = [score(lr) for lr in LR_GRID]
     return LR_GRID[int(np.argmin(scores))]
 
@@ -168,7 +168,8 @@ def table(fn: TestFunction, trajectories: list[Trajectory], tol: float) -> str:
         reached = steps_to_tolerance(fn, t, tol) if fn.minima else None
         rows.append(f"{t.optimizer:<12} {t.lr:>8.3g} {len(t.path) - 1:>6} {t.losses[-1]:>11.4g} "
                     f"{'n/a' if math.isnan(dist) else f'{dist:.4g}':>11} "
-                    f"{'n/a' if not fn.minima else (reached if reached is not None else '-'):>14}  {t.status}")
+                    f"{'n/a' if not fn.minima else (reached if reached is not None else '-'):>14}  {t.status}"
+                    + (f": {t.note}" if t.note else ""))
     return "\n".join(rows)
 
 

@@ -22,6 +22,10 @@ def optimizer_rows() -> list[str]:
         state = spec.state if spec else "?"
         rows.append(f"  {name:<12} {source:<18} {state:<6} {hp}")
         rows.append(f"  {'':<12} {description('optimizer', name)}")
+    rows.append("  state = optimizer-state memory as a multiple of the parameters' bytes (Adam: 2x); "
+                "r+c: a row and a column vector per matrix; L+R: a preconditioner and its inverse root per "
+                "dimension; +Q: eigenbases per dimension; h: history_size; +fb: the fallback's state for "
+                "the non-matrix roles")
     return rows
 
 

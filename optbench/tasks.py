@@ -70,9 +70,10 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
         return mirror(x)
     from optbench.data.image_pipeline import translate
 
-    n = len(x)
-    up_left = translate(x, torch.full((n,), -1, device=x.device), torch.full((n,), -1, device=x.device))
-    down_right = translate(x, torch.full((n,), 1, device=x.device), torch.full((n,), 1, device=x.device))
+    n, fmt = len(x), torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
+        else torch.contiguous_format
+    up_left, down_right = (translate(x, torch.full((n,), s, device=x.device), torch.full((n,), s, device=x.device)
+                                     ).contiguous(memory_format=fmt) for s in (-1, 1))
     return 0.5 * mirror(x) + 0.25 * mirror(up_left) + 0.25 * mirror(down_right)
 
 
@@ -211,6 +212,9 @@ def _validate_image_data(cfg: DictConfig) -> None:
         raise ConfigError(f"data.root={d.root!r} does not exist; run `optbench data cifar10 --root "
                           f"{d.root}` first (or pass data.root=DIR where CIFAR-10 lives)")
     aug = d.augment
+    for key in ("translate", "cutout"):
+        if not isinstance(aug.get(key), int) or isinstance(aug.get(key), bool):
+            raise ConfigError(f"data.augment.{key}={aug.get(key)!r} is invalid: must be a whole number of pixels")
     if not 0 <= aug.translate <= 8:
         raise ConfigError(f"data.augment.translate={aug.translate} is invalid: must be in [0, 8] pixels")
     if not 0 <= aug.cutout <= 32:

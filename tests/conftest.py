@@ -6,6 +6,12 @@ from pathlib import Path
 
 import pytest
 
+# pytest -n 2 on 2 cores: one thread per worker (and per CLI subprocess) avoids oversubscription
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from optbench.data.cifar10 import BATCH_DIR, CACHE_FILE, read_cifar10, write_cache, write_cifar10
+from optbench.data.cifar10 import CACHE_FILE, read_cifar10, write_cache, write_cifar10
 from optbench.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +71,7 @@ def test_task_initialises_the_whitening_layer_from_training_images(make_cfg, cif
 @pytest.mark.parametrize("override, message", [
     ("data.augment.translate=9", r"data.augment.translate=9 is invalid: must be in \[0, 8\]"),
     ("data.augment.cutout=33", r"data.augment.cutout=33 is invalid"),
+    ("data.augment.translate=2.5", r"data.augment.translate=2.5 is invalid: must be a whole number"),
     ("data.augment.flip=2", r"data.augment.flip=2 is invalid: must be true or false"),
     ("data.tta=3", r"data.tta=3 is invalid; valid choices: 0 \(none\), 1 \(mirror\), 2"),
     ("task.label_smoothing=1.5", r"task.label_smoothing=1.5 is invalid"),

@@ -216,5 +216,7 @@ def test_unknown_baseline_and_missing_dir_are_config_errors(multirun, tmp_path):
 
     with pytest.raises(ConfigError, match="--baseline 'lion' matches no row; valid choices: adamw"):
         main([str(multirun), "--out", str(tmp_path), "--baseline", "lion", "--no-plots"])
+    with pytest.raises(ConfigError, match="--by key 'optimiser' is in no run; valid keys include: .*optimizer"):
+        main([str(multirun), "--out", str(tmp_path), "--by", "optimiser", "--no-plots"])
     with pytest.raises(ConfigError, match="does not exist"):
         main([str(tmp_path / "nope"), "--out", str(tmp_path)])

@@ -173,3 +173,42 @@ def test_crash_while_writing_keeps_the_previous_checkpoint(two_checkpoints, monk
 def test_resume_path_must_exist(run_train, tmp_path):
     with pytest.raises(ConfigError, match="no such checkpoint"):
         run_train([*TINY, "trainer.max_steps=2", f"trainer.resume={tmp_path / 'nope.pt'}"])
+
+
+def test_submitit_style_signal_checkpoints_then_reaches_the_previous_handler(run_train, tmp_path, monkeypatch):
+    """SLURM/submitit preemption: SIGUSR2 mid-run -> checkpoint + summary 'interrupted', and only then
+    the handler that was installed before the run (submitit's requeue) gets the signal."""
+    from optbench.train.loop import Trainer
+
+    run_dir = tmp_path / "run"
+    seen = []
+
+    def submitit_like(signum, frame):
+        seen.append((signum, json.loads((run_dir / "summary.json").read_text())["status"],
+                     ckpt.checkpoint_path(run_dir).exists()))
+
+    original = Trainer.set_lr
+
+    def set_lr(self, step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return original(self, step)
+
+    monkeypatch.setattr(Trainer, "set_lr", set_lr)
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        summary, _ = run_train([*TINY, "trainer.max_steps=20"], run_dir)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert summary["status"] == "interrupted" and summary["stop_reason"] == "signal SIGUSR2"
+    assert summary["steps"] == 4  # the step under way when the signal came was finished
+    assert seen == [(signal.SIGUSR2, "interrupted", True)]
+    assert _final_state(run_dir)["bookkeeping"]["step"] == 4
+
+
+def test_on_bad_checkpoint_choices_are_checked(make_cfg):
+    from optbench.config import validate
+
+    with pytest.raises(ConfigError, match=r"trainer.on_bad_checkpoint='skip' is invalid; valid choices: "
+                                          r"previous, stop, restart"):
+        validate(make_cfg(["trainer.on_bad_checkpoint=skip"]))

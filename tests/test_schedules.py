@@ -9,7 +9,7 @@ import torch
 
 from optbench.errors import ConfigError
 from optbench.schedules import (SCHEDULES, MomentumSchedule, build_schedule, build_schedule_from_config,
-                                lr_scale, resolve_lr, validate_optimizer_schedules, validate_schedule_config)
+                                lr_scale, resolve_lr, validate_schedule_config)
 
 T = 1000
 STEPS = [0, 1, 99, 100, 249, 250, 251, 499, 500, 600, 749, 750, 800, 900, 999]

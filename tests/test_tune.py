@@ -91,3 +91,25 @@ def test_grid_points_and_bad_input():
         tune(["adamw"], [], Path("unused"), search="bayes")
     with pytest.raises(ConfigError, match="chosen by the protocol"):
         tune(["adamw"], ["optimizer.lr=0.1"], Path("unused"))
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "nesterov"])
+def test_sweep_lr_preset_takes_each_optimizers_own_grid(optimizer):
+    from optbench.config import compose, validate
+    from optbench.confdir import load_option
+
+    grid = load_option("optimizer", optimizer)["lr_grid"]
+    for i in (0, len(grid) - 1):
+        cfg = compose(["experiment=sweep_lr", f"optimizer={optimizer}", f"lr_index='{i}'"])
+        validate(cfg)
+        assert cfg.optimizer.lr == pytest.approx(float(grid[i]))
+    cfg = compose(["experiment=sweep_lr", f"optimizer={optimizer}"])
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.hydra.sweeper.params.lr_index == "'0','1','2','3','4'"
+
+
+def test_sweep_optimizers_preset_is_an_optimizer_by_seed_grid():
+    from optbench.config import compose
+
+    params = compose(["experiment=sweep_optimizers"]).hydra.sweeper.params
+    assert "adamw" in params.optimizer.split(",") and params.seed == "0,1,2"

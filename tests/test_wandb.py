@@ -131,12 +131,16 @@ def test_offline_run_holds_the_logged_metrics(run_train, tmp_path, offline_env, 
     assert "no credentials" not in capsys.readouterr().err
 
 
-def test_online_without_credentials_says_so_once_and_goes_offline(offline_env, capsys):
+def test_online_without_credentials_says_so_once_and_goes_offline(offline_env, capsys, monkeypatch):
+    from optbench.train import wandb_sink
     from optbench.train.wandb_sink import resolve_mode
 
+    monkeypatch.setattr(wandb_sink, "_said_offline", False)
     assert resolve_mode("online") == "offline"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no credentials" in err[0]
+    assert resolve_mode("online") == "offline"  # the next run of a multirun: nothing more said
+    assert capsys.readouterr().err == ""
     assert resolve_mode("disabled") == "disabled"
     assert resolve_mode("offline") == "offline"
 
@@ -166,3 +170,32 @@ def test_bad_mode_is_one_line_config_error(offline_env):
 
     with pytest.raises(ConfigError, match="valid choices: online, offline, disabled"):
         resolve_mode("sometimes")
+
+
+def test_report_logs_its_table_to_wandb(run_train, tmp_path, offline_env):
+    from optbench.report.cli import main
+
+    summary, run_dir = run_train([*TINY, "logger=jsonl", f"data.root={tmp_path}/data"])
+    main([str(run_dir), "--name", "w", "--out", str(tmp_path / "res"), "--no-plots",
+          "--wandb", "--wandb-mode", "offline"])
+    runs = list((offline_env / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1  # logger=jsonl made none; the report made this one
+    # a wandb.Table is logged as a table file whose reference sits in the history (nested keys)
+    logged = [h for h in history(finished_records(runs[0])) if "report/table/_type" in h]
+    assert logged and logged[0]["report/table/_type"] == "table-file"
+    assert logged[0]["report/table/nrows"] == 1
+
+
+def test_wandb_failure_does_not_cost_the_run(make_cfg, tmp_path, offline_env, monkeypatch, capsys):
+    from optbench.train.wandb_sink import WandbSink
+
+    def broken_init(**kwargs):
+        raise RuntimeError("service unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    sink = WandbSink(make_cfg(["logger=wandb", "logger.wandb.mode=offline"]), tmp_path)
+    sink.log({"type": "train", "step": 1, "loss": 1.0})
+    sink.summary({"status": "completed"})
+    sink.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "service unreachable" in err[0] and "local files only" in err[0]

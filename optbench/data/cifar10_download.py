@@ -32,6 +32,10 @@ ARCHIVE = "cifar-10-python.tar.gz"
 CHUNK = 1 << 20
 
 
+def _rerun(root: Path) -> str:
+    return f"`optbench data cifar10 --root {root}`"
+
+
 def md5sum(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -70,10 +74,10 @@ def fetch(url: str, part: Path, progress: bool = True) -> None:
         if e.code == 416 and offset:  # the range starts at the end: the part file is complete
             return
         raise ConfigError(f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL or "
-                          "your network and rerun `optbench data cifar10`") from None
+                          f"your network and rerun {_rerun(part.parent)}") from None
     except (OSError, urllib.error.URLError) as e:
         raise ConfigError(f"download of {url} failed: {getattr(e, 'reason', e)}; check your network "
-                          "and rerun `optbench data cifar10` (it resumes)") from None
+                          f"and rerun {_rerun(part.parent)} (it resumes)") from None
     done = offset if resumed else 0
     bar = None
     if progress:
@@ -88,13 +92,13 @@ def fetch(url: str, part: Path, progress: bool = True) -> None:
                     bar.update(len(block))
     except OSError as e:
         raise ConfigError(f"download of {url} interrupted after {done} bytes ({e}); rerun "
-                          f"`optbench data cifar10` to resume from {part}") from None
+                          f"{_rerun(part.parent)} to resume from {part}") from None
     finally:
         if bar is not None:
             bar.close()
     if total is not None and done < total:
         raise ConfigError(f"download of {url} stopped at {done} of {total} bytes; rerun "
-                          f"`optbench data cifar10` to resume from {part}")
+                          f"{_rerun(part.parent)} to resume from {part}")
 
 
 def ensure_archive(root: Path, url: str, md5: str, progress: bool = True) -> Path:
@@ -109,7 +113,7 @@ def ensure_archive(root: Path, url: str, md5: str, progress: bool = True) -> Pat
     if digest != md5:
         part.unlink()
         raise ConfigError(f"checksum mismatch for {url}: MD5 {digest}, expected {md5} (corrupt or "
-                          f"truncated download); deleted {part}, rerun `optbench data cifar10`")
+                          f"truncated download); deleted {part}, rerun {_rerun(root)}")
     os.replace(part, archive)
     return archive
 
@@ -119,7 +123,7 @@ def _safe_members(tar: tarfile.TarFile, archive: Path):
         parts = Path(m.name).parts
         if m.name.startswith(("/", "\\")) or ".." in parts or not (m.isfile() or m.isdir()):
             raise ConfigError(f"{archive} holds an unsafe entry {m.name!r} (absolute path, '..' or a "
-                              f"link); delete it and rerun `optbench data cifar10`")
+                              f"link); delete it and rerun {_rerun(archive.parent)}")
         if parts and parts[0] == BATCH_DIR:
             yield m
 
@@ -136,12 +140,12 @@ def extract(archive: Path, root: Path) -> Path:
                 tar.extractall(tmp, members=members, filter="data")
         except (tarfile.TarError, EOFError, OSError) as e:
             raise ConfigError(f"{archive} is not a readable tar.gz ({type(e).__name__}: {e}); delete it "
-                              "and rerun `optbench data cifar10`") from None
+                              f"and rerun {_rerun(root)}") from None
         got = tmp / BATCH_DIR
         missing = [f for f in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (got / f).is_file()]
         if missing:
             raise ConfigError(f"{archive} lacks {BATCH_DIR}/{', '.join(missing)}; it is not the CIFAR-10 "
-                              "python archive: delete it and rerun `optbench data cifar10`")
+                              f"python archive: delete it and rerun {_rerun(root)}")
         read_batch_files(got)  # shapes, dtypes, labels of every file, before it goes live
         if final.exists():
             shutil.rmtree(final)

@@ -10,6 +10,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -90,7 +91,9 @@ def log_to_wandb(rows, name: str, project: str, mode: str) -> None:
 
     mode = resolve_mode(mode)
     header, cells = tables.display_rows(rows)
+    # WANDB_DIR is read per call: wandb caches its settings per process (tests, `optbench tune`)
     run = wandb.init(project=project, name=f"report-{name}", job_type="report", mode=mode,
+                     dir=os.environ.get("WANDB_DIR"), reinit="finish_previous",
                      settings=wandb.Settings(console="off", silent=True))
     run.log({"report/table": wandb.Table(columns=header, data=cells),
              "report/stats": wandb.Table(dataframe=None, columns=tables.CSV_FIELDS,

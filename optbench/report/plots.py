@@ -53,10 +53,11 @@ def curves(rows, out_dir: Path, metric: str, task: str) -> list[Path]:
                                 label=f"{row.label} (n={n_runs})")
                 ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2, linewidth=0)
                 if kind == "train":
-                    ymax.append(m[0])
+                    done = mean_curve([r for r in row.runs if r.status == "completed"], kind, field)
+                    ymax += [v[1] + v[2] for v in done.values()]
             if kind == "train" and ymax:
-                # a diverged run's loss would flatten every other curve: cap at 1.5x the initial loss
-                ax.set_ylim(bottom=0, top=1.5 * max(ymax))
+                # a diverged run's loss would flatten every other curve: the axis fits completed runs
+                ax.set_ylim(bottom=0, top=1.05 * max(ymax))
             ax.set_xlabel("step" if axis == "step" else "train-clock time (s)")
             ax.set_ylabel(ylabel)
             ax.set_title(f"{rows[0].task}: {ylabel} vs {'steps' if axis == 'step' else 'time'} (mean ± std over seeds)",

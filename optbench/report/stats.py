@@ -4,7 +4,7 @@ Rules (DESIGN.md "Statistics in reports"):
 - metric mean ± std and a 95% t-interval over the runs that completed; diverged, failed and
   interrupted runs stay in the row as counts (and as misses below), never silently dropped;
 - steps/time to target: the median over ALL runs of the row, a run that never reached the
-  target (or did not complete) counting as infinity, so a median is finite only when at least
+  target (or did not complete) counting as infinity, so a median is finite only when more than
   half the runs reached the target;
 - a one-sided t-test that the mean final metric beats the target (speedrun rule: p < 0.01);
 - speedup vs the baseline row = baseline median / row median (steps and train-clock time).
@@ -188,6 +188,10 @@ def pick_baseline(rows: list[Row], wanted: str | None) -> Row | None:
 
 def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | None = None) -> tuple[list[Row], list[str]]:
     keys = keys or default_group_keys(runs)
+    for k in keys:
+        if all(r.value(k) is None for r in runs):
+            known = sorted({c for r in runs for c in r.config if not is_ignored(c)} | {"optimizer", "task", "lr"})
+            raise ConfigError(f"report: --by key '{k}' is in no run; valid keys include: {', '.join(known[:40])}")
     rows = group_runs(runs, keys)
     for row in rows:
         row.stats = row_stats(row)

@@ -138,7 +138,7 @@ def write_checkpoint(state: dict, path: Path) -> None:
     torch.save(state, buf)
     payload = buf.getbuffer()
     envelope = {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-                "payload": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}
+                "payload": torch.frombuffer(payload, dtype=torch.uint8)}  # shares buf's memory
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -51,10 +51,13 @@ def run_job(cfg: DictConfig) -> float | None:
             return None
         raise SystemExit(1)
     finally:
-        destroy_process_group()
+        # the jobs of a multirun under torchrun share one process group: creating a second one
+        # on the same rendezvous store would hang; it ends with the process
+        if not multirun:
+            destroy_process_group()
     if dist.is_main:
         _print_result(summary, run_dir)
-    if summary["status"] == "interrupted" and not multirun:
+    if summary["status"] == "interrupted":  # a stop signal stops the whole sweep, not just this job
         raise SystemExit(0)
     return summary.get("final_metric")
 
@@ -65,7 +68,13 @@ def _same_run_dir_on_every_rank(cfg: DictConfig, run_dir: Path, dist) -> Path:
     from optbench.train.distributed import broadcast_object, init_process_group, select_device
 
     init_process_group(dist, select_device(cfg.trainer.device, dist.local_rank))
-    return Path(broadcast_object(str(run_dir.resolve())))
+    shared = Path(broadcast_object(str(run_dir.resolve())))
+    if shared != run_dir.resolve():
+        try:
+            run_dir.rmdir()  # the empty dir Hydra made from this rank's own clock
+        except OSError:
+            pass
+    return shared
 
 
 def open_dict(cfg):

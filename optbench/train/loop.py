@@ -307,10 +307,12 @@ class Trainer:
             self.clock.stop()
             if self.status == "running":  # every way out of the loop but these set a status
                 self.status = "completed"
-            if self.status == "completed" and (t.get("save_final", False) or t.checkpoint_every
-                                               or ckpt.checkpoint_path(self.run_dir).exists()):
+            if self.status == "completed" and broadcast_flag(  # one decision for all ranks: save is collective
+                    bool(t.get("save_final", False) or t.checkpoint_every
+                         or ckpt.checkpoint_path(self.run_dir).exists()), self.device):
                 # the same command run again finds the run finished instead of redoing its tail
-                ckpt.save(self)
+                with self.clock.paused():
+                    ckpt.save(self)
         except BaseException as e:
             self.clock.stop()
             if self.status == "running":

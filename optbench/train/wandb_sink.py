@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 
 MODES = ("online", "offline", "disabled")
+_said_offline = False
 
 
 def has_credentials() -> bool:
@@ -42,9 +43,13 @@ def resolve_mode(mode: str | None) -> str:
     if mode not in MODES:
         raise ConfigError(f"wandb.mode={mode!r} is invalid; valid choices: {', '.join(MODES)}")
     if mode == "online" and not has_credentials():
+        global _said_offline
+        mode = "offline"
+        if _said_offline:  # once per process: a multirun's jobs share one
+            return mode
+        _said_offline = True
         print("optbench: W&B has no credentials (WANDB_API_KEY or `wandb login`); logging offline "
               "instead (upload later with `wandb sync`)", file=sys.stderr)
-        mode = "offline"
     return mode
 
 
@@ -87,7 +92,15 @@ class WandbSink:
         # the run's own config.yaml (written before the sinks) holds the resolved values and versions
         config_file = self.run_dir / "config.yaml"
         config = OmegaConf.to_container(OmegaConf.load(config_file) if config_file.exists() else cfg, resolve=True)
-        self.run = wandb.init(
+        try:
+            self.run = self._init(wandb, w, mode, overrides, config, cfg)
+        except Exception as e:  # W&B is a view: its failure must not cost the run (local files go on)
+            print(f"optbench: W&B could not start ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                  "continuing with local files only", file=sys.stderr)
+            self.run = None
+
+    def _init(self, wandb, w, mode, overrides, config, cfg):
+        run = wandb.init(
             project=w.get("project") or "optbench",
             entity=w.get("entity") or None,
             group=w.get("group") or _sweep_group(self.run_dir),
@@ -100,16 +113,21 @@ class WandbSink:
             reinit="finish_previous",  # several runs in one process (tune, tests)
             settings=wandb.Settings(console="off", silent=True),
         )
-        self.run.define_metric("*", step_metric="step")
-        self.run.config.update({"run_dir": str(self.run_dir)}, allow_val_change=True)
+        run.define_metric("*", step_metric="step")
+        run.config.update({"run_dir": str(self.run_dir)}, allow_val_change=True)
+        return run
 
     def log(self, record: dict) -> None:
+        if self.run is None:
+            return
         kind = record.get("type", "train")
         data = flatten_record(record, f"{kind}/")
         data["step"] = record.get("step", 0)
         self.run.log(data)
 
     def summary(self, summary: dict) -> None:
+        if self.run is None:
+            return
         values = {k: v for k, v in flatten_record(summary, "").items()
                   if not (isinstance(v, float) and not math.isfinite(v))}
         values.update({k: summary[k] for k in ("status", "stop_reason", "task", "optimizer", "metric", "mode")
@@ -119,4 +137,6 @@ class WandbSink:
         self.run.summary.update(values)  # one record, not one per key
 
     def close(self) -> None:
+        if self.run is None:
+            return
         self.run.finish(exit_code=0 if getattr(self, "status", "completed") == "completed" else 1)
