@@ -211,3 +211,18 @@ def test_ddp_sharded_update_equals_single_process(tmp_path, monkeypatch):
         assert sharded["sizes"][:3] == [2, 1, 1] and single["sizes"][:3] == [3, 1, 1]
         for a, b in zip(sharded["params"], single["params"]):
             torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_fallback_can_be_another_registered_optimizer(make_cfg):
+    from optbench.optim import build_optimizer_from_config, validate_optimizer_config
+    from optbench.errors import ConfigError
+
+    cfg = make_cfg(["optimizer=muon", "optimizer.fallback.name=lion", "optimizer.fallback.lr=1e-4"])
+    validate_optimizer_config(cfg.optimizer)  # AdamW's eps, left from the yaml, is dropped for Lion
+    opt = build_optimizer_from_config(cfg.optimizer, _Net())
+    assert type(opt.fallback).__name__ == "Lion"
+    head = next(g for g in opt.param_groups if g["role"] == "head")
+    assert head["lr"] == pytest.approx(1e-4) and head["betas"] == (0.9, 0.95) and "eps" not in head
+    cfg = make_cfg(["optimizer=muon", "optimizer.fallback.name=lion", "optimizer.fallback.eps=1e-3"])
+    with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['eps'\] for optimizer 'lion'"):
+        validate_optimizer_config(cfg.optimizer)

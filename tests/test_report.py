@@ -220,3 +220,23 @@ def test_unknown_baseline_and_missing_dir_are_config_errors(multirun, tmp_path):
         main([str(multirun), "--out", str(tmp_path), "--by", "optimiser", "--no-plots"])
     with pytest.raises(ConfigError, match="does not exist"):
         main([str(tmp_path / "nope"), "--out", str(tmp_path)])
+
+
+def test_a_varying_group_choice_names_the_rows(tmp_path):
+    """Runs that differ in scheduler: rows are 'adamw scheduler=cosine', not every scheduler key."""
+    from optbench.report.collect import Run
+    from optbench.report.stats import build_rows, default_group_keys
+
+    def run(sched: dict, seed: int) -> Run:
+        cfg = {"optimizer.name": "adamw", "optimizer.lr": 1e-3, "task.name": "t", "seed": seed,
+               **{f"scheduler.{k}": v for k, v in sched.items()}}
+        summary = {"status": "completed", "task": "t", "optimizer": "adamw", "metric": "acc", "mode": "max",
+                   "target": 0.5, "final_metric": 0.4 + seed / 10, "seed": seed, "reached": False}
+        return Run(path=tmp_path / f"{sched['name']}{seed}", summary=summary, config=cfg)
+
+    runs = [run({"name": "cosine", "min_ratio": 0.0}, s) for s in (0, 1)] + \
+           [run({"name": "constant", "warmup_steps": 0}, s) for s in (0, 1)]
+    assert default_group_keys(runs) == ["optimizer", "scheduler.name"]
+    rows, _ = build_rows(runs)
+    assert [r.label for r in rows] == ["adamw scheduler=constant", "adamw scheduler=cosine"]
+    assert rows[0].stats["final"]["mean"] == pytest.approx(0.45)

@@ -76,6 +76,19 @@ class Muon(torch.optim.Optimizer):
         super().__init__(groups, defaults)
         self._link_fallback()
 
+    def add_param_group(self, param_group: dict) -> None:
+        param_group.setdefault("use_muon", param_group.get("role", "matrix") == "matrix")
+        if param_group["use_muon"]:
+            return super().add_param_group(param_group)
+        # a fallback group carries its own optimizer's settings; Muon's defaults stay out of it
+        defaults, self.defaults = self.defaults, {}
+        try:
+            super().add_param_group(param_group)
+        finally:
+            self.defaults = defaults
+        if getattr(self, "fallback", None) is not None:  # a group added after construction
+            self._link_fallback()
+
     def _link_fallback(self) -> None:
         """Point the fallback at our group dicts and our state, so both share one state_dict."""
         if self.fallback is not None:

@@ -89,12 +89,22 @@ def fallback_config(fallback) -> dict:
     """A hybrid optimizer's `fallback:` block, completed by the fallback optimizer's own yaml."""
     fallback = _as_dict(fallback or {"name": "adamw"})
     name = fallback.get("name")
-    if name in ("muon", "lbfgs") or name not in OPTIMIZERS:
-        valid = sorted(set(OPTIMIZERS) - {"muon", "lbfgs"})
+    if name in NOT_A_FALLBACK or name not in OPTIMIZERS:
+        valid = sorted(set(OPTIMIZERS) - NOT_A_FALLBACK)
         raise ConfigError(f"optimizer.fallback.name={name!r} is invalid; valid choices: {', '.join(valid)}")
+    # `optimizer.fallback.name=lion` keeps the rest of the yaml's block: drop the values the user
+    # did not change that the new fallback does not take (AdamW's eps for Lion)
+    yaml_block = _as_dict(load_option("optimizer", "muon").get("fallback") or {})
+    accepts = OPTIMIZERS[name].accepts
+    fallback = {k: v for k, v in fallback.items()
+                if k == "name" or k in accepts or not (k in yaml_block and yaml_block[k] == v)}
     cfg = {k: v for k, v in optimizer_defaults(name).items() if k not in META_KEYS}
     cfg.update(fallback)
     return cfg
+
+
+# a fallback lives inside the hybrid optimizer: no closure, no train/eval switching, no nesting
+NOT_A_FALLBACK = {"muon", "lbfgs", "sf_adamw", "sf_sgd"}
 
 
 def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -55,11 +55,16 @@ def default_group_keys(runs: list[Run]) -> list[str]:
                 continue
             if len({_hashable(r.config.get(k)) for r in group}) > 1:
                 varying.add(k)
+    # a varying choice of a config group (scheduler.name) explains its group's other keys
+    chosen = {k[: -len(".name")] for k in varying if k.endswith(".name")}
+    varying = {k for k in varying if k.endswith(".name") or k.split(".", 1)[0] not in chosen}
     return keys + sorted(varying)
 
 
 def _short(key: str, keys: list[str]) -> str:
-    """'optimizer.lr' -> 'lr' unless another key has the same last part."""
+    """'optimizer.lr' -> 'lr' unless another key has the same last part; 'scheduler.name' -> 'scheduler'."""
+    if key.endswith(".name"):
+        return key[: -len(".name")]
     last = key.rsplit(".", 1)[-1]
     return last if sum(k.rsplit(".", 1)[-1] == last for k in keys) == 1 else key
 
