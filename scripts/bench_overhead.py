@@ -4,7 +4,7 @@ Both loops train the same model from the same initial weights with the same opti
 pre-built batches, so the ratio isolates what the harness adds per step (lr schedule, logging,
 clock, progress bar, bookkeeping). Rounds alternate between the two loops; medians are reported.
 
-    python scripts/bench_overhead.py [--steps 200] [--rounds 5] [--device cpu|cuda] [overrides...]
+    python scripts/bench_overhead.py [--steps 100] [--rounds 16] [--device cpu|cuda] [overrides...]
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def bare_loop(model, optimizer, batches, device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -64,17 +64,29 @@ def main() -> None:
         init_state = copy.deepcopy(probe.model.state_dict())
         device = probe.device
         ours, bare = [], []
-        for r in range(args.rounds):
+
+        def run_ours(r: int) -> float:
             trainer = make_trainer(overrides, Path(tmp) / f"run{r}")
             trainer.model.load_state_dict(init_state)
             trainer.task.train_batches = iter(batches)
             summary = trainer.run()
-            ours.append(summary["train_time_s"] / summary["steps"])
+            return summary["train_time_s"] / summary["steps"]
 
+        def run_bare() -> float:
             model = copy.deepcopy(probe.model).to(device)
             model.load_state_dict(init_state)
-            optimizer = build_optimizer_from_config(trainer.cfg.optimizer, model)
-            bare.append(bare_loop(model, optimizer, batches, device))
+            optimizer = build_optimizer_from_config(probe.cfg.optimizer, model)
+            return bare_loop(model, optimizer, batches, device)
+
+        run_ours(-1), run_bare()  # warm-up round (allocator, caches), discarded
+        for r in range(args.rounds):
+            # alternate who goes first so neither loop always runs on warmer caches
+            if r % 2:
+                bare.append(run_bare())
+                ours.append(run_ours(r))
+            else:
+                ours.append(run_ours(r))
+                bare.append(run_bare())
 
     ratio = statistics.median(ours) / statistics.median(bare)
     print(f"device: {device}  model: {probe.cfg.model.name}  batch: {probe.cfg.trainer.batch_size}  "

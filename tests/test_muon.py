@@ -183,6 +183,7 @@ WORKER = textwrap.dedent("""
         opt.step()
     torch.save({"params": [p.detach() for p in params], "sizes": sizes}, out)
     if world > 1:
+        dist.barrier()  # rank 0 hosts the store: tearing down before rank 1 is done aborts it
         dist.destroy_process_group()
 """)
 

@@ -161,8 +161,8 @@ def test_lr_scaling_rules(rule, expected):
 def test_scaled_lr_is_recorded_in_config_and_summary(run_train):
     import yaml
 
-    summary, run_dir = run_train(["optimizer=sgd", "optimizer.lr=0.02", "+optimizer.lr_scaling=sqrt",
-                                  "+optimizer.reference_batch_size=16", "trainer.batch_size=64",
+    summary, run_dir = run_train(["optimizer=sgd", "optimizer.lr=0.02", "optimizer.lr_scaling=sqrt",
+                                  "optimizer.reference_batch_size=16", "trainer.batch_size=64",
                                   "trainer.max_steps=2", "data.n_train=128", "data.n_test=32"])
     expected = 0.02 * math.sqrt(64 / 16)
     assert list(summary["lr_by_role"].values()) == pytest.approx([expected] * len(summary["lr_by_role"]))
@@ -213,8 +213,8 @@ def test_momentum_schedule_in_the_loop(make_cfg, tmp_path):
     (["scheduler=plateau", "trainer.eval_every=1000", "trainer.max_steps=100"], "evaluates only at the end"),
     (["scheduler=multistep", "scheduler.milestones=[50,75]"], "fractions of the run"),
     (["scheduler.warmup_steps=10", "scheduler.warmup_fraction=0.1"], "set one of them"),
-    (["+optimizer.lr_scaling=cubic"], "valid choices: none, linear, sqrt"),
-    (["+optimizer.lr_scaling=sqrt"], "needs optimizer.reference_batch_size"),
+    (["optimizer.lr_scaling=cubic"], "valid choices: none, linear, sqrt"),
+    (["optimizer.lr_scaling=sqrt"], "needs optimizer.reference_batch_size"),
     (["+optimizer.momentum_schedule={key:beta,start:0.8,end:0.9,steps:10}"], "momentum_schedule.key='beta'"),
     (["+optimizer.momentum_schedule={key:momentum,start:0.8,end:0.9,steps:10,roles:[hidden]}"],
      "unknown role(s) ['hidden']"),

@@ -53,6 +53,11 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
                                 device_id=device if device.type == "cuda" else None)
 
 
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def destroy_process_group() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -25,7 +25,7 @@ def _hydra_context() -> tuple[Path, bool, list[str]]:
 
 def run_job(cfg: DictConfig) -> float | None:
     from optbench.config import validate
-    from optbench.train.distributed import DistInfo, destroy_process_group
+    from optbench.train.distributed import DistInfo, barrier, destroy_process_group
     from optbench.train.loop import train
 
     run_dir, multirun, overrides = _hydra_context()
@@ -36,6 +36,7 @@ def run_job(cfg: DictConfig) -> float | None:
         with open_dict(cfg):
             cfg.overrides = overrides
         summary = train(cfg, run_dir, dist)
+        barrier()  # rank 0 hosts the store: leaving before the others are done aborts them
     except ConfigError as e:
         if dist.is_main:  # every rank hits the same config error: say it once
             print(f"optbench: error: {e}", file=sys.stderr)
