@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NoReturn
 
 from optbench.errors import ConfigError
 
@@ -29,7 +30,7 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def fail(message: str, status: int = 2) -> "NoReturn":  # noqa: F821
+def fail(message: str, status: int = 2) -> NoReturn:
     print(f"optbench: error: {message}", file=sys.stderr)
     raise SystemExit(status)
 

@@ -1,8 +1,6 @@
 """Reading conf/ as data: which options a group has and their one-line descriptions."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from optbench import CONF_DIR
 
 GROUPS = ("task", "model", "data", "optimizer", "scheduler", "trainer", "logger", "experiment")

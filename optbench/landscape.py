@@ -37,6 +37,7 @@ import torch
 
 from optbench.errors import ConfigError, choices
 from optbench.landscape_functions import FUNCTIONS, TestFunction
+from optbench.plotting import pyplot, save_figure
 
 LR_GRID = tuple(float(10 ** e) for e in np.arange(-4.0, 0.01, 0.5))
 DEFAULTS = {"steps": 500, "noise": 0.0, "tol": 1e-2, "seed": 0}
@@ -184,8 +185,7 @@ def _grid(fn: TestFunction, n: int = 300):
 def _setup_axes(fn: TestFunction, title: str, start):
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, lx) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1.15, 1]})
     X, Y, Z = _grid(fn)
@@ -232,8 +232,6 @@ def _label(t: Trajectory) -> str:
 
 
 def plot(fn: TestFunction, trajectories: list[Trajectory], out: Path, title: str) -> Path:
-    import matplotlib.pyplot as plt
-
     fig, ax, lx = _setup_axes(fn, title, _start_of(fn, trajectories))
     for i, t in enumerate(trajectories):
         if t.status == "skipped":
@@ -246,11 +244,7 @@ def plot(fn: TestFunction, trajectories: list[Trajectory], out: Path, title: str
     # markers on the map, optimizers (with their lr) beside the curves: the map stays readable
     ax.legend(fontsize=8, loc="best")
     lx.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def animate(fn: TestFunction, trajectories: list[Trajectory], out: Path, title: str, frames: int = 60,

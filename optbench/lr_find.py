@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from optbench.errors import ConfigError
+from optbench.plotting import pyplot, save_figure
 
 
 @dataclass
@@ -115,10 +116,7 @@ def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def plot(result: RangeTestResult, title: str, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
@@ -138,11 +136,7 @@ def plot(result: RangeTestResult, title: str, out: Path) -> Path:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def main(argv: list[str]) -> None:

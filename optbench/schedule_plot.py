@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 from optbench.errors import ConfigError
+from optbench.plotting import pyplot, save_figure
 
 
 def schedule_curves(cfg) -> dict:
@@ -34,10 +35,7 @@ def schedule_curves(cfg) -> dict:
 
 
 def plot_curves(curves: dict, title: str, out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = 2 if "momentum" in curves else 1
     fig, axes = plt.subplots(rows, 1, figsize=(7, 3.2 * rows), sharex=True, squeeze=False)
@@ -57,11 +55,7 @@ def plot_curves(curves: dict, title: str, out: Path) -> Path:
         mx.set_ylabel(curves["momentum_key"])
         mx.grid(alpha=0.3)
     axes[-1][0].set_xlabel("step")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 def main(argv: list[str]) -> None:

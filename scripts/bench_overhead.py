@@ -15,7 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
 from optbench.config import compose

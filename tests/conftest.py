@@ -6,16 +6,23 @@ from pathlib import Path
 
 import pytest
 
-# pytest -n 2 on 2 cores: one thread per worker (and per CLI subprocess) avoids oversubscription
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
+import torch
 
-    torch.set_num_threads(1)
+# Tiny models on 2 shared cores (pytest -n 2): a second intra-op thread costs more than it gives, and
+# CPU float results can depend on the thread count, so tests and their subprocesses use one thread.
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

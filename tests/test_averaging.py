@@ -12,12 +12,6 @@ from torch import nn
 from optbench.train.averaging import Averager, build_averager, evaluation_model, recompute_bn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_bn_model():

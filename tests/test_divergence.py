@@ -10,8 +10,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-import torch
 
 from optbench.train.loop import Trainer
 
@@ -19,12 +17,6 @@ TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "
         "data.n_test=256"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _diverged(loss: float, initial: float | None, factor: float) -> tuple[bool, str | None]:

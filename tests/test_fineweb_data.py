@@ -12,7 +12,7 @@ import pytest
 from optbench.data import fineweb
 from optbench.data.markov import MarkovSource, ensure_markov_shards
 from optbench.data.token_loader import TokenLoader, validation_tokens
-from optbench.data.token_shards import MAGIC, find_shards, read_shard, write_shard
+from optbench.data.token_shards import find_shards, read_shard, write_shard
 from optbench.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent

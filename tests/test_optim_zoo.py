@@ -30,13 +30,6 @@ def tiny(data_root) -> list[str]:
             f"data.root={data_root}/cifar10_synthetic_tiny"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second intra-op thread costs more than it gives on 2 shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train_losses(run_dir) -> list[float]:

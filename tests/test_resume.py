@@ -37,13 +37,6 @@ def _final_state(run_dir: Path) -> dict:
     return ckpt.read_checkpoint(ckpt.checkpoint_path(run_dir), torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """CPU float results may depend on the thread count: the subprocesses run with one thread too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 180) -> None:

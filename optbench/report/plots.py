@@ -5,13 +5,12 @@ import math
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, never a window; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from optbench.plotting import pyplot, save_figure
+from optbench.report.collect import finite
 
-from optbench.report.collect import finite  # noqa: E402
+plt = pyplot()
 
 
 def _slug(text: str) -> str:
@@ -65,7 +64,7 @@ def curves(rows, out_dir: Path, metric: str, task: str) -> list[Path]:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
             name = f"{'eval_' + _slug(metric) if kind == 'eval' else 'train_loss'}_vs_{axis}{suffix}.png"
-            written.append(_save(fig, out_dir / name))
+            written.append(save_figure(fig, out_dir / name))
     return written
 
 
@@ -100,7 +99,7 @@ def lr_sensitivity(rows, out_dir: Path, metric: str, task: str) -> Path | None:
     ax.set_title(f"{rows[0].task}: lr sensitivity (mean ± std over seeds)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, out_dir / f"lr_sensitivity{'_' + _slug(task) if task else ''}.png")
+    return save_figure(fig, out_dir / f"lr_sensitivity{'_' + _slug(task) if task else ''}.png")
 
 
 def profile_ratios(times: dict[str, dict[str, float]]) -> dict[str, list[float]]:
@@ -144,15 +143,9 @@ def performance_profile(rows, out_dir: Path) -> Path | None:
     ax.set_title(f"performance profile over {len(tasks)} tasks", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return _save(fig, out_dir / "performance_profile.png")
+    return save_figure(fig, out_dir / "performance_profile.png")
 
 
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def all_plots(rows, out_dir: Path) -> list[Path]:

@@ -13,7 +13,6 @@ import hydra
 from omegaconf import DictConfig
 
 from optbench import CONF_DIR
-from optbench.errors import ConfigError
 
 # Flags that only print something: no validation before them.
 _INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve",
