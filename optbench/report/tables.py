@@ -86,7 +86,8 @@ def markdown(rows, title: str | None = None) -> str:
         out.append("")
     out.append(NOTES)
     if any(r.summary.get("peak_memory_kind") == "cpu_max_rss" for row in rows for r in row.runs):
-        out.append("peak mem on a CPU is the process's max RSS, which the runs of one multirun process share.")
+        out.append("peak mem on a CPU is the process's lifetime max RSS here (no per-run reset on this OS), "
+                   "which the runs of one multirun process share.")
     if title:
         out.insert(0, f"## {title}\n")
     return "\n".join(out) + "\n"

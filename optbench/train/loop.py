@@ -53,10 +53,27 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return int(local() if callable(local) else size(optimizer.state_dict().get("state", {})))
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start this run's peak from now: the jobs of a multirun share one process."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the process's peak RSS (VmHWM) to its current RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_memory(device: torch.device) -> tuple[int, str]:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
+    try:
+        with open("/proc/self/status") as f:
+            hwm = next(line for line in f if line.startswith("VmHWM:"))
+        return int(hwm.split()[1]) * 1024, "cpu_peak_rss"
+    except (OSError, StopIteration):  # not Linux: lifetime peak of the process
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
 
 
 def set_optimizer_mode(optimizer, mode: str) -> None:
@@ -73,6 +90,7 @@ class Trainer:
         self.dist = dist or DistInfo.from_env()
         self.device = select_device(self.t.device, self.dist.local_rank)
         init_process_group(self.dist, self.device)
+        reset_peak_memory(self.device)
         seed_everything(cfg.seed, self.t.deterministic)
 
         self.task: Task = build_task(cfg, self.device, self.dist.rank, self.dist.world_size)
@@ -235,11 +253,20 @@ class Trainer:
         self.model.load_state_dict(buffers)
         self.compile_warmup_s = time.perf_counter() - start
 
+    def checkpoint(self) -> None:
+        """Untimed; Schedule-Free optimizers are saved at their evaluation point x, so the weights in a
+        checkpoint are the ones that were (or would be) evaluated, and go back to y after."""
+        with self.clock.paused():
+            set_optimizer_mode(self.optimizer, "eval")
+            ckpt.save(self)
+            set_optimizer_mode(self.optimizer, "train")
+
     # ------------------------------------------------------------------ the run
     def run(self) -> dict:
         cfg, t = self.cfg, self.t
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.maybe_resume(self)
+        set_optimizer_mode(self.optimizer, "train")  # Schedule-Free: train at y (a checkpoint holds x)
         if self.is_main:
             self.write_config()
             # a resumed run keeps the lines up to its checkpoint; a fresh one starts a new file
@@ -296,13 +323,11 @@ class Trainer:
                         self.stop_reason = "target reached"
                         break
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.step < t.max_steps:
-                    with self.clock.paused():
-                        ckpt.save(self)
+                    self.checkpoint()
                 if broadcast_flag(self._stop_signal is not None, self.device):
                     self.status = "interrupted"
                     self.stop_reason = f"signal {signal.Signals(self._stop_signal or signal.SIGTERM).name}"
-                    with self.clock.paused():
-                        ckpt.save(self)
+                    self.checkpoint()
                     break
             self.clock.stop()
             if self.status == "running":  # every way out of the loop but these set a status
@@ -311,8 +336,7 @@ class Trainer:
                     bool(t.get("save_final", False) or t.checkpoint_every
                          or ckpt.checkpoint_path(self.run_dir).exists()), self.device):
                 # the same command run again finds the run finished instead of redoing its tail
-                with self.clock.paused():
-                    ckpt.save(self)
+                self.checkpoint()
         except BaseException as e:
             self.clock.stop()
             if self.status == "running":
