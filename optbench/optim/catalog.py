@@ -98,7 +98,7 @@ def _muon(groups, hp):
     for g in groups:
         if g["role"] != "matrix":
             g["lr"] = fb_hp["lr"] * g["lr_mult"]
-            g["weight_decay"] = fb_hp.get("weight_decay", 0.0) if g["decay_on"] else 0.0
+            g["weight_decay"] = fb_hp.get("weight_decay", 0.0) * g["decay_mult"]
     fb_hp = {k: v for k, v in fb_hp.items() if k not in ("lr", "weight_decay")}
     return Muon(groups, **hp, fallback=lambda gs: fb_spec.factory(gs, fb_hp))
 

@@ -54,6 +54,17 @@ def _inferred_roles(model: nn.Module) -> dict[str, str]:
     return roles
 
 
+def weight_decay_multiplier(value, role: str) -> float:
+    """A role's `weight_decay`: true (the optimizer's decay), false (none), or a multiplier of it
+    (recipes such as airbench decay norm biases at a different strength than weights)."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and value >= 0:
+        return float(value)
+    raise ConfigError(f"optimizer.groups.{role}.weight_decay={value!r} is invalid: "
+                      "must be true, false or a multiplier >= 0")
+
+
 def build_param_groups(model: nn.Module, lr: float, weight_decay: float,
                        policy: Mapping | None = None, roles: dict[str, str] | None = None) -> list[dict]:
     """One group per role that has parameters; each carries its role, lr and weight decay."""
@@ -68,15 +79,16 @@ def build_param_groups(model: nn.Module, lr: float, weight_decay: float,
         if not named:
             continue
         rule = policy[role]
+        decay_mult = weight_decay_multiplier(rule["weight_decay"], role)
         groups.append({
             "params": [p for _, p in named],
             "param_names": [n for n, _ in named],
             "role": role,
             "lr": lr * float(rule["lr_mult"]),
-            "weight_decay": weight_decay if rule["weight_decay"] else 0.0,
+            "weight_decay": weight_decay * decay_mult,
             # the policy itself, so a hybrid optimizer (Muon) can re-derive lr and decay for
             # the groups it hands to its fallback, which has its own lr and weight decay
             "lr_mult": float(rule["lr_mult"]),
-            "decay_on": bool(rule["weight_decay"]),
+            "decay_mult": decay_mult,
         })
     return groups

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from optbench.confdir import group_options, load_option
 from optbench.errors import ConfigError, choices
-from optbench.optim.groups import build_param_groups
+from optbench.optim.groups import build_param_groups, weight_decay_multiplier
 
 # yaml keys that configure optbench, not the optimizer's constructor
 META_KEYS = {"name", "groups", "lr_grid", "lr_scaling", "reference_batch_size", "search_space",
@@ -146,6 +146,9 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
     if unknown:
         raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer '{name}'; "
                           f"valid: {', '.join(sorted(spec.accepts))}")
+    for role, rule in (cfg.get("groups") or {}).items():
+        if isinstance(rule, dict) and "weight_decay" in rule:
+            weight_decay_multiplier(rule["weight_decay"], role)
     lr = cfg.get("lr")
     if not _number(lr) or not lr > 0:
         raise ConfigError(f"{key}.lr={lr!r} is invalid: must be a number > 0")
