@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
         getattr(module, func_name)(rest)
     except ConfigError as e:
         fail(str(e))
+    except OSError as e:
+        if not e.filename:  # not a path the user gave (a broken pipe, a socket): a real error
+            raise
+        # a path that cannot be read or written (`report --out /read-only`, `data --root`)
+        fail(f"{verb}: cannot use '{e.filename}': {e.strerror or e}")
     except KeyboardInterrupt:
         print("optbench: interrupted", file=sys.stderr)
         raise SystemExit(130)

@@ -65,8 +65,7 @@ def _composition_message(text: str, overrides: list[str]) -> str:
     )
     if m and ("not in struct" in text or "Could not override" in text):
         key = m.group(1)
-        parent, _, leaf = key.rpartition(".")
-        valid = _keys_under(parent, overrides, exclude=key)
+        parent, valid = _keys_under(key.rpartition(".")[0], overrides, exclude=key)
         where = f" under '{parent}'" if parent else ""
         return f"unknown key '{key}'; valid keys{where}: {choices(valid)}"
     m = re.search(r"Error parsing override '([^']+)'", text)
@@ -76,15 +75,18 @@ def _composition_message(text: str, overrides: list[str]) -> str:
     return " ".join(lines[:2])
 
 
-def _keys_under(parent: str, overrides: list[str], exclude: str) -> list[str]:
-    """The keys that do exist where the user wrote an unknown one."""
+def _keys_under(parent: str, overrides: list[str], exclude: str) -> tuple[str, list[str]]:
+    """The keys that do exist where the user wrote an unknown one; when the parent is unknown too
+    (`optimizer.groups.hed.lr_mult`), the deepest prefix that exists and its keys."""
     kept = [o for o in overrides if not o.lstrip("+~").startswith(exclude)]
     try:
         cfg = compose(kept)
     except ConfigError:
         cfg = compose([])
+    while parent and not isinstance(OmegaConf.select(cfg, parent), DictConfig):
+        parent = parent.rpartition(".")[0]
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    return [str(k) for k in node.keys() if k != "hydra"] if isinstance(node, DictConfig) else []
+    return parent, [str(k) for k in node.keys() if k != "hydra"]
 
 
 def _sweep_variants(overrides: list[str]) -> list[list[str]]:
@@ -154,6 +156,22 @@ def _one_of(cfg, key: str, valid) -> None:
         raise ConfigError(f"{key}={value!r} is invalid; valid choices: {', '.join(valid)}")
 
 
+def _closure_compatible(cfg: DictConfig) -> None:
+    """An optimizer that re-evaluates the loss in a closure (L-BFGS) sees raw gradients: fp16 loss
+    scaling would hand it scaled ones and clipping cannot reach inside its line search."""
+    from optbench.optim import OPTIMIZERS
+
+    spec = OPTIMIZERS.get(cfg.optimizer.name)
+    if spec is None or not spec.needs_closure:
+        return
+    if amp_mode(cfg.trainer.amp) == "fp16":
+        raise ConfigError(f"trainer.amp=fp16 is invalid with optimizer={spec.name} (it re-evaluates the loss in "
+                          "a closure, which loss scaling breaks); valid choices: off, bf16")
+    if cfg.trainer.grad_clip > 0:
+        raise ConfigError(f"trainer.grad_clip={cfg.trainer.grad_clip} is invalid with optimizer={spec.name} "
+                          "(its closure's line search cannot be clipped); use trainer.grad_clip=0")
+
+
 def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     """Check values the user can get wrong; raise ConfigError with one line."""
     t = cfg.trainer
@@ -168,6 +186,11 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _positive(cfg, "trainer.grad_clip", allow_zero=True)
     _positive(cfg, "trainer.checkpoint_every", allow_zero=True)
     _positive(cfg, "trainer.divergence_factor", allow_zero=True)
+    for key in ("trainer.compile", "trainer.stop_at_target", "trainer.progress",
+                "trainer.deterministic", "trainer.save_final"):
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, bool):  # a string such as 'maybe' would count as true
+            raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")
     _one_of(cfg, "trainer.amp", AMP_CHOICES)
     _one_of(cfg, "trainer.device", DEVICE_CHOICES)
     _one_of(cfg, "logger.name", LOGGER_CHOICES)
@@ -191,6 +214,7 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     from optbench.tasks import validate_task_config
 
     validate_optimizer_config(cfg.optimizer)
+    _closure_compatible(cfg)
     validate_schedule_config(cfg.scheduler, t.max_steps, metric=cfg.task.get("metric"), eval_every=t.eval_every)
     validate_optimizer_schedules(cfg.optimizer, t.max_steps)
     validate_task_config(cfg)

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optbench.errors import ConfigError, choices
+from optbench.errors import ArgumentParser, ConfigError, choices
 from optbench.landscape_functions import FUNCTIONS, TestFunction
 from optbench.plotting import pyplot, save_figure
 
@@ -324,6 +324,8 @@ def parse_keys(pairs: list[str]) -> dict:
             need = {"start": "two numbers, e.g. start=[-1.5,2]", "steps": "a whole number >= 1",
                     "seed": "a whole number >= 0"}.get(base, "a number > 0" if base in ("lr", "tol") else "a number >= 0")
             raise ConfigError(f"{key}={value!r} is invalid: must be {need}") from None
+    if settings["function"] is None:
+        raise ConfigError(f"name the test function, e.g. function=rosenbrock; valid choices: {choices(FUNCTIONS)}")
     if settings["function"] not in FUNCTIONS:
         raise ConfigError(f"unknown function '{settings['function']}'; valid choices: {choices(FUNCTIONS)}")
     if not settings["optimizer"]:
@@ -350,8 +352,8 @@ def compare(fn: TestFunction, settings: dict, log=print) -> list[Trajectory]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="optbench landscape", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="optbench landscape", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--animate", action="store_true", help="also write an animated GIF")
     parser.add_argument("--out", type=Path, help="PNG path (default outputs/landscape/<function>.png)")
     parser.add_argument("keys", nargs="*", help="key=value settings (see above)")

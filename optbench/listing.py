@@ -1,9 +1,8 @@
 """`optbench list [optimizers|schedulers|tasks|experiments|models]`: what can be selected, one line each."""
 from __future__ import annotations
 
-import argparse
-
 from optbench.confdir import description, group_options, load_option
+from optbench.errors import ArgumentParser
 
 KINDS = {"optimizers": "optimizer", "schedulers": "scheduler", "tasks": "task",
          "experiments": "experiment", "models": "model"}
@@ -40,7 +39,7 @@ def rows(kind: str) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="optbench list", description=__doc__)
+    parser = ArgumentParser(prog="optbench list", description=__doc__)
     parser.add_argument("what", nargs="?", choices=list(KINDS), help="default: all")
     args = parser.parse_args(argv)
     for kind in [args.what] if args.what else list(KINDS):

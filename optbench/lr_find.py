@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from optbench.errors import ConfigError
+from optbench.errors import ArgumentParser, ConfigError
 from optbench.plotting import pyplot, save_figure
 
 
@@ -140,8 +140,8 @@ def plot(result: RangeTestResult, title: str, out: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="optbench lr-find", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="optbench lr-find", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--start", type=float, default=1e-6, help="first lr (default 1e-6)")
     parser.add_argument("--end", type=float, default=10.0, help="last lr (default 10)")
     parser.add_argument("--steps", type=int, default=100, help="ramp length in steps (default 100)")

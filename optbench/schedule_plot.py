@@ -10,7 +10,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from optbench.errors import ConfigError
+from optbench.errors import ArgumentParser, ConfigError
 from optbench.plotting import pyplot, save_figure
 
 
@@ -59,8 +59,8 @@ def plot_curves(curves: dict, title: str, out: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="optbench schedule", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="optbench schedule", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plot", action="store_true", help="draw the curve to a PNG")
     parser.add_argument("--out", type=Path, help="PNG path (default: schedule-<name>.png)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `optbench train`")

@@ -196,12 +196,33 @@ def validate_task_config(cfg: DictConfig) -> None:
     t = cfg.task
     if t.mode not in ("max", "min"):
         raise ConfigError(f"task.mode={t.mode!r} is invalid; valid choices: max, min")
+    target = t.get("target")
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)):
+        raise ConfigError(f"task.target={target!r} is invalid: must be a number (or null for none)")
+    _validate_model_kind(cfg)
     if t.kind == "image_classification":
         _validate_image_data(cfg)
     elif t.kind == "language_model":
         from optbench.data.fineweb import validate_language_model_config
 
         validate_language_model_config(cfg)
+
+
+# which model builders (a model yaml's `name`) each task kind can train
+MODEL_KINDS = {"image_classification": ("airbench", "cnn_small", "resnet18"), "language_model": ("gpt",)}
+
+
+def _validate_model_kind(cfg: DictConfig) -> None:
+    """`task=fineweb_synthetic model=cnn_small` would fail inside the run; refuse it here."""
+    from optbench.confdir import group_options, load_option
+
+    fits = MODEL_KINDS.get(cfg.task.kind)
+    if fits is None or cfg.model.get("name") in fits:
+        return
+    valid = [m for m in group_options("model") if load_option("model", m).get("name") in fits]
+    chosen = OmegaConf.select(cfg, "hydra.runtime.choices.model") or cfg.model.get("name")
+    raise ConfigError(f"model '{chosen}' cannot train task '{cfg.task.name}' ({cfg.task.kind}); "
+                      f"valid choices for model: {', '.join(valid)}")
 
 
 def _validate_image_data(cfg: DictConfig) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf, open_dict
 
-from optbench.errors import ConfigError, choices
+from optbench.errors import ArgumentParser, ConfigError, choices
 
 SEARCHES = ("grid", "random", "sobol")
 FINISHED = ("completed", "diverged")  # a rerun of either would give the same answer
@@ -155,7 +155,22 @@ def base_settings(overrides: list[str], select_metric: str | None) -> tuple[list
     test_metric = str(cfg.task.metric)
     metric = select_metric or ("val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_")
                                else test_metric)
-    return [*overrides, *extra], metric, str(cfg.task.mode)
+    return [*overrides, *extra], metric, metric_mode(metric, test_metric, str(cfg.task.mode))
+
+
+def metric_mode(metric: str, test_metric: str, task_mode: str) -> str:
+    """Whether the selection metric is maximised or minimised. The task's mode belongs to its own
+    metric (test_acc: max); `--select-metric val_loss` on that task must still be minimised."""
+    def stem(m: str) -> str:
+        return m.split("_", 1)[1] if m.startswith(("val_", "test_")) else m
+
+    if stem(metric) == stem(test_metric):
+        return task_mode
+    if stem(metric).endswith(("loss", "perplexity", "ppl", "error", "err")):
+        return "min"
+    if stem(metric).endswith(("acc", "accuracy")):
+        return "max"
+    return task_mode
 
 
 def tune(optimizers: list[str], overrides: list[str], out_dir: Path, search: str = "grid",
@@ -225,8 +240,8 @@ def _write(out_dir: Path, record: dict) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="optbench tune", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="optbench tune", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--optimizers", required=True, help="comma-separated, e.g. adamw,sgd,nesterov")
     parser.add_argument("--search", default="grid", help=f"{' | '.join(SEARCHES)} (default: grid over lr_grid)")
     parser.add_argument("--trials", type=int, help="trials per optimizer (default: the lr_grid size; 8 if sampled)")

@@ -33,6 +33,8 @@ def assert_one_line_error(result, *needles):
     ("trainer.device=tpu", ["tpu", "auto"]),
     ("logger=slack", ["'slack'", "jsonl", "wandb"]),
     ("data.synthetic=false data.root=/nonexistent/cifar", ["/nonexistent/cifar", "optbench data cifar10"]),
+    ("optimizer=lbfgs trainer.amp=fp16", ["fp16", "lbfgs", "bf16"]),
+    ("optimizer.groups.scalar.weight_decay=-2", ["groups.scalar.weight_decay=-2", "multiplier"]),
 ])
 def test_bad_input_is_one_line_exit_2(override, needles, data_root):
     result = optbench_cli("train", *QUICK, *override.split())
@@ -100,3 +102,55 @@ def test_list_describes_every_group():
     for heading in ("optimizers:", "schedulers:", "tasks:", "experiments:"):
         assert heading in result.stdout
     assert "cifar10_synthetic" in result.stdout and "torch.optim" in result.stdout
+
+
+def run_in_process(capsys, *argv):
+    """`optbench ARGV` in this process (no interpreter start-up): (exit status, stdout, stderr)."""
+    from optbench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.mark.parametrize("argv, needles", [
+    # regressions: each of these used to end in a traceback, a usage block or a silent run
+    (["train", "foo"], ["'foo'", "key=value"]),
+    (["train", "optimizer.betas=[0.9]"], ["optimizer.betas", "2 numbers"]),
+    (["train", "optimizer.betas=0.9"], ["optimizer.betas", "2 numbers"]),
+    (["train", "optimizer=adan", "optimizer.betas=[0.9,0.9]"], ["3 numbers", "0.98,0.92,0.99"]),
+    (["train", "optimizer.groups.head.lr_mult=-1"], ["optimizer.groups.head.lr_mult=-1", ">= 0"]),
+    (["train", "optimizer.groups.hed.lr_mult=0.1"], ["'optimizer.groups'", "head, matrix"]),
+    (["train", "optimizer=muon", "optimizer.ns_steps=0"], ["optimizer.ns_steps=0", ">= 1"]),
+    (["train", "trainer.compile=maybe"], ["trainer.compile='maybe'", "true, false"]),
+    (["train", "trainer.stop_at_target=maybe"], ["trainer.stop_at_target", "true, false"]),
+    (["train", "task.target=abc"], ["task.target='abc'", "number"]),
+    (["train", "task=fineweb_synthetic", "model=cnn_small"], ["'cnn_small'", "gpt_tiny"]),
+    (["train", "model=gpt_tiny"], ["'gpt_tiny'", "cnn_small"]),
+    (["list", "nope"], ["'nope'", "optimizers"]),
+    (["report"], ["report", "DIR"]),
+    (["report", "/nonexistent"], ["/nonexistent"]),
+    (["tune", "--optimizers", "adamw", "--seeds", "abc"], ["--seeds", "'abc'"]),
+    (["data", "nope"], ["'nope'", "cifar10", "fineweb10B"]),
+    (["lr-find", "--start", "abc"], ["--start", "'abc'"]),
+    (["lr-find", "--start", "10", "--end", "1"], ["--start 10 --end 1"]),
+    (["landscape"], ["function=", "rosenbrock"]),
+    (["landscape", "function=foo"], ["'foo'", "rosenbrock"]),
+    (["schedule", "--bogus"], ["--bogus"]),
+])
+def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, capsys):
+    status, out, err = run_in_process(capsys, *argv)
+    assert status == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("optbench: error:"), err
+    assert "Traceback" not in out + err and "usage:" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_unwritable_output_path_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    status, _, err = run_in_process(capsys, "data", "cifar10", "--root", str(blocker / "cifar10"))
+    assert status == 2 and err.count("\n") == 1 and str(blocker) in err, err

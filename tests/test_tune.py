@@ -93,6 +93,17 @@ def test_grid_points_and_bad_input():
         tune(["adamw"], ["optimizer.lr=0.1"], Path("unused"))
 
 
+def test_selection_mode_follows_the_selection_metric(data_root):
+    """--select-metric val_loss on an accuracy task (mode max) used to pick the HIGHEST loss."""
+    from optbench.tune import base_settings, metric_mode
+
+    assert base_settings([], None)[1:] == ("val_acc", "max")
+    assert base_settings([], "val_loss")[1:] == ("val_loss", "min")
+    assert base_settings(["task=fineweb_synthetic"], None)[2] == "min"
+    assert metric_mode("test_acc", "test_acc", "max") == "max"
+    assert metric_mode("val_acc", "val_loss", "min") == "max"
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "nesterov"])
 def test_sweep_lr_preset_takes_each_optimizers_own_grid(optimizer):
     from optbench.config import compose, validate

@@ -1,11 +1,11 @@
 """`optbench data <dataset>`: download and prepare datasets (each dataset's code owns its step)."""
 from __future__ import annotations
 
-import argparse
+from optbench.errors import ArgumentParser
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="optbench data", description=__doc__)
+    parser = ArgumentParser(prog="optbench data", description=__doc__)
     sub = parser.add_subparsers(dest="dataset", required=True)
 
     p = sub.add_parser("cifar10", help="CIFAR-10 python archive -> checksum -> extract -> uint8 cache")

@@ -149,6 +149,9 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
     for role, rule in (cfg.get("groups") or {}).items():
         if isinstance(rule, dict) and "weight_decay" in rule:
             weight_decay_multiplier(rule["weight_decay"], role)
+        mult = rule.get("lr_mult", 1.0) if isinstance(rule, dict) else 1.0
+        if not _number(mult) or mult < 0:
+            raise ConfigError(f"{key}.groups.{role}.lr_mult={mult!r} is invalid: must be a number >= 0")
     lr = cfg.get("lr")
     if not _number(lr) or not lr > 0:
         raise ConfigError(f"{key}.lr={lr!r} is invalid: must be a number > 0")
@@ -157,7 +160,17 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         if v is not None and not isinstance(v, (list, tuple)) and (not _number(v) or v < 0):
             raise ConfigError(f"{key}.{k}={v!r} is invalid: must be a number >= 0")
     for k in ("betas", "betas3"):
-        for i, beta in enumerate(cfg.get(k) or []):
+        betas = cfg.get(k)
+        if betas is None:
+            continue
+        # as many betas as the optimizer's own yaml has (Adan and AdEMAMix take three)
+        default = optimizer_defaults(name).get(k) if name in group_options("optimizer") else None
+        n = len(default) if isinstance(default, (list, tuple)) else None
+        if not isinstance(betas, (list, tuple)) or (n and len(betas) != n):
+            example = "[" + ",".join(str(b) for b in default) + "]" if n else "[0.9,0.999]"
+            raise ConfigError(f"{key}.{k}={betas!r} is invalid: must be a list of "
+                              f"{n or 'several'} numbers in [0, 1), e.g. {key}.{k}={example}")
+        for i, beta in enumerate(betas):
             if not _number(beta) or not 0 <= beta < 1:
                 raise ConfigError(f"{key}.{k}[{i}]={beta!r} is invalid: must be in [0, 1)")
     for k in ("momentum", "alpha" if name == "rmsprop" else None):
@@ -165,6 +178,10 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         if v is not None and (not _number(v) or not 0 <= v < 1):
             raise ConfigError(f"{key}.{k}={v!r} is invalid: must be in [0, 1)")
     if name == "muon":
+        steps = cfg.get("ns_steps", 5)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            # ns_steps=0 would skip the orthogonalisation: Muon would silently be SGD-Nesterov
+            raise ConfigError(f"{key}.ns_steps={steps!r} is invalid: must be a whole number >= 1")
         validate_optimizer_config(fallback_config(cfg.get("fallback")), key=f"{key}.fallback")
 
 

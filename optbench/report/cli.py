@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from optbench.errors import ConfigError
+from optbench.errors import ArgumentParser, ConfigError
 from optbench.report import tables
 from optbench.report.collect import load_runs
 from optbench.report.stats import build_rows
@@ -102,8 +102,8 @@ def log_to_wandb(rows, name: str, project: str, mode: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="optbench report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="optbench report", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run directories and/or multirun directories")
     parser.add_argument("--name", help="results/<name>/ (default: the first DIR's folder name)")
     parser.add_argument("--by", help="comma-separated grouping keys, e.g. optimizer,optimizer.lr "

@@ -26,9 +26,28 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
     return run_job(cfg)
 
 
+# Hydra flags followed by a value (`--cfg job`, `-cn name`): that value is not an override.
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The command line's overrides: every word that is neither a flag nor a flag's value, so a
+    word without `=` (`optbench train foo`) reaches precheck and gets its one-line error."""
+    out, skip = [], False
+    for a in argv:
+        if skip and not a.startswith("-") and "=" not in a:
+            skip = False
+            continue
+        skip = a in _VALUE_FLAGS
+        if not a.startswith("-"):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str]) -> None:
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    overrides = [a for a in argv if not a.startswith("-") and "=" in a]
+    overrides = overrides_of(argv)
     if not _INFO_FLAGS.intersection(argv):
         from optbench.config import precheck
 

@@ -28,7 +28,43 @@ from optbench.errors import ConfigError
 
 FORMAT = 1
 BOOKKEEPING = ("step", "best", "best_step", "last_eval", "target_step", "target_time", "initial_loss",
-               "loss_sum", "steps_since_log")
+               "loss_sum", "steps_since_log", "status", "stop_reason", "compile_warmup_s")
+
+
+# What defines a run's trajectory: resuming under other values would silently train with the checkpoint's
+# (optimizer state carries its lr and betas) or mix two runs in one directory. max_steps may grow.
+RUN_DEFINING = ("seed", "task", "model", "optimizer", "scheduler", "data", "trainer.batch_size",
+                "trainer.grad_accum", "trainer.grad_clip", "trainer.amp", "trainer.averaging")
+NOT_RUN_DEFINING = ("data.root",)  # the data may move
+
+
+def run_definition(cfg) -> dict:
+    from omegaconf import OmegaConf
+
+    flat = {}
+
+    def walk(prefix, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif prefix not in NOT_RUN_DEFINING:
+            flat[prefix] = value
+
+    for key in RUN_DEFINING:
+        value = OmegaConf.select(cfg, key)
+        walk(key, OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+    return flat
+
+
+def check_same_run(saved: dict | None, cfg, path: Path) -> None:
+    if saved is None:
+        return
+    now = run_definition(cfg)
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key):
+            raise ConfigError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
+                              f"{key}={now.get(key)!r}; rerun with the same values, use another "
+                              "hydra.run.dir, or pass trainer.resume=never")
 
 
 class BadCheckpoint(ConfigError):
@@ -110,6 +146,7 @@ def trainer_state(trainer) -> dict:
         "clock": trainer.clock.read(),
         "ranks": ranks,
         "bookkeeping": {k: _to_cpu(getattr(trainer, k, None)) for k in BOOKKEEPING},
+        "run_definition": run_definition(trainer.cfg),
     }
     if trainer.averager is not None:
         state["averager"] = trainer.averager.state_dict()
@@ -187,6 +224,7 @@ def save(trainer) -> Path | None:
 
 def apply(trainer, state: dict, path: Path) -> None:
     """Restore a trainer from a checkpoint's state."""
+    check_same_run(state.get("run_definition"), trainer.cfg, path)
     rank, world = trainer.dist.rank, trainer.dist.world_size
     if state.get("optimizer_sharded") and state.get("world_size") != world:
         raise BadCheckpoint(f"checkpoint {path} holds optimizer state sharded over "

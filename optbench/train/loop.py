@@ -8,6 +8,9 @@ runs only across steps (DESIGN.md timing rules).
 from __future__ import annotations
 
 import contextlib
+import json
+import functools
+import gc
 import math
 import random
 import resource
@@ -35,9 +38,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # all devices
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    # set both ways: a multirun's jobs share the process, and one job's choice must not leak
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -51,6 +54,16 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
         return 0
     local = getattr(optimizer, "state_bytes", None)
     return int(local() if callable(local) else size(optimizer.state_dict().get("state", {})))
+
+
+def free_previous_job(device: torch.device, compile: bool) -> None:
+    """A multirun runs its jobs in one process: drop what the previous job left (unreachable objects,
+    cached CUDA blocks, compiled graphs) so this job's memory and compile time are its own."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if compile:
+        torch._dynamo.reset()
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -90,6 +103,7 @@ class Trainer:
         self.dist = dist or DistInfo.from_env()
         self.device = select_device(self.t.device, self.dist.local_rank)
         init_process_group(self.dist, self.device)
+        free_previous_job(self.device, self.t.compile)
         reset_peak_memory(self.device)
         seed_everything(cfg.seed, self.t.deterministic)
 
@@ -107,7 +121,9 @@ class Trainer:
 
         self.amp = amp_mode(self.t.amp)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype \
+        # a partial, not a lambda over self: a cycle would keep this Trainer (model, optimizer state,
+        # on-device data) alive into the next job of a multirun
+        self.autocast = functools.partial(torch.autocast, self.device.type, dtype=amp_dtype) if amp_dtype \
             else contextlib.nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         # MFU needs the device's peak FLOP/s (trainer.peak_flops, else a table of known GPUs)
@@ -194,6 +210,8 @@ class Trainer:
             set_optimizer_mode(self.optimizer, "eval")
             # averaged weights (EMA/SWA) or, for Schedule-Free, BN re-measured at the eval point
             eval_model = evaluation_model(self.model, self.optimizer, self.averager, self.task)
+            if eval_model is not self.model:  # averaged / re-measured BN statistics are per rank too
+                sync_buffers(eval_model)
             eval_model.eval()
             with torch.no_grad(), self.autocast():
                 metrics = self.task.evaluate(eval_model)
@@ -266,6 +284,14 @@ class Trainer:
         cfg, t = self.cfg, self.t
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.maybe_resume(self)
+        if self.finished():
+            # the same command again on a finished run: report it, change nothing (no retraining past a
+            # stop-at-target point, no summary rewritten with this process's memory and clock)
+            if self.is_main:
+                print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do",
+                      flush=True)
+            return json.loads((self.run_dir / "summary.json").read_text())
+        self.status, self.stop_reason = "running", None  # an interrupted run goes on
         set_optimizer_mode(self.optimizer, "train")  # Schedule-Free: train at y (a checkpoint holds x)
         if self.is_main:
             self.write_config()
@@ -324,7 +350,8 @@ class Trainer:
                         break
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.step < t.max_steps:
                     self.checkpoint()
-                if broadcast_flag(self._stop_signal is not None, self.device):
+                # under DDP agreeing on a stop is a collective (a device sync): only on log steps
+                if (log_now or not self.dist.enabled) and broadcast_flag(self._stop_signal is not None, self.device):
                     self.status = "interrupted"
                     self.stop_reason = f"signal {signal.Signals(self._stop_signal or signal.SIGTERM).name}"
                     self.checkpoint()
@@ -354,6 +381,12 @@ class Trainer:
         if self.status == "interrupted" and self._stop_signal is not None:
             self._pass_on_signal(previous_handlers)
         return summary
+
+    def finished(self) -> bool:
+        """Resumed from the final checkpoint of a run that has nothing left to do."""
+        if self.status != "completed" or not (self.run_dir / "summary.json").exists():
+            return False
+        return self.step >= self.t.max_steps or bool(self.t.stop_at_target and self.target_step is not None)
 
     def diverged(self, loss: float) -> bool:
         factor = self.t.divergence_factor
