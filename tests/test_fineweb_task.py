@@ -109,7 +109,7 @@ def test_missing_fineweb_data_points_at_the_download_command(make_cfg, tmp_path)
 
 
 @pytest.mark.parametrize("experiment,optimizer,steps", [
-    ("nanogpt_speedrun", "muon", 3200), ("nanogpt_speedrun_adamw", "adamw", 5000), ("nanogpt_small", "adamw", 2000)])
+    ("nanogpt_speedrun", "muon", 3200), ("nanogpt_speedrun_adamw", "adamw", 9536), ("nanogpt_small", "adamw", 2000)])
 def test_presets_compose_with_the_fixed_protocol(make_cfg, experiment, optimizer, steps):
     cfg = make_cfg([f"experiment={experiment}"])
     assert cfg.optimizer.name == optimizer and cfg.trainer.max_steps == steps

@@ -256,3 +256,25 @@ def test_schedule_verb_bad_input_is_one_line(capsys):
         main(["schedule", "scheduler=wsd", "scheduler.decay_shape=cubic"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "decay_shape='cubic'" in err
+
+
+def test_plateau_follows_the_configured_metric(make_cfg, tmp_path):
+    """scheduler.metric=val_acc: the schedule reacts to the validation split, not the test set."""
+    import json
+
+    from optbench.errors import ConfigError
+    from optbench.train.loop import Trainer
+
+    common = ["scheduler=plateau", "trainer.max_steps=6", "trainer.eval_every=2", "trainer.batch_size=16",
+              "data.n_train=64", "data.n_test=200", "data.val_split=16"]
+    trainer = Trainer(make_cfg([*common, "scheduler.metric=val_acc"]), tmp_path / "run")
+    seen = []
+    trainer.schedule.observe = seen.append
+    trainer.run()
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["type"] == "eval"]
+    assert seen == [e["val_acc"] for e in evals]
+    assert seen != [e["test_acc"] for e in evals]
+
+    with pytest.raises(ConfigError, match="scheduler.metric='val_bleu'.*test_acc"):
+        Trainer(make_cfg([*common, "scheduler.metric=val_bleu"]), tmp_path / "bad").run()

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from optbench.config import amp_mode
+from optbench.errors import ConfigError
 from optbench.optim import build_optimizer_from_config
 from optbench.schedules import build_momentum_schedule, build_schedule_from_config, lr_scale
 from optbench.tasks import Task, build_task
@@ -224,7 +225,11 @@ class Trainer:
             self.target_step, self.target_time = self.step, self.clock.read()
         self.last_eval = metrics
         if hasattr(self.schedule, "observe"):  # metric-driven schedules (plateau)
-            self.schedule.observe(value)
+            key = self.cfg.scheduler.get("metric") or self.task.metric
+            if key not in metrics:
+                raise ConfigError(f"scheduler.metric={key!r} is not among this task's evaluation metrics; "
+                                  f"valid choices: {', '.join(sorted(metrics))}")
+            self.schedule.observe(metrics[key])
         return metrics
 
     # ------------------------------------------------------------------ bookkeeping
@@ -428,7 +433,8 @@ class Trainer:
             "optimizer": self.cfg.optimizer.name,
             "scheduler": self.cfg.scheduler.name,
             "seed": self.cfg.seed,
-            "lr": self.cfg.optimizer.lr,
+            "lr": self.cfg.optimizer.lr * self.lr_scale,  # the lr used: batch-size scaling applied
+            "lr_scale": self.lr_scale,
             "lr_by_role": {g.get("role", str(i)): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
             "metric": self.task.metric,
             "mode": self.task.mode,
