@@ -125,8 +125,17 @@ def median_to_target(runs: list[Run], field_: str) -> float:
     values = []
     for r in runs:
         v = r.summary.get(field_)
-        values.append(float(v) if r.summary.get("reached") and finite(v) else math.inf)
+        ok = r.status == "completed" and r.summary.get("reached") and finite(v)
+        values.append(float(v) if ok else math.inf)
     return float(np.median(values)) if values else math.nan
+
+
+def p_applies(runs: list[Run], completed: list[Run]) -> bool:
+    """The claim "the mean beats the target" covers every run: with a diverged or failed run it cannot
+    hold (a t-test over the survivors would flatter the row). And a run stopped at the target ends
+    with a final metric at or past it by construction, which the test would count as evidence."""
+    stopped_at_target = any(r.summary.get("stop_reason") == "target reached" for r in runs)
+    return len(completed) == len(runs) and not stopped_at_target
 
 
 def row_stats(row: Row) -> dict:
@@ -147,7 +156,7 @@ def row_stats(row: Row) -> dict:
         "reached": sum(bool(r.summary.get("reached")) for r in runs),
         "steps_to_target": median_to_target(runs, "steps_to_target"),
         "time_to_target_s": median_to_target(runs, "time_to_target_s"),
-        "p_beats_target": one_sided_p(final, target, mode),
+        "p_beats_target": one_sided_p(final, target, mode) if p_applies(runs, completed) else math.nan,
         "throughput_unit": "tok/s" if throughput_key == "throughput_tokens_per_s" else "samples/s",
         "throughput": _mean([r.summary.get(throughput_key) for r in completed]),
         "peak_memory_bytes": _max([r.summary.get("peak_memory_bytes") for r in runs]),

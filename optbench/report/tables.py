@@ -67,7 +67,8 @@ def display_rows(rows) -> tuple[list[str], list[list[str]]]:
 NOTES = ("final/best: mean ± std over completed runs, 95% t-interval. steps/time→target: median over all "
          "runs, a run that missed the target or did not complete counts as never reaching it (so a median is 'not "
          "reached' unless more than half the runs reached it); time is the train clock. p: one-sided t-test that the "
-         "mean final metric beats the target (✓: p < 0.01, the speedrun rule). speedup: baseline median / "
+         "mean final metric beats the target (✓: p < 0.01, the speedrun rule); n/a when a run of the row diverged, "
+         "failed or stopped at the target. speedup: baseline median / "
          "row median. diverged/failed runs are counted here and as misses, never dropped.")
 
 
