@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from optbench.errors import ConfigError
+from optbench.train.rundir import atomic_open
 
 BATCH_DIR = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -43,10 +44,8 @@ def batch_dir(root: str | os.PathLike) -> Path:
 
 # --------------------------------------------------------------------------- writing
 def _atomic_pickle(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: parallel jobs may race
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         pickle.dump(obj, f, protocol=2)
-    os.replace(tmp, path)
 
 
 def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, batch_label: str) -> None:
@@ -147,14 +146,10 @@ def check_arrays(arrays: CifarArrays, source) -> CifarArrays:
 def write_cache(arrays: CifarArrays, path: Path) -> None:
     """The compact cache: one torch file of uint8/int64 tensors, written atomically."""
     check_arrays(arrays, path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_open(path) as f:
         torch.save({"train_images": arrays.train_images.contiguous(), "train_labels": arrays.train_labels,
                     "test_images": arrays.test_images.contiguous(), "test_labels": arrays.test_labels,
-                    "label_names": list(arrays.label_names)}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+                    "label_names": list(arrays.label_names)}, f)
 
 
 def load_cache(path: Path) -> CifarArrays:

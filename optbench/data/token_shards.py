@@ -7,12 +7,12 @@ and written atomically, so a reader never sees half a file.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from optbench.errors import ConfigError
+from optbench.train.rundir import atomic_open
 
 MAGIC = 20240520
 VERSION = 1
@@ -61,13 +61,9 @@ def write_shard(path: Path, tokens) -> Path:
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (MAGIC, VERSION, tokens.size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         f.write(header.tobytes())
         f.write(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 

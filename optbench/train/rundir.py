@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,15 +14,25 @@ import torch
 from optbench import CONF_DIR, __version__
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, fsync, rename: readers never see half."""
+@contextmanager
+def atomic_open(path: Path, mode: str = "wb"):
+    """A file that appears at `path` complete or not at all: written to a temporary name in the same
+    directory (unique per process: parallel jobs may race), fsynced, renamed; removed on failure."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_open(path, "w") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _jsonable(value):
