@@ -126,6 +126,11 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     for variant in variants:
         cfg = compose(variant)
         first_cfg = first_cfg or cfg
+        for key in ("hydra.run.dir", "hydra.sweep.dir"):
+            explicit = any(o.lstrip("+").split("=", 1)[0] == key for o in variant)
+            if explicit and not str(OmegaConf.select(cfg, key) or "").strip():
+                # an empty run dir is the current directory: the run would write into it
+                raise ConfigError(f"{key} is empty: give the run directory, e.g. {key}=runs/mine")
         validate(cfg)
         # An experiment may set its own sweep (hydra.sweeper.params): check those values too.
         params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}

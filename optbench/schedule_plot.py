@@ -19,7 +19,14 @@ def schedule_curves(cfg) -> dict:
     from optbench.schedules import (build_momentum_schedule, build_schedule_from_config, lr_scale,
                                     validate_optimizer_schedules, validate_schedule_config)
 
+    from optbench.optim import validate_optimizer_config
+
     t = cfg.trainer
+    for key in ("max_steps", "batch_size", "eval_every"):  # what the schedule is drawn over
+        value = t.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"trainer.{key}={value!r} is invalid: must be a whole number >= 1")
+    validate_optimizer_config(cfg.optimizer)
     validate_schedule_config(cfg.scheduler, t.max_steps, metric=cfg.task.get("metric"), eval_every=t.eval_every)
     validate_optimizer_schedules(cfg.optimizer, t.max_steps)
     schedule = build_schedule_from_config(cfg.scheduler, t.max_steps)

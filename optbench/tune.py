@@ -183,6 +183,10 @@ def tune(optimizers: list[str], overrides: list[str], out_dir: Path, search: str
         if o.split("=", 1)[0].lstrip("+~") in ("optimizer", "seed", "optimizer.lr"):
             raise ConfigError(f"tune: '{o}' is chosen by the protocol; name optimizers with --optimizers")
     overrides, metric, mode = base_settings(overrides, select_metric)
+    from optbench.config import precheck
+
+    for name in optimizers:  # a bad value is reported as itself, before any run or existing run is touched
+        precheck([*overrides, f"optimizer={name}", f"seed={trial_seed}"])
     points = {name: trial_points(name, search, trials, trial_seed) for name in optimizers}
     counts = {len(p) for p in points.values()}
     if len(counts) > 1:  # equal budgets: every optimizer gets the smallest grid's number of trials
@@ -253,7 +257,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--results", default="results", help="parent folder of the report (default: results)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
     args = parser.parse_args(argv)
-    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    optimizers = list(dict.fromkeys(o.strip() for o in args.optimizers.split(",") if o.strip()))
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials={args.trials} is invalid: must be >= 1")
     out_dir = Path(args.out) / args.name

@@ -117,6 +117,8 @@ def run_in_process(capsys, *argv):
 @pytest.mark.parametrize("argv, needles", [
     # regressions: each of these used to end in a traceback, a usage block or a silent run
     (["train", "foo"], ["'foo'", "key=value"]),
+    (["train", "--cfg", "jobb"], ["jobb", "--cfg job"]),
+    (["train", "hydra.run.dir="], ["hydra.run.dir", "empty"]),
     (["train", "optimizer.betas=[0.9]"], ["optimizer.betas", "2 numbers"]),
     (["train", "optimizer.betas=0.9"], ["optimizer.betas", "2 numbers"]),
     (["train", "optimizer=adan", "optimizer.betas=[0.9,0.9]"], ["3 numbers", "0.98,0.92,0.99"]),
@@ -138,6 +140,8 @@ def run_in_process(capsys, *argv):
     (["landscape"], ["function=", "rosenbrock"]),
     (["landscape", "function=foo"], ["'foo'", "rosenbrock"]),
     (["schedule", "--bogus"], ["--bogus"]),
+    (["schedule", "trainer.max_steps=0"], ["trainer.max_steps=0", ">= 1"]),
+    (["schedule", "optimizer.lr=abc"], ["optimizer.lr='abc'"]),
 ])
 def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, capsys):
     status, out, err = run_in_process(capsys, *argv)
@@ -154,3 +158,16 @@ def test_unwritable_output_path_is_one_line(tmp_path, capsys):
     blocker.write_text("not a directory")
     status, _, err = run_in_process(capsys, "data", "cifar10", "--root", str(blocker / "cifar10"))
     assert status == 2 and err.count("\n") == 1 and str(blocker) in err, err
+
+
+def test_another_config_in_a_finished_run_dir_is_refused(data_root, tmp_path):
+    """Without a checkpoint, `optimizer=sgd` in an AdamW run's directory used to overwrite its result."""
+    run_dir = tmp_path / "run"
+    first = optbench_cli("train", *QUICK, f"hydra.run.dir={run_dir}")
+    assert first.returncode == 0, first.stderr
+    before = (run_dir / "summary.json").read_text()
+    second = optbench_cli("train", *QUICK, f"hydra.run.dir={run_dir}", "optimizer=sgd")
+    assert_one_line_error(second, "optimizer.name='adamw'", "optimizer.name='sgd'", "hydra.run.dir")
+    assert (run_dir / "summary.json").read_text() == before
+    again = optbench_cli("train", *QUICK, f"hydra.run.dir={run_dir}")  # the same command still reruns
+    assert again.returncode == 0, again.stderr

@@ -228,3 +228,17 @@ def test_meta_keys_stay_out_of_constructors():
     for name in NAMES:
         cfg = load_option("optimizer", name)
         assert not (set(hyperparameters(cfg)) & META_KEYS)
+
+
+def test_muon_fallback_switch_drops_betas_of_the_wrong_arity():
+    """`optimizer.fallback.name=adan` kept the yaml's two AdamW betas: Adan takes three."""
+    from optbench.config import compose
+    from optbench.optim.registry import fallback_config
+
+    cfg = compose(["optimizer=muon", "optimizer.fallback.name=adan"])
+    fb = fallback_config(OmegaConf.to_container(cfg.optimizer.fallback, resolve=True))
+    assert fb["name"] == "adan" and len(fb["betas"]) == 3
+    validate_optimizer_config(cfg.optimizer)  # no error
+    with pytest.raises(ConfigError, match=r"optimizer.fallback.betas=\[0.9, 0.9\] is invalid: must be a list of 3"):
+        validate_optimizer_config(compose(["optimizer=muon", "optimizer.fallback.name=adan",
+                                           "optimizer.fallback.betas=[0.9,0.9]"]).optimizer)

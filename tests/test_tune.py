@@ -93,6 +93,16 @@ def test_grid_points_and_bad_input():
         tune(["adamw"], ["optimizer.lr=0.1"], Path("unused"))
 
 
+def test_bad_override_is_reported_before_any_run(data_root, tmp_path):
+    """A bad value used to surface only as 'made with other settings' from an earlier tune dir."""
+    from optbench.errors import ConfigError
+    from optbench.tune import tune
+
+    with pytest.raises(ConfigError, match=r"trainer.max_steps=-1 is invalid"):
+        tune(["adamw"], ["trainer.max_steps=-1"], tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
 def test_selection_mode_follows_the_selection_metric(data_root):
     """--select-metric val_loss on an accuracy task (mode max) used to pick the HIGHEST loss."""
     from optbench.tune import base_settings, metric_mode

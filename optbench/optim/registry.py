@@ -93,12 +93,18 @@ def fallback_config(fallback) -> dict:
         valid = sorted(set(OPTIMIZERS) - NOT_A_FALLBACK)
         raise ConfigError(f"optimizer.fallback.name={name!r} is invalid; valid choices: {', '.join(valid)}")
     # `optimizer.fallback.name=lion` keeps the rest of the yaml's block: drop the values the user
-    # did not change that the new fallback does not take (AdamW's eps for Lion)
+    # did not change that the new fallback does not take (AdamW's eps for Lion, its two betas for Adan)
     yaml_block = _as_dict(load_option("optimizer", "muon").get("fallback") or {})
     accepts = OPTIMIZERS[name].accepts
+    own = optimizer_defaults(name)
+
+    def fits(k, v) -> bool:  # AdamW's two betas do not fit Adan's three
+        return k in accepts and not (isinstance(v, (list, tuple)) and isinstance(own.get(k), (list, tuple))
+                                     and len(v) != len(own[k]))
+
     fallback = {k: v for k, v in fallback.items()
-                if k == "name" or k in accepts or not (k in yaml_block and yaml_block[k] == v)}
-    cfg = {k: v for k, v in optimizer_defaults(name).items() if k not in META_KEYS}
+                if k == "name" or fits(k, v) or not (k in yaml_block and yaml_block[k] == v)}
+    cfg = {k: v for k, v in own.items() if k not in META_KEYS}
     cfg.update(fallback)
     return cfg
 

@@ -45,7 +45,26 @@ def overrides_of(argv: list[str]) -> list[str]:
     return out
 
 
+# Hydra's own flags whose value has fixed choices: checked here so that a typo is one line, not
+# Hydra's argparse usage block
+_FLAG_CHOICES = {("--cfg", "-c"): ("job", "hydra", "all")}
+
+
+def _check_flags(argv: list[str]) -> None:
+    from optbench.errors import ConfigError
+
+    for flags, valid in _FLAG_CHOICES.items():
+        for i, a in enumerate(argv):
+            if a in flags:
+                value = argv[i + 1] if i + 1 < len(argv) else None
+                if value not in valid:
+                    given = f"{a} {value}" if value else f"{a} with no value"
+                    raise ConfigError(f"train: {given} is invalid; valid choices: "
+                                      f"{', '.join(f'{a} {v}' for v in valid)}")
+
+
 def main(argv: list[str]) -> None:
+    _check_flags(argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = overrides_of(argv)
     if not _INFO_FLAGS.intersection(argv):

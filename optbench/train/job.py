@@ -33,6 +33,7 @@ def run_job(cfg: DictConfig) -> float | None:
     try:
         validate(cfg, world_size=dist.world_size)
         run_dir = _same_run_dir_on_every_rank(cfg, run_dir, dist)
+        _refuse_to_overwrite_another_run(cfg, run_dir)
         with open_dict(cfg):
             cfg.overrides = overrides
         summary = train(cfg, run_dir, dist)
@@ -61,6 +62,26 @@ def run_job(cfg: DictConfig) -> float | None:
     if summary["status"] == "interrupted":  # a stop signal stops the whole sweep, not just this job
         raise SystemExit(0)
     return summary.get("final_metric")
+
+
+def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
+    """A run dir that already holds a finished run of another configuration, and no checkpoint
+    (which has its own check when resumed), would be overwritten: refuse instead, in one line."""
+    from omegaconf import OmegaConf
+
+    from optbench.train import checkpoint as ckpt
+
+    saved = run_dir / "config.yaml"
+    if (str(cfg.trainer.resume) == "never" or not (run_dir / "summary.json").exists()
+            or not saved.exists() or ckpt.checkpoint_path(run_dir).exists()):
+        return
+    before, now = ckpt.run_definition(OmegaConf.load(saved)), ckpt.run_definition(cfg)
+    # the most telling difference first: optimizer.name=adamw rather than one of AdamW's betas
+    for key in sorted(set(before) | set(now), key=lambda k: (not k.endswith(".name"), k)):
+        if before.get(key) != now.get(key):
+            raise ConfigError(f"{run_dir} already holds a run made with {key}={before.get(key)!r}, this run "
+                              f"has {key}={now.get(key)!r}; use another hydra.run.dir, or pass "
+                              "trainer.resume=never to overwrite it")
 
 
 def _same_run_dir_on_every_rank(cfg: DictConfig, run_dir: Path, dist) -> Path:
