@@ -134,3 +134,11 @@ def test_sweep_optimizers_preset_is_an_optimizer_by_seed_grid():
 
     params = compose(["experiment=sweep_optimizers"]).hydra.sweeper.params
     assert "adamw" in params.optimizer.split(",") and params.seed == "0,1,2"
+
+
+def test_real_cifar_gets_a_validation_split_before_any_trial(data_root):
+    """R3 #8: without one, the first trial trained fully and then failed for want of val_acc."""
+    from optbench.tune import base_settings
+
+    overrides, metric, mode = base_settings(["task=cifar10", f"data.root={data_root}"], None)
+    assert "data.val_split=5000" in overrides and (metric, mode) == ("val_acc", "max")
