@@ -86,6 +86,9 @@ def markdown(rows, title: str | None = None) -> str:
         out += ["| " + " | ".join(c) + " |" for c in cells]
         out.append("")
     out.append(NOTES)
+    if any(r.summary.get("peak_memory_kind") == "cpu_peak_rss" for row in rows for r in row.runs):
+        out.append("peak mem on a CPU is the run's peak resident memory of the whole process (Python, torch, "
+                   "data), not tensor memory alone.")
     if any(r.summary.get("peak_memory_kind") == "cpu_max_rss" for row in rows for r in row.runs):
         out.append("peak mem on a CPU is the process's lifetime max RSS here (no per-run reset on this OS), "
                    "which the runs of one multirun process share.")

@@ -92,6 +92,8 @@ def environment(device: torch.device, world_size: int) -> dict:
         "device": device.type,
         "device_name": device_name(device),
         "world_size": world_size,
+        # CPU float reductions depend on it: the same seed reproduces exactly only at the same count
+        "cpu_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "hostname": platform.node(),
