@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from optbench.optim import OPTIMIZERS, build_optimizer
-from optbench.train.loop import optimizer_state_bytes
+from optbench.train.memory import optimizer_state_bytes
 
 
 class Net(nn.Module):

@@ -140,7 +140,7 @@ def test_fallback_roles_match_a_standalone_adamw_and_policy():
 
 def test_state_dict_round_trip_and_state_bytes():
     from optbench.optim import build_optimizer
-    from optbench.train.loop import optimizer_state_bytes
+    from optbench.train.memory import optimizer_state_bytes
 
     torch.manual_seed(0)
     a, b = _Net(), _Net()
