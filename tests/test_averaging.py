@@ -145,3 +145,21 @@ def test_schedule_free_is_evaluated_at_x_with_bn_measured_there(make_cfg, data_r
     recompute_bn(at_x, trainer.task)
     assert recorded == pytest.approx(_evaluate(trainer, at_x)["test_loss"], abs=1e-6)
     assert abs(recorded - at_y) > 1e-4
+
+
+def test_ema_warmup_follows_its_formula():
+    """decay_t = min(decay, (1+t)/(10+t)) for the t-th averaging update (the first update copies)."""
+    model = nn.Linear(3, 1, bias=False)
+    averager = Averager(model, "ema", ema_decay=0.999, start_step=0, every=1, ema_warmup=True)
+    expected = None
+    for step in range(1, 6):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        averager.update(step)
+        if expected is None:
+            expected = float(step)
+        else:
+            t = step - 1
+            decay = min(0.999, (1 + t) / (10 + t))
+            expected = decay * expected + (1 - decay) * step
+        assert averager.averaged.module.weight[0, 0].item() == pytest.approx(expected, rel=1e-6)

@@ -16,10 +16,28 @@ BN_RECOMPUTE_BATCHES = 50
 BN_RECOMPUTE_SEED = 10_000  # a data stream of its own, the same at every evaluation
 
 
+class WarmupEMA:
+    """EMA whose decay ramps up as min(decay, (1+t)/(10+t)) over its first updates (as in TF's
+    ExponentialMovingAverage with num_updates, and timm): with a fixed 0.999 a short run's average
+    would still be mostly its initial weights. Counts updates itself: no device sync per step."""
+
+    def __init__(self, decay: float):
+        self.decay, self.count = decay, 0
+
+    def current(self) -> float:
+        return min(self.decay, (1 + self.count) / (10 + self.count))
+
+    def __call__(self, ema_params, params, num_averaged) -> None:
+        self.count += 1
+        torch._foreach_lerp_(ema_params, params, 1 - self.current())
+
+
 class Averager:
-    def __init__(self, model: nn.Module, kind: str, ema_decay: float, start_step: int, every: int):
+    def __init__(self, model: nn.Module, kind: str, ema_decay: float, start_step: int, every: int,
+                 ema_warmup: bool = False):
         self.kind, self.start_step, self.every = kind, start_step, max(1, every)
-        fn = get_ema_multi_avg_fn(ema_decay) if kind == "ema" else None
+        self.warmup = WarmupEMA(ema_decay) if kind == "ema" and ema_warmup else None
+        fn = (self.warmup or get_ema_multi_avg_fn(ema_decay)) if kind == "ema" else None
         self.averaged = AveragedModel(model, multi_avg_fn=fn, use_buffers=(kind == "ema"))
         self.model = model
         self.updates = 0
@@ -50,6 +68,8 @@ class Averager:
         self.averaged.load_state_dict(state["averaged"])
         self.updates = int(state["updates"])
         self._bn_measured_at = -1
+        if self.warmup is not None:  # the first update copies the weights; the rest average
+            self.warmup.count = max(0, self.updates - 1)
 
 
 def has_batchnorm(module: nn.Module) -> bool:
@@ -100,4 +120,5 @@ def build_averager(cfg, model: nn.Module, max_steps: int) -> Averager | None:
     if cfg.kind == "none":
         return None
     start = 0 if cfg.kind == "ema" else int(cfg.swa_start * max_steps)
-    return Averager(model, cfg.kind, cfg.ema_decay, start, cfg.get("swa_every", 1))
+    return Averager(model, cfg.kind, cfg.ema_decay, start, cfg.get("swa_every", 1),
+                    ema_warmup=bool(cfg.get("ema_warmup", False)))
