@@ -129,9 +129,12 @@ class Muon(torch.optim.Optimizer):
         for (rows, cols), items in by_shape.items():
             ortho = self._orthogonalise(torch.stack([u for _, u in items]), group)
             scale = math.sqrt(max(1.0, rows / cols))
-            for (p, _), o in zip(items, ortho):
-                p.mul_(1 - lr * wd)
-                p.add_(o.view_as(p), alpha=-lr * scale)
+            params = [p for p, _ in items]
+            updates = ortho.to(params[0].dtype).unbind(0)
+            # one foreach kernel per shape instead of two launches per matrix
+            if wd:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_add_(params, [u.view_as(p) for p, u in zip(params, updates)], alpha=-lr * scale)
 
     @staticmethod
     def _orthogonalise(stack: Tensor, group: dict) -> Tensor:
