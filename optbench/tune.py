@@ -51,9 +51,11 @@ def optimizer_space(name: str) -> tuple[list[float], dict]:
 
 
 def grid_points(grid: list[float], n: int) -> list[dict]:
-    """n points of the grid, evenly spread and including both ends when n < len(grid)."""
+    """n points of the grid, evenly spread and including both ends when 1 < n < len(grid)."""
     if n > len(grid):
         raise ConfigError(f"--trials={n} is more than the lr_grid has ({len(grid)}); use --search random or sobol")
+    if n == 1:  # one trial: the grid's centre, which each yaml puts at its default lr
+        return [{"lr": grid[(len(grid) - 1) // 2]}]
     idx = sorted({int(round(i)) for i in np.linspace(0, len(grid) - 1, n)})
     return [{"lr": grid[i]} for i in idx]
 

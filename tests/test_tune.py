@@ -142,3 +142,11 @@ def test_real_cifar_gets_a_validation_split_before_any_trial(data_root):
 
     overrides, metric, mode = base_settings(["task=cifar10", f"data.root={data_root}"], None)
     assert "data.val_split=5000" in overrides and (metric, mode) == ("val_acc", "max")
+
+
+def test_one_grid_trial_is_the_default_lr():
+    from optbench.confdir import load_option
+    from optbench.tune import grid_points
+
+    cfg = load_option("optimizer", "adamw")
+    assert grid_points(cfg["lr_grid"], 1) == [{"lr": cfg["lr"]}]
