@@ -77,6 +77,9 @@ def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseli
     if command:
         (out_dir / "command.txt").write_text(command + "\n")
     written = []
+    # the plots of an earlier report into the same folder must not pass for this one's
+    for stale in (out_dir / "plots").glob("*.png"):
+        stale.unlink()
     if plots:
         from optbench.report.plots import all_plots
 
