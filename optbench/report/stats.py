@@ -83,6 +83,8 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Row]:
     def label(key: tuple) -> str:
         parts = []
         for k, v in zip(keys, key):
+            if v is None and k not in ("task", "optimizer"):
+                continue  # a key this row's optimizer does not have (Muon's fallback.lr on an AdamW row)
             parts.append(_fmt_value(v) if k in ("task", "optimizer") else f"{_short(k, keys)}={_fmt_value(v)}")
         return " ".join(parts)
 
@@ -166,6 +168,8 @@ def row_stats(row: Row) -> dict:
         "lr": runs[0].lr,
     }
     s["reached_fraction"] = s["reached"] / len(runs)
+    if target is None:  # nothing to reach: "not reached" would read as a failure
+        s["steps_to_target"] = s["time_to_target_s"] = s["reached_fraction"] = math.nan
     return s
 
 

@@ -55,7 +55,8 @@ def display_rows(rows) -> tuple[list[str], list[list[str]]]:
         seeds = ",".join(str(x) for x in s["seeds"])
         cells.append([
             s["label"], str(s["runs"]), seeds, _pm(s["final"]), _ci(s["final"]), _pm(s["best"]),
-            f"{s['reached']}/{s['runs']}", _num(s["steps_to_target"], ".0f"), _num(s["time_to_target_s"], ".2f"),
+            f"{s['reached']}/{s['runs']}" if s["target"] is not None else "n/a",
+            _num(s["steps_to_target"], ".0f"), _num(s["time_to_target_s"], ".2f"),
             _p(s["p_beats_target"]), _x(s["speedup_steps"]), _x(s["speedup_time"]),
             _num(s["throughput"], ",.0f"), _num(s["peak_memory_bytes"] / MIB, ".1f"),
             _num(s["optimizer_state_bytes"] / MIB, ".3f"), str(s["diverged"]),
@@ -78,7 +79,8 @@ def markdown(rows, title: str | None = None) -> str:
         same = [r for r in rows if r.task == task]
         header, cells = display_rows(same)
         s0 = same[0].stats
-        out.append(f"### {task}: {s0['metric']} ({s0['mode']}), target {s0['target']}, "
+        target = "no target" if s0["target"] is None else f"target {s0['target']}"
+        out.append(f"### {task}: {s0['metric']} ({s0['mode']}), {target}, "
                    f"baseline {s0['baseline']}")
         out.append("")
         out.append("| " + " | ".join(header) + " |")
@@ -141,7 +143,9 @@ def latex(rows, caption: str = "") -> str:
                 r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
                 " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
         out += [" & ".join(latex_escape(c) for c in row) + r" \\" for row in cells]
-        cap = latex_escape(f"{caption} {task}: {same[0].stats['metric']}, target {same[0].stats['target']}.".strip())
+        t = same[0].stats["target"]
+        cap = latex_escape(f"{caption} {task}: {same[0].stats['metric']}, "
+                           f"{'no target' if t is None else f'target {t}'}.".strip())
         cap += r" Mean $\pm$ std over seeds; $^\ast$: one-sided $t$-test $p<0.01$ that the mean beats the target."
         out += [r"\bottomrule", r"\end{tabular}", r"\caption{" + cap + "}", r"\end{table}", ""]
     return "\n".join(out)
