@@ -23,6 +23,13 @@ def description(group: str, option: str) -> str:
     return ""
 
 
+def as_dict(cfg) -> dict:
+    """A config node (DictConfig, resolved) or a plain mapping, as a plain dict."""
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
 def load_option(group: str, option: str) -> dict:
     from omegaconf import OmegaConf
 

@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from optbench.confdir import as_dict
 from optbench.errors import ConfigError, choices
 
 Schedule = Callable[[int], float]
@@ -200,14 +201,8 @@ def build_schedule(name: str, total_steps: int, warmup_steps: int = 0, warmup_fr
     return WarmupThen(inner, w) if w > 0 else inner
 
 
-def _as_dict(cfg) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def build_schedule_from_config(cfg, total_steps: int) -> Schedule:
-    kwargs = _as_dict(cfg)
+    kwargs = as_dict(cfg)
     name = kwargs.pop("name")
     kwargs.pop("metric", None)  # plateau's yaml names the metric it follows, for readers
     return build_schedule(name, total_steps, **kwargs)
@@ -243,7 +238,7 @@ def _number(key: str, value, low: float | None = None, high: float | None = None
 def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eval_every: int | None = None) -> None:
     """One line for each mistake, before training. `metric`/`eval_every` come from the task and
     trainer so a plateau schedule can check it will be fed (None metric = the task has none)."""
-    c = _as_dict(cfg)
+    c = as_dict(cfg)
     name = c.pop("name", None)
     c.pop("metric", None)
     _check_name_and_keys(name, c)
@@ -348,7 +343,7 @@ class MomentumSchedule:
 def build_momentum_schedule(block) -> MomentumSchedule | None:
     if not block:
         return None
-    return MomentumSchedule(**_as_dict(block))
+    return MomentumSchedule(**as_dict(block))
 
 
 def validate_optimizer_schedules(optimizer_cfg, max_steps: int) -> None:
@@ -363,7 +358,7 @@ def validate_optimizer_schedules(optimizer_cfg, max_steps: int) -> None:
     block = optimizer_cfg.get("momentum_schedule")
     if not block:
         return
-    b = _as_dict(block)
+    b = as_dict(block)
     valid = ("key", "start", "end", "steps", "shape", "roles")
     unknown = sorted(set(b) - set(valid))
     if unknown:

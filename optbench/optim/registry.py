@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from optbench.confdir import group_options, load_option
+from optbench.confdir import as_dict, group_options, load_option
 from optbench.errors import ConfigError, choices
 from optbench.optim.groups import build_param_groups, weight_decay_multiplier
 
@@ -76,10 +75,6 @@ def optimizer_defaults(name: str) -> dict:
     return load_option("optimizer", name)
 
 
-def _as_dict(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def hyperparameters(cfg: dict) -> dict:
     # yaml lists are tuples to constructors (betas, Adafactor's eps pair, NS coefficients)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k not in META_KEYS}
@@ -87,14 +82,14 @@ def hyperparameters(cfg: dict) -> dict:
 
 def fallback_config(fallback) -> dict:
     """A hybrid optimizer's `fallback:` block, completed by the fallback optimizer's own yaml."""
-    fallback = _as_dict(fallback or {"name": "adamw"})
+    fallback = as_dict(fallback or {"name": "adamw"})
     name = fallback.get("name")
     if name in NOT_A_FALLBACK or name not in OPTIMIZERS:
         valid = sorted(set(OPTIMIZERS) - NOT_A_FALLBACK)
         raise ConfigError(f"optimizer.fallback.name={name!r} is invalid; valid choices: {', '.join(valid)}")
     # `optimizer.fallback.name=lion` keeps the rest of the yaml's block: drop the values the user
     # did not change that the new fallback does not take (AdamW's eps for Lion, its two betas for Adan)
-    yaml_block = _as_dict(load_option("optimizer", "muon").get("fallback") or {})
+    yaml_block = as_dict(load_option("optimizer", "muon").get("fallback") or {})
     accepts = OPTIMIZERS[name].accepts
     own = optimizer_defaults(name)
 
@@ -115,7 +110,7 @@ NOT_A_FALLBACK = {"muon", "lbfgs", "sf_adamw", "sf_sgd"}
 
 def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The trainer's path: an `optimizer:` config node -> a ready optimizer."""
-    cfg = _as_dict(cfg)
+    cfg = as_dict(cfg)
     name = cfg["name"]
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
@@ -143,7 +138,7 @@ def build_optimizer(name: str, model: torch.nn.Module, **overrides) -> torch.opt
 
 def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
     """Refuse, in one line, what would fail or silently misbehave once training has started."""
-    cfg = _as_dict(cfg)
+    cfg = as_dict(cfg)
     name = cfg.get("name")
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")

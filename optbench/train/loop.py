@@ -123,7 +123,7 @@ class Trainer:
 
     def _forward_backward(self, micro_batches) -> torch.Tensor:
         """Mean loss over the micro-batches; gradients accumulated for the whole step."""
-        total = torch.zeros((), device=self.device)
+        total = None  # no zero tensor to allocate and add to on every step
         n = len(micro_batches)
         for i, batch in enumerate(micro_batches):
             sync = self.dist.enabled and i < n - 1
@@ -133,7 +133,7 @@ class Trainer:
                 with self.autocast():
                     loss = self.task.loss(self.train_model, batch) / n
                 self.scaler.scale(loss).backward()
-            total += loss.detach()
+            total = loss.detach() if total is None else total + loss.detach()
         return total
 
     def train_step(self, micro_batches, want_grad_norm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
