@@ -129,7 +129,7 @@ def test_lbfgs_gets_one_group_with_the_yaml_values_and_refuses_a_role_lr_policy(
     assert {k: g[k] for k in ("lr", "max_iter", "history_size", "line_search_fn")} == \
         {k: cfg[k] for k in ("lr", "max_iter", "history_size", "line_search_fn")}
     assert OPTIMIZERS["lbfgs"].needs_closure
-    with pytest.raises(ConfigError, match="lr_mult must be equal"):
+    with pytest.raises(ConfigError, match="must give one lr for all roles"):
         build_optimizer("lbfgs", Net(), groups=POLICY)
 
 

@@ -74,10 +74,10 @@ _entry("sf_sgd", SF, "schedulefree:SGDScheduleFree", "1x", "Schedule-Free SGD (D
 
 def _lbfgs(groups, hp):
     """L-BFGS keeps one flat history, so it takes exactly one parameter group."""
-    mults = {g["lr_mult"] for g in groups}
+    mults = {g["lr"] for g in groups}  # lr_mult or an absolute lr: one value for all roles
     if len(mults) > 1:
-        raise ConfigError(f"optimizer=lbfgs takes one parameter group; optimizer.groups lr_mult must "
-                          f"be equal for all roles, got {sorted(mults)}")
+        raise ConfigError(f"optimizer=lbfgs takes one parameter group; optimizer.groups lr_mult (or lr) must "
+                          f"give one lr for all roles, got {sorted(mults)}")
     params = [p for g in groups for p in g["params"]]
     return torch.optim.LBFGS([{"params": params, "role": "all", "lr": groups[0]["lr"]}], **hp)
 
@@ -89,6 +89,7 @@ _entry("lbfgs", TORCH, torch.optim.LBFGS, "2hx", "L-BFGS (Liu & Nocedal 1989), h
 def _muon(groups, hp):
     """Muon on `matrix` groups; the fallback optimizer, with its own lr and weight decay scaled
     by the same role policy, on the others."""
+    from optbench.optim.groups import group_lr, group_weight_decay
     from optbench.optim.registry import OPTIMIZERS, fallback_config
 
     hp = dict(hp)
@@ -97,8 +98,8 @@ def _muon(groups, hp):
     fb_hp = hyperparameters(fb_cfg)
     for g in groups:
         if g["role"] != "matrix":
-            g["lr"] = fb_hp["lr"] * g["lr_mult"]
-            g["weight_decay"] = fb_hp.get("weight_decay", 0.0) * g["decay_mult"]
+            g["lr"] = group_lr(g, fb_hp["lr"])
+            g["weight_decay"] = group_weight_decay(g, fb_hp.get("weight_decay", 0.0))
     fb_hp = {k: v for k, v in fb_hp.items() if k not in ("lr", "weight_decay")}
     return Muon(groups, **hp, fallback=lambda gs: fb_spec.factory(gs, fb_hp))
 

@@ -4,6 +4,12 @@ A model may say what each parameter is with `param_roles() -> {name: role}`; oth
 are inferred: nn.Embedding weights are `embedding`, the output layer (a module called
 head/lm_head/fc/classifier, else the last nn.Linear) is `head`, other 2D+ weights are `matrix`,
 and 0/1-D tensors (biases, norm gains) are `scalar`.
+
+A role's rule (`optimizer.groups.<role>`): `lr_mult` (x the optimizer's lr) or `lr` (an absolute
+lr, for recipes that give each role its own number, e.g. modded-nanogpt's embedding lr 0.7), and
+`weight_decay` (true / false / a multiplier of the optimizer's decay) or `weight_decay_value` (an
+absolute decay). For a hybrid (Muon) the non-matrix roles' multipliers apply to the fallback's lr
+and decay; absolute values are used as they are.
 """
 from __future__ import annotations
 
@@ -65,6 +71,41 @@ def weight_decay_multiplier(value, role: str) -> float:
                       "must be true, false or a multiplier >= 0")
 
 
+def _absolute(rule: Mapping, key: str, role: str) -> float | None:
+    value = rule.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"optimizer.groups.{role}.{key}={value!r} is invalid: must be a number >= 0 "
+                          "(or null to use the multiplier)")
+    return float(value)
+
+
+RULE_KEYS = ("lr_mult", "lr", "weight_decay", "weight_decay_value")
+
+
+def check_rule(rule, role: str) -> None:
+    """One line for a bad role rule: unknown key, or a bad value."""
+    if not isinstance(rule, Mapping):
+        raise ConfigError(f"optimizer.groups.{role}={rule!r} is invalid: must be a mapping of "
+                          f"{', '.join(RULE_KEYS)}")
+    unknown = sorted(set(rule) - set(RULE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in optimizer.groups.{role}; valid keys: {', '.join(RULE_KEYS)}")
+    weight_decay_multiplier(rule.get("weight_decay", True), role)
+    _absolute(rule, "lr", role)
+    _absolute(rule, "weight_decay_value", role)
+
+
+def group_lr(group: dict, base_lr: float) -> float:
+    """A group's lr from a base lr (the optimizer's, or a hybrid's fallback's): absolute or multiplied."""
+    return group["lr_abs"] if group.get("lr_abs") is not None else base_lr * group["lr_mult"]
+
+
+def group_weight_decay(group: dict, base_decay: float) -> float:
+    return group["decay_abs"] if group.get("decay_abs") is not None else base_decay * group["decay_mult"]
+
+
 def build_param_groups(model: nn.Module, lr: float, weight_decay: float,
                        policy: Mapping | None = None, roles: dict[str, str] | None = None) -> list[dict]:
     """One group per role that has parameters; each carries its role, lr and weight decay."""
@@ -79,16 +120,19 @@ def build_param_groups(model: nn.Module, lr: float, weight_decay: float,
         if not named:
             continue
         rule = policy[role]
-        decay_mult = weight_decay_multiplier(rule["weight_decay"], role)
-        groups.append({
+        check_rule(rule, role)
+        group = {
             "params": [p for _, p in named],
             "param_names": [n for n, _ in named],
             "role": role,
-            "lr": lr * float(rule["lr_mult"]),
-            "weight_decay": weight_decay * decay_mult,
             # the policy itself, so a hybrid optimizer (Muon) can re-derive lr and decay for
             # the groups it hands to its fallback, which has its own lr and weight decay
             "lr_mult": float(rule["lr_mult"]),
-            "decay_mult": decay_mult,
-        })
+            "decay_mult": weight_decay_multiplier(rule["weight_decay"], role),
+            "lr_abs": _absolute(rule, "lr", role),
+            "decay_abs": _absolute(rule, "weight_decay_value", role),
+        }
+        group["lr"] = group_lr(group, lr)
+        group["weight_decay"] = group_weight_decay(group, weight_decay)
+        groups.append(group)
     return groups

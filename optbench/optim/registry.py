@@ -13,7 +13,7 @@ import torch
 
 from optbench.confdir import as_dict, group_options, load_option
 from optbench.errors import ConfigError, choices
-from optbench.optim.groups import build_param_groups, weight_decay_multiplier
+from optbench.optim.groups import build_param_groups, check_rule
 
 # yaml keys that configure optbench, not the optimizer's constructor
 META_KEYS = {"name", "groups", "lr_grid", "lr_scaling", "reference_batch_size", "search_space",
@@ -148,8 +148,7 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer '{name}'; "
                           f"valid: {', '.join(sorted(spec.accepts))}")
     for role, rule in (cfg.get("groups") or {}).items():
-        if isinstance(rule, dict) and "weight_decay" in rule:
-            weight_decay_multiplier(rule["weight_decay"], role)
+        check_rule(rule, role)
         mult = rule.get("lr_mult", 1.0) if isinstance(rule, dict) else 1.0
         if not _number(mult) or mult < 0:
             raise ConfigError(f"{key}.groups.{role}.lr_mult={mult!r} is invalid: must be a number >= 0")
