@@ -46,6 +46,12 @@ class Run:
         lr = self.summary.get("lr", self.config.get("optimizer.lr"))
         return float(lr) if isinstance(lr, (int, float)) else None
 
+    @property
+    def benchmark(self) -> str | None:
+        """The community benchmark the run's preset reproduces (task.benchmark, C7), or None."""
+        b = self.summary.get("benchmark") or self.config.get("task.benchmark")
+        return str(b) if b else None
+
     def value(self, key: str):
         """A grouping key: a config key ("optimizer.lr") or a summary field ("optimizer")."""
         if key in self.config:

@@ -210,9 +210,12 @@ def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | N
         if all(r.value(k) is None for r in runs):
             known = sorted({c for r in runs for c in r.config if not is_ignored(c)} | {"optimizer", "task", "lr"})
             raise ConfigError(f"report: --by key '{k}' is in no run; valid keys include: {', '.join(known[:40])}")
+    from optbench.report.benchmarks import claim  # benchmarks builds on this module's statistics
+
     rows = group_runs(runs, keys)
     for row in rows:
         row.stats = row_stats(row)
+        row.stats["claim"] = claim(row.runs)  # the benchmark's own validity rule, None for other rows
     if baseline and not any(_matches(r, baseline) for r in rows):
         raise ConfigError(f"report: --baseline '{baseline}' matches no row; valid choices: "
                           f"{', '.join(r.label for r in rows)}")
