@@ -20,7 +20,7 @@ from scipy import stats as sps
 from optbench.errors import ConfigError
 from optbench.report.collect import Run, finite, is_ignored
 
-FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running")
+FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running", "unreadable")
 
 
 @dataclass
@@ -142,7 +142,7 @@ def p_applies(runs: list[Run], completed: list[Run]) -> bool:
 
 def row_stats(row: Row) -> dict:
     runs = row.runs
-    first = runs[0].summary
+    first = next((r.summary for r in runs if r.status != "unreadable"), runs[0].summary)  # metric, target, mode
     completed = [r for r in runs if r.status == "completed"]
     statuses = [r.status for r in runs]
     target, mode = first.get("target"), first.get("mode", "max")
@@ -152,7 +152,8 @@ def row_stats(row: Row) -> dict:
     s = {
         "label": row.label, "task": row.task, "metric": first.get("metric"), "mode": mode, "target": target,
         "runs": len(runs), "seeds": sorted({r.summary.get("seed") for r in runs}, key=lambda v: (v is None, v)),
-        "completed": len(completed), "diverged": statuses.count("diverged"), "failed": statuses.count("failed"),
+        "completed": len(completed), "diverged": statuses.count("diverged"),
+        "failed": statuses.count("failed") + statuses.count("unreadable"),  # unreadable: a summary no one can trust
         "interrupted": statuses.count("interrupted") + statuses.count("running"),
         "final": mean_std_ci(final), "best": mean_std_ci(best),
         "reached": sum(bool(r.summary.get("reached")) for r in runs),
