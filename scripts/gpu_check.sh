@@ -29,6 +29,8 @@ gpt_timeout="${GPT_TIMEOUT_S:-170}" ; cifar_timeout="${CIFAR_TIMEOUT_S:-80}"
 usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --out|--reference|--ref-nanogpt|--ref-airbench|--steps|--epochs)
+      [[ $# -ge 2 ]] || { echo "gpu_check: $1 needs a value" >&2; exit 2; } ;;&
     --out) out="$2"; shift 2 ;;
     --reference) ref="$2"; shift 2 ;;
     --ref-nanogpt) ref_gpt_dir="$2"; shift 2 ;;
@@ -61,6 +63,12 @@ tools() { "$PY" "$here/gpu_check_tools.py" "$@"; }
 start_all=$SECONDS
 notes="{}"
 note() { notes="$("$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); d[sys.argv[2]]=sys.argv[3]; print(json.dumps(d))' "$notes" "$1" "$2")"; echo "gpu_check: $1: $2"; }
+failed=0
+# a part's exit status: 124 = stopped at its time limit (the steps it logged still count), else a failure
+outcome() {
+  if [[ "$2" == 124 ]]; then note "$1" "stopped at its time limit; figures from the steps it logged"
+  else note "$1" "failed with exit status $2 (see its log)"; failed=1; fi
+}
 # run a part under its time limit; 124 (the limit) still leaves logged steps to read
 part() {
   local limit="$1" log="$2"; shift 2
@@ -113,7 +121,7 @@ rm -rf "$out/ours_gpt"
 if part "$gpt_timeout" "$out/ours_gpt.log" "$PY" -m optbench.cli train "${gpt_exp[@]}" \
     "data.root=$out/data/fineweb10B" "trainer.max_steps=$steps" "trainer.eval_every=$steps" trainer.log_every=5 \
     trainer.progress=false trainer.stop_at_target=false "${gpt_size[@]}" "${dev[@]}" "hydra.run.dir=$out/ours_gpt"; then :
-else rc=$?; note "optbench nanogpt_track3" "exit $rc (124: stopped at its ${gpt_timeout} s limit), figures from the steps it logged"; fi
+else outcome "optbench nanogpt_track3" $?; fi
 [[ "$mode" == "dry" ]] || tools ours-gpt "$out/ours_gpt" --skip-steps "$skip" --out "$out/ours_gpt.json"
 
 # ------------------------------------------------------------------ 2. optbench airbench94_muon
@@ -124,7 +132,7 @@ if part "$cifar_timeout" "$out/ours_cifar.log" "$PY" -m optbench.cli train "${ci
     trainer.stop_at_target=false "${cifar_size[@]}" \
     "${cifar_dev[@]}" \
     "hydra.run.dir=$out/ours_cifar"; then :
-else rc=$?; note "optbench airbench94_muon" "exit $rc (124: stopped at its ${cifar_timeout} s limit)"; fi
+else outcome "optbench airbench94_muon" $?; fi
 [[ "$mode" == "dry" ]] || tools ours-cifar "$out/ours_cifar" --steps-per-epoch "$steps_per_epoch" --out "$out/ours_cifar.json"
 
 # ------------------------------------------------------------------ 3. the reference scripts
@@ -133,7 +141,7 @@ if [[ -n "$ref_gpt_script" ]]; then
   if [[ "$mode" != "gpu" && "$mode" != "dry" ]]; then
     note "reference train_gpt_simple.py" "skipped: it needs CUDA and NCCL"
   elif (cd "$out/ref_gpt" && part "$gpt_timeout" "$out/ref_gpt.log" torchrun --standalone --nproc_per_node=1 train_gpt_simple.py); then :
-  else rc=$?; note "reference train_gpt_simple.py" "exit $rc (124: stopped at its ${gpt_timeout} s limit), figures from the steps it printed"; fi
+  else outcome "reference train_gpt_simple.py" $?; fi
   [[ "$mode" != "gpu" ]] || tools ref-gpt "$out/ref_gpt.log" --skip-steps "$skip" --tokens-per-step "$tokens_per_step" --out "$out/ref_gpt.json"
 fi
 if [[ -n "$ref_air_script" ]]; then
@@ -143,7 +151,7 @@ if [[ -n "$ref_air_script" ]]; then
   elif [[ "$mode" != "gpu" && "$mode" != "dry" ]]; then
     note "reference airbench94_muon.py" "skipped: it needs CUDA"
   elif (cd "$out/ref_cifar" && part "$cifar_timeout" "$out/ref_cifar.log" "$PY" airbench94_muon.py); then :
-  else rc=$?; note "reference airbench94_muon.py" "exit $rc (124: stopped at its ${cifar_timeout} s limit)"; fi
+  else outcome "reference airbench94_muon.py" $?; fi
   [[ "$mode" != "gpu" || ! -f "$out/ref_cifar.log" ]] || tools ref-cifar "$out/ref_cifar.log" --out "$out/ref_cifar.json"
 fi
 
@@ -161,3 +169,4 @@ else
   tools summary "$out"
 fi
 echo "gpu_check: done in $((SECONDS - start_all)) s"
+[[ "$failed" == 0 ]] || { echo "gpu_check: a part failed (above); its figures are missing" >&2; exit 1; }
