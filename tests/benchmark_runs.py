@@ -16,7 +16,7 @@ BENCH = {"nanogpt_track3": ("fineweb10B", "val_loss", "min", 3.28), "airbench94_
 
 def write_run(d: Path, benchmark: str | None, evals: dict[int, float], *, seed: int = 0, optimizer: str = "muon",
               lr: float = 0.025, status: str = "completed", max_steps: int | None = None, stop_reason=None,
-              task: str | None = None) -> Path:
+              task: str | None = None, config: dict | None = None) -> Path:
     """One run: eval lines at the given steps, train lines in between, the summary the loop would write."""
     name, metric, mode, target = BENCH.get(benchmark, ("fineweb_synthetic", "val_loss", "min", 3.28))
     task = task or name
@@ -44,5 +44,6 @@ def write_run(d: Path, benchmark: str | None, evals: dict[int, float], *, seed: 
     write_json(d / "summary.json", summary)
     cfg = {"seed": seed, "task": {"name": task, "metric": metric, "benchmark": benchmark},
            "optimizer": {"name": optimizer, "lr": lr}, "trainer": {"max_steps": max_steps}}
-    OmegaConf.save(OmegaConf.create(cfg), d / "config.yaml")
+    cfg = OmegaConf.merge(OmegaConf.create(cfg), OmegaConf.create(config or {}))  # e.g. {"model": {"n_layer": 2}}
+    OmegaConf.save(cfg, d / "config.yaml")
     return d

@@ -216,6 +216,32 @@ def test_leaderboard_ranks_our_rows_among_the_published(tmp_path, capsys):
     assert "| 3600 (not valid) |" in out.replace("| — | 1 ", "")
 
 
+def test_a_changed_setup_gets_the_rule_but_no_rank(tmp_path, capsys):
+    """The small CPU version of the preset (2 layers, synthetic tokens) passes the rule on its own loss
+    scale; it is shown with its numbers, unranked, with what differs from the benchmark."""
+    small = {"model": {"n_layer": 2, "n_embd": 256, "vocab_size": 50304}, "task": {"seq_len": 1024},
+             "data": {"synthetic": True}}
+    full = {"model": {"n_layer": 12, "n_embd": 768, "vocab_size": 50304}, "data": {"synthetic": False}}
+    for i in range(2):
+        write_run(tmp_path / "r" / f"s{i}", TRACK3, {100: 2.9}, seed=i, config=small)
+        write_run(tmp_path / "r" / f"f{i}", TRACK3, {3000: 3.27}, seed=i, optimizer="adamw", config=full)
+    main([str(tmp_path / "r"), "--out", str(tmp_path / "res"), "--no-plots", "--leaderboard", TRACK3])
+    out = capsys.readouterr().out
+    assert ("not the benchmark's setup, so no leaderboard result: model.n_layer=2 (the benchmark's 12), "
+            "model.n_embd=256 (the benchmark's 768), data.synthetic=True (the benchmark's False)") in out
+    with open(tmp_path / "res" / "r" / f"leaderboard_{TRACK3}.csv") as f:
+        board = {r["description"]: r for r in csv.DictReader(f) if r["source"] == "optbench"}
+    small_row, full_row = board["optbench: muon"], board["optbench: adamw"]
+    assert (small_row["valid"], small_row["comparable"], small_row["rank"]) == ("True", "False", "")
+    ahead = [e for e in lb.published(TRACK3) if e.valid and (e.steps, e.loss) < (3000, 3.27)]
+    assert full_row["comparable"] == "True" and full_row["rank"] == str(len(ahead) + 1) == "13"  # before #32
+    # and the airbench claim says the same of a synthetic-data run
+    write_run(tmp_path / "a" / "0", "airbench94_muon", {200: 0.95}, config={"data": {"synthetic": True}})
+    write_run(tmp_path / "a" / "1", "airbench94_muon", {200: 0.96}, seed=1, config={"data": {"synthetic": True}})
+    c = bm.claim(load_runs([tmp_path / "a"]))
+    assert not c["comparable"] and "not its claim: data.synthetic=True" in c["notes"][-1]
+
+
 def test_unknown_leaderboard_is_one_line_with_the_choices(tmp_path, capsys):
     from optbench.cli import main as cli_main
 

@@ -29,12 +29,18 @@ class Benchmark:
     mode: str
     target: float
     rule: str  # "track3" | "fixed_length_mean"
+    # what the benchmark fixes, as the run's files show it: a run that changed one (the small CPU version
+    # of a preset) still gets the rule's numbers but is no result for the leaderboard
+    fixed: tuple = ()
 
 
+TRACK3_FIXED = (("tokens_per_step", 524288), ("task.seq_len", 1024), ("task.val_tokens", 10485760),
+                ("model.n_layer", 12), ("model.n_embd", 768), ("model.vocab_size", 50304), ("data.synthetic", False))
 BENCHMARKS = {
-    "nanogpt_track3": Benchmark("nanogpt_track3", "val_loss", "min", 3.28, "track3"),
-    "airbench94": Benchmark("airbench94", "test_acc", "max", 0.94, "fixed_length_mean"),
-    "airbench94_muon": Benchmark("airbench94_muon", "test_acc", "max", 0.94, "fixed_length_mean"),
+    "nanogpt_track3": Benchmark("nanogpt_track3", "val_loss", "min", 3.28, "track3", TRACK3_FIXED),
+    "airbench94": Benchmark("airbench94", "test_acc", "max", 0.94, "fixed_length_mean", (("data.synthetic", False),)),
+    "airbench94_muon": Benchmark("airbench94_muon", "test_acc", "max", 0.94, "fixed_length_mean",
+                                 (("data.synthetic", False),)),
 }
 
 TRACK3_MARGIN = 0.004   # the README's threshold on (3.28 - mean) * sqrt(n)
@@ -59,6 +65,26 @@ def track3_p(mean: float, n: int) -> float:
     """One-sided p of the z-test: P(Z >= (3.28 - mean) * sqrt(n) / sigma)."""
     stat = track3_statistic(mean, n)
     return float(sps.norm.sf(stat / TRACK3_SIGMA)) if finite(stat) else math.nan
+
+
+def _setting(run: Run, key: str):
+    if key == "tokens_per_step":  # what a step consumed, from the summary's own counts
+        tokens, steps = run.summary.get("tokens_seen"), run.summary.get("steps")
+        return tokens / steps if finite(tokens) and finite(steps) and steps > 0 else None
+    return run.config.get(key)
+
+
+def deviations(runs: list[Run], bench: Benchmark) -> list[str]:
+    """'model.n_layer=2 (the benchmark's 12)' for each fixed setting a run changed; settings a run's
+    files do not record are not guessed at."""
+    out = []
+    for key, expected in bench.fixed:
+        seen = {_setting(r, key) for r in runs} - {None}
+        bad = sorted((v for v in seen if v != expected), key=str)
+        if bad:
+            shown = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in bad)
+            out.append(f"{key}={shown} (the benchmark's {expected})")
+    return out
 
 
 def values_by_step(run: Run, metric: str) -> dict[int, float]:
@@ -113,9 +139,12 @@ def track3_claim(runs: list[Run]) -> dict:
                        "they count in n, so only steps they evaluated can pass")
     if not means:
         reasons.append(f"no evaluation step with {bench.metric} common to all {n} runs")
+    changed = deviations(runs, bench)
+    if changed:
+        reasons.append("not the benchmark's setup, so no leaderboard result: " + ", ".join(changed))
     return {"benchmark": bench.name, "rule": bench.rule, "runs": n, "valid": valid,
             "valid_at": _point(first[0], first[1], n) if valid else None, "end": end,
-            "steps_evaluated": len(means), "notes": reasons}
+            "steps_evaluated": len(means), "comparable": not changed, "notes": reasons}
 
 
 def fixed_length_claim(runs: list[Run], bench: Benchmark) -> dict:
@@ -144,6 +173,9 @@ def fixed_length_claim(runs: list[Run], bench: Benchmark) -> dict:
         notes.append(f"{max(stopped, len(short))} of {n} runs stopped before their fixed length")
     if len(lengths) > 1:
         notes.append(f"runs of different lengths ({', '.join(map(str, lengths))} steps)")
+    changed = deviations(runs, bench)
+    if changed:
+        notes.append("not the benchmark's setup, so not its claim: " + ", ".join(changed))
     applies = len(ok) == n and not stopped and not short and len(lengths) == 1 and n >= 2
     s = mean_std_ci(ok)
     t = math.nan
@@ -152,7 +184,8 @@ def fixed_length_claim(runs: list[Run], bench: Benchmark) -> dict:
     return {"benchmark": bench.name, "rule": bench.rule, "runs": n, "metric": bench.metric, "target": bench.target,
             "length": lengths[0] if len(lengths) == 1 else None, "n": len(ok), "mean": s["mean"], "std": s["std"],
             "ci_low": s["ci_low"], "ci_high": s["ci_high"], "t": t,
-            "p": one_sided_p(ok, bench.target, bench.mode) if applies else math.nan, "notes": notes}
+            "p": one_sided_p(ok, bench.target, bench.mode) if applies else math.nan, "comparable": not changed,
+            "notes": notes}
 
 
 def row_benchmark(runs: list[Run]) -> str | None:

@@ -19,7 +19,8 @@ from optbench.errors import ConfigError, choices
 from optbench.report.collect import finite
 
 LEADERBOARD_DIR = CONF_DIR.parent / "results" / "leaderboards"
-FIELDS = ["rank", "number", "steps", "mean_val_loss", "n", "valid", "description", "date", "log", "source"]
+FIELDS = ["rank", "number", "steps", "mean_val_loss", "n", "valid", "comparable", "description", "date", "log",
+          "source"]
 
 
 @dataclass
@@ -34,7 +35,12 @@ class Entry:
     log: str
     ours: bool
     ran_steps: int | None = None  # ours: the length of the runs
+    comparable: bool = True       # ours: the benchmark's fixed setup (benchmarks.deviations)
     rank: int | None = None
+
+    @property
+    def ranked(self) -> bool:
+        return self.valid and self.comparable
 
 
 def available() -> list[str]:
@@ -79,23 +85,25 @@ def ours(rows, name: str) -> list[Entry]:
         point = c["valid_at"] if c["valid"] else c["end"]
         out.append(Entry(number="optbench", steps=point["step"] if c["valid"] else None, loss=point["mean"],
                          n=point["n"], valid=c["valid"], description=f"optbench: {row.label}",
-                         date=_run_date(row), log=_common_dir(row), ours=True, ran_steps=c["end"]["step"]))
+                         date=_run_date(row), log=_common_dir(row), ours=True, ran_steps=c["end"]["step"],
+                         comparable=c["comparable"]))
     return out
 
 
 def rank(entries: list[Entry]) -> list[Entry]:
-    """Valid first by (steps, loss), a published row before ours on a tie; then the rest, unranked."""
+    """Valid results of the benchmark's setup first by (steps, loss), a published row before ours on a
+    tie; then the rest (not valid, or ours from a changed setup), unranked."""
     def key(e: Entry):
         steps = e.steps if e.steps is not None else (e.ran_steps if e.ran_steps is not None else float("inf"))
         # at the published precision: a mean of 3.27869999 ties with a published 3.2787
         loss = round(e.loss, 4) if finite(e.loss) else float("inf")
-        return (not e.valid, steps, loss, e.ours, int(e.number) if e.number.isdigit() else 0)
+        return (not e.ranked, steps, loss, e.ours, int(e.number) if e.number.isdigit() else 0)
 
     ordered = sorted(entries, key=key)
-    for i, e in enumerate(e for e in ordered if e.valid):
+    for i, e in enumerate(e for e in ordered if e.ranked):
         e.rank = i + 1
     for e in ordered:
-        if not e.valid:
+        if not e.ranked:
             e.rank = None
     return ordered
 
@@ -127,6 +135,8 @@ def markdown(entries: list[Entry], name: str) -> str:
            "|---:|---|---:|---:|:---:|---|---|---|"]
     for e in entries:
         desc = f"**{e.description}**" if e.ours else e.description
+        if not e.comparable:
+            desc += " (not the benchmark's setup: unranked, see the rule table)"
         out.append(f"| {e.rank if e.rank is not None else '—'} | {e.number} | {_steps(e)} | {_loss(e.loss)} (n={e.n}) | "
                    f"{'✓' if e.valid else 'Ⓧ'} | {desc.replace('|', '/')} | {e.date} | {e.log} |")
     out += ["", "Ranked by steps to 3.28, then mean val loss; valid: (3.28 − mean)·√n ≥ 0.004 (one-sided z-test, "
@@ -143,6 +153,6 @@ def csv_text(entries: list[Entry]) -> str:
     for e in entries:
         w.writerow({"rank": e.rank if e.rank is not None else "", "number": e.number,
                     "steps": e.steps if e.steps is not None else "", "mean_val_loss": e.loss, "n": e.n,
-                    "valid": e.valid, "description": e.description, "date": e.date, "log": e.log,
+                    "valid": e.valid, "comparable": e.comparable, "description": e.description, "date": e.date, "log": e.log,
                     "source": "optbench" if e.ours else "published"})
     return buf.getvalue()
