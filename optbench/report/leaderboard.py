@@ -3,7 +3,8 @@
 A leaderboard is results/leaderboards/<NAME>.csv (published facts, refreshed by
 scripts/make_leaderboard_csv.py). Ranking (nanogpt_track3): valid results first, by steps to 3.28, then
 by mean val loss; results that are not valid (the README's Ⓧ, or ours failing the z-rule at every
-evaluation step) follow, unranked. Our rows use the same rule as the README (benchmarks.track3_claim).
+evaluation step) follow, unranked, as do ours from runs that changed what the benchmark fixes
+(benchmarks.deviations). Our rows use the same rule as the README (benchmarks.track3_claim).
 """
 from __future__ import annotations
 
