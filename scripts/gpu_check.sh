@@ -12,7 +12,8 @@
 #   scripts/gpu_check.sh --out /tmp/gc --cpu-smoke    # tiny sizes on a CPU: every step but the reference's
 #   scripts/gpu_check.sh --out /tmp/gc --dry-run      # data + patched reference copies, commands printed only
 #
-# Each part runs under `timeout` (PART_TIMEOUT_S, default 170 s for the GPT parts, 80 s for CIFAR): a part
+# Each part runs under `timeout` (GPT_TIMEOUT_S 160 s for each GPT part, CIFAR_TIMEOUT_S 50 s for ours,
+# REF_CIFAR_TIMEOUT_S 90 s for airbench's, whose max-autotune compile and warm-up run come first): a part
 # stopped there still reports from the steps it logged, so the whole check stays inside its budget.
 set -euo pipefail
 
@@ -24,7 +25,8 @@ out="" ; ref="" ; ref_gpt_dir="" ; ref_air_dir="" ; mode="gpu" ; steps=100 ; epo
 # the presets measured (GPU_CHECK_GPT / GPU_CHECK_CIFAR replace them, word-split, to test this script alone)
 read -r -a gpt_exp <<<"${GPU_CHECK_GPT:-experiment=nanogpt_track3}"
 read -r -a cifar_exp <<<"${GPU_CHECK_CIFAR:-experiment=airbench94_muon}"
-gpt_timeout="${GPT_TIMEOUT_S:-170}" ; cifar_timeout="${CIFAR_TIMEOUT_S:-80}"
+# time limits per part (s): with ~15 s of data, 160 + 50 + 160 + 90 keeps the whole check under 8 minutes
+gpt_timeout="${GPT_TIMEOUT_S:-160}" ; cifar_timeout="${CIFAR_TIMEOUT_S:-50}" ; ref_cifar_timeout="${REF_CIFAR_TIMEOUT_S:-90}"
 
 usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
@@ -140,7 +142,7 @@ if [[ -n "$ref_gpt_script" ]]; then
   tools patch-ref-gpt "$ref_gpt_script" "$out/ref_gpt/train_gpt_simple.py" --steps "$steps"
   if [[ "$mode" != "gpu" && "$mode" != "dry" ]]; then
     note "reference train_gpt_simple.py" "skipped: it needs CUDA and NCCL"
-  elif (cd "$out/ref_gpt" && part "$gpt_timeout" "$out/ref_gpt.log" torchrun --standalone --nproc_per_node=1 train_gpt_simple.py); then :
+  elif (cd "$out/ref_gpt" && part "$gpt_timeout" "$out/ref_gpt.log" "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 train_gpt_simple.py); then :
   else outcome "reference train_gpt_simple.py" $?; fi
   [[ "$mode" != "gpu" ]] || tools ref-gpt "$out/ref_gpt.log" --skip-steps "$skip" --tokens-per-step "$tokens_per_step" --out "$out/ref_gpt.json"
 fi
@@ -150,7 +152,7 @@ if [[ -n "$ref_air_script" ]]; then
     note "reference airbench94_muon.py" "skipped: torchvision is not installed (the script imports it; pip install torchvision)"
   elif [[ "$mode" != "gpu" && "$mode" != "dry" ]]; then
     note "reference airbench94_muon.py" "skipped: it needs CUDA"
-  elif (cd "$out/ref_cifar" && part "$cifar_timeout" "$out/ref_cifar.log" "$PY" airbench94_muon.py); then :
+  elif (cd "$out/ref_cifar" && part "$ref_cifar_timeout" "$out/ref_cifar.log" "$PY" airbench94_muon.py); then :
   else outcome "reference airbench94_muon.py" $?; fi
   [[ "$mode" != "gpu" || ! -f "$out/ref_cifar.log" ]] || tools ref-cifar "$out/ref_cifar.log" --out "$out/ref_cifar.json"
 fi

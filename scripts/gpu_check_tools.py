@@ -190,9 +190,9 @@ def _epochs(epochs: list[float]) -> dict:
 
 def ref_cifar(log: Path) -> dict:
     """airbench's printed table: | run | epoch | train_acc | val_acc | tta_val_acc | time_seconds |, time
-    cumulative within a run; the run number is printed on a run's first line only. The last run counts
-    (the first is its compile warm-up)."""
-    runs: list[list[tuple[str, float]]] = []
+    cumulative within a run; the run number is printed on a run's first line only. The last timed run
+    counts, never the warm-up run (its times include compiling)."""
+    runs: list[tuple[str, list[tuple[str, float]]]] = []
     for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if not line.strip().startswith("|") or len(cells) != 6 or cells[0] == "run":
@@ -203,9 +203,10 @@ def ref_cifar(log: Path) -> dict:
         except ValueError:
             continue
         if run or not runs:
-            runs.append([])
-        runs[-1].append((epoch, t))
-    last = [(e, t) for e, t in (runs[-1] if runs else []) if e.isdigit()]
+            runs.append((run, []))
+        runs[-1][1].append((epoch, t))
+    timed = [rows for label, rows in runs if label != "warmup"]  # the warm-up run's times include compiling
+    last = [(e, t) for e, t in (timed[-1] if timed else []) if e.isdigit()]
     cum = [t for _, t in last]
     epochs = [b - a for a, b in zip([0.0] + cum[:-1], cum)]
     return {**_epochs(epochs), "runs_seen": len(runs)}
