@@ -145,7 +145,8 @@ def ours_gpt(run_dir: Path, skip_steps: int) -> dict:
     # MFU is linear in tokens/s: the loop's own MFU per token rate (task.flops_per_token / peak) carries over
     per = [x["mfu"] / x["tok_per_s"] for x in lines if x.get("mfu") and x.get("tok_per_s")]
     flops_over_peak = per[-1] if per else math.nan
-    return {"tokens_per_s": tps, "steps_measured": steps, "seconds_measured": secs, "steps_done": max(tokens, default=0),
+    return {"tokens_per_s": tps, "steps_measured": steps, "seconds_measured": secs,
+            "steps_done": max(tokens, default=0),
             "mfu": tps * flops_over_peak if per else math.nan, "mfu_per_token_per_s": flops_over_peak,
             "status": summary.get("status"), "compile_warmup_s": summary.get("compile_warmup_s"),
             "device": (summary.get("environment") or {}).get("device")}

@@ -2,7 +2,6 @@
 numbers: the report's benchmark rules are tested on values whose answers are worked out by hand."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,7 +9,8 @@ from omegaconf import OmegaConf
 
 from optbench.train.rundir import dumps_line, write_json
 
-BENCH = {"nanogpt_track3": ("fineweb10B", "val_loss", "min", 3.28), "airbench94_muon": ("cifar10", "test_acc", "max", 0.94),
+BENCH = {"nanogpt_track3": ("fineweb10B", "val_loss", "min", 3.28),
+         "airbench94_muon": ("cifar10", "test_acc", "max", 0.94),
          "airbench94": ("cifar10", "test_acc", "max", 0.94)}
 
 

@@ -45,7 +45,8 @@ def test_dry_run_writes_the_real_formats_and_patches_the_reference_copies(tmp_pa
     from optbench.data.token_shards import read_shard
 
     out = tmp_path / "out"
-    r = run_script("--out", str(out), "--dry-run", "--steps", "20", "--reference", str(fake_reference(tmp_path / "ref")))
+    ref = fake_reference(tmp_path / "ref")
+    r = run_script("--out", str(out), "--dry-run", "--steps", "20", "--reference", str(ref))
     assert r.returncode == 0, r.stderr + r.stdout
     shards = out / "data" / "fineweb10B"
     val, train = read_shard(shards / "fineweb_val_000000.bin"), read_shard(shards / "fineweb_train_000001.bin")
@@ -64,7 +65,8 @@ def test_dry_run_writes_the_real_formats_and_patches_the_reference_copies(tmp_pa
     assert "ceil(2 * len(train_loader))" in air and "for run in range(1)]" in air
     # the commands it would run
     assert "experiment=nanogpt_track3" in r.stdout and "experiment=airbench94_muon" in r.stdout
-    assert "trainer.max_steps=20" in r.stdout and "-m torch.distributed.run --standalone --nproc_per_node=1 train_gpt_simple.py" in r.stdout
+    assert "trainer.max_steps=20" in r.stdout
+    assert "-m torch.distributed.run --standalone --nproc_per_node=1 train_gpt_simple.py" in r.stdout
     assert json.loads((out / "meta.json").read_text())["steps"] == 20
 
 

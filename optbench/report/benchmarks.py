@@ -135,8 +135,9 @@ def track3_claim(runs: list[Run]) -> dict:
         reasons.append(f"{stopped} of {n} runs stopped at the target (per-run early stopping is not allowed)")
     missing = n - len(completed)
     if missing:
-        reasons.append(f"{missing} of {n} runs did not complete ({', '.join(sorted({r.status for r in runs} - {'completed'}))}); "
-                       "they count in n, so only steps they evaluated can pass")
+        statuses = ", ".join(sorted({r.status for r in runs} - {"completed"}))
+        reasons.append(f"{missing} of {n} runs did not complete ({statuses}); they count in n, so only steps "
+                       "they evaluated can pass")
     if not means:
         reasons.append(f"no evaluation step with {bench.metric} common to all {n} runs")
     changed = deviations(runs, bench)

@@ -13,7 +13,6 @@ import io
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from optbench import CONF_DIR
 from optbench.errors import ConfigError, choices
@@ -138,10 +137,11 @@ def markdown(entries: list[Entry], name: str) -> str:
         desc = f"**{e.description}**" if e.ours else e.description
         if not e.comparable:
             desc += " (not the benchmark's setup: unranked, see the rule table)"
-        out.append(f"| {e.rank if e.rank is not None else '—'} | {e.number} | {_steps(e)} | {_loss(e.loss)} (n={e.n}) | "
-                   f"{'✓' if e.valid else 'Ⓧ'} | {desc.replace('|', '/')} | {e.date} | {e.log} |")
-    out += ["", "Ranked by steps to 3.28, then mean val loss; valid: (3.28 − mean)·√n ≥ 0.004 (one-sided z-test, "
-                "σ = 0.0013, p < 0.001). Ours: the earliest evaluation step every seed shares at which the seed mean "
+        rank = e.rank if e.rank is not None else "—"
+        out.append(f"| {rank} | {e.number} | {_steps(e)} | {_loss(e.loss)} (n={e.n}) | {'✓' if e.valid else 'Ⓧ'} | "
+                   f"{desc.replace('|', '/')} | {e.date} | {e.log} |")
+    out += ["", "Ranked by steps to 3.28, then mean val loss; valid: (3.28 − mean)·√n ≥ 0.004 (one-sided "
+                "z-test, σ = 0.0013, p < 0.001). Ours: the earliest evaluation step every seed shares at which the seed mean "
                 "passes, every run counted in n; when not valid, the loss shown is at the end. Published rows: "
                 f"results/leaderboards/{name}.csv (from the track-3 README's results history).", ""]
     return "\n".join(out)
@@ -154,6 +154,7 @@ def csv_text(entries: list[Entry]) -> str:
     for e in entries:
         w.writerow({"rank": e.rank if e.rank is not None else "", "number": e.number,
                     "steps": e.steps if e.steps is not None else "", "mean_val_loss": e.loss, "n": e.n,
-                    "valid": e.valid, "comparable": e.comparable, "description": e.description, "date": e.date, "log": e.log,
+                    "valid": e.valid, "comparable": e.comparable, "description": e.description, "date": e.date,
+                    "log": e.log,
                     "source": "optbench" if e.ours else "published"})
     return buf.getvalue()
