@@ -142,8 +142,8 @@ def markdown(entries: list[Entry], name: str) -> str:
                    f"{desc.replace('|', '/')} | {e.date} | {e.log} |")
     out += ["", "Ranked by steps to 3.28, then mean val loss; valid: (3.28 − mean)·√n ≥ 0.004 (one-sided "
                 "z-test, σ = 0.0013, p < 0.001). Ours: the earliest evaluation step every seed shares at which "
-                "the seed mean passes, every run counted in n; when not valid, the loss shown is at the end. Published rows: "
-                f"results/leaderboards/{name}.csv (from the track-3 README's results history).", ""]
+                "the seed mean passes, every run counted in n; when not valid, the loss shown is at the end. "
+                f"Published rows: results/leaderboards/{name}.csv (from the track-3 README's results history).", ""]
     return "\n".join(out)
 
 
