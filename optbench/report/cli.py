@@ -1,8 +1,10 @@
-"""`optbench report DIR... [--name N] [--by keys] [--baseline X] [--out results/] [--wandb]`
+"""`optbench report DIR... [--name N] [--by keys] [--baseline X] [--out results/] [--leaderboard L] [--wandb]`
 
 Reads run directories (single runs and multiruns in any mix) and writes results/<name>/:
 table.md, table.csv, table.tex, runs.csv (one line per run), plots/*.png and command.txt (how
-the report was made). The Markdown table is printed to the terminal.
+the report was made). The Markdown table is printed to the terminal. Rows of a community benchmark
+(summary.json "benchmark") also get that benchmark's own rule under the table; --leaderboard L ranks
+them among the published results of results/leaderboards/L.csv (leaderboard_L.md/.csv).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 from pathlib import Path
 
 from optbench.errors import ArgumentParser, ConfigError
+from optbench.report import leaderboard as lb
 from optbench.report import tables
 from optbench.report.collect import load_runs
 from optbench.report.stats import build_rows
@@ -60,16 +63,28 @@ def budget_markdown(budgets: list[dict]) -> str:
 
 
 def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseline: str | None = None,
-                 out: str | Path = "results", plots: bool = True, command: str | None = None):
-    """Write results/<name>/ and return (out_dir, rows, markdown)."""
+                 out: str | Path = "results", plots: bool = True, command: str | None = None,
+                 leaderboard: str | None = None):
+    """Write results/<name>/ and return (out_dir, rows, markdown, plots); with a leaderboard its
+    ranked table is appended to the markdown and written as leaderboard_<name>.md/.csv."""
+    if leaderboard is not None:
+        lb.check_name(leaderboard)  # before reading any run: a typo costs nothing
     runs = load_runs(dirs)
     rows, keys = build_rows(runs, by, baseline)
+    entries = lb.build(rows, leaderboard) if leaderboard is not None else None  # may refuse: before writing
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     md = tables.markdown(rows)
     budgets = tuning_budget(dirs)
     if budgets:
         md += "\n" + budget_markdown(budgets)
+    for stale in (*out_dir.glob("leaderboard_*.md"), *out_dir.glob("leaderboard_*.csv")):
+        stale.unlink()  # an earlier report's ranking must not pass for this one's
+    if entries is not None:
+        board = lb.markdown(entries, leaderboard)
+        (out_dir / f"leaderboard_{leaderboard}.md").write_text(board)
+        (out_dir / f"leaderboard_{leaderboard}.csv").write_text(lb.csv_text(entries))
+        md += "\n" + board
     (out_dir / "table.md").write_text(md)
     (out_dir / "table.csv").write_text(tables.csv_text(rows))
     (out_dir / "table.tex").write_text(tables.latex(rows, caption=name))
@@ -114,6 +129,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--baseline", help="row label or optimizer name for speedups (default: adamw, else row 1)")
     parser.add_argument("--out", default="results", help="parent folder of the report (default: results)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--leaderboard", metavar="NAME",
+                        help=f"rank the benchmark rows among a published leaderboard ({', '.join(lb.available())})")
     parser.add_argument("--wandb", action="store_true", help="also log the table to W&B as a wandb.Table")
     parser.add_argument("--wandb-project", default="optbench")
     parser.add_argument("--wandb-mode", default="online", choices=["online", "offline", "disabled"])
@@ -124,9 +141,11 @@ def main(argv: list[str]) -> None:
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     command = "optbench report " + " ".join(shlex.quote(a) for a in argv)
     out_dir, rows, md, plots = build_report(args.dirs, name, by, args.baseline, args.out,
-                                            plots=not args.no_plots, command=command)
+                                            plots=not args.no_plots, command=command,
+                                            leaderboard=args.leaderboard)
     print(md)
-    print(f"-> {out_dir}/ (table.md, table.csv, table.tex, runs.csv" +
+    board = f", leaderboard_{args.leaderboard}.md/.csv" if args.leaderboard else ""
+    print(f"-> {out_dir}/ (table.md, table.csv, table.tex, runs.csv{board}" +
           (f", {len(plots)} plots" if plots else "") + ")")
     if args.wandb:
         log_to_wandb(rows, name, args.wandb_project, args.wandb_mode)

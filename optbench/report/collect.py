@@ -46,6 +46,12 @@ class Run:
         lr = self.summary.get("lr", self.config.get("optimizer.lr"))
         return float(lr) if isinstance(lr, (int, float)) else None
 
+    @property
+    def benchmark(self) -> str | None:
+        """The community benchmark the run's preset reproduces (task.benchmark, C7), or None."""
+        b = self.summary.get("benchmark") or self.config.get("task.benchmark")
+        return str(b) if b else None
+
     def value(self, key: str):
         """A grouping key: a config key ("optimizer.lr") or a summary field ("optimizer")."""
         if key in self.config:
@@ -90,10 +96,19 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def load_run(path: Path) -> Run:
-    summary = {k: _number(v) for k, v in json.loads((path / "summary.json").read_text()).items()}
+    """A run whose summary.json or config.yaml cannot be read stays in the report as status
+    'unreadable' (a failure that counts), with whatever of its config could be read."""
     config = {}
-    if (path / "config.yaml").exists():
-        config = flatten(OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=False))
+    try:
+        if (path / "config.yaml").exists():
+            config = flatten(OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=False))
+    except Exception:  # noqa: BLE001 - any parse error means the same: the run's config is unknown
+        config = {}
+    try:
+        summary = {k: _number(v) for k, v in json.loads((path / "summary.json").read_text()).items()}
+    except (ValueError, AttributeError, OSError, UnicodeDecodeError):
+        summary = {"status": "unreadable", "stop_reason": "summary.json unreadable",
+                   "benchmark": config.get("task.benchmark"), "seed": config.get("seed")}
     lines = read_jsonl(path / "metrics.jsonl")
     return Run(path=path, summary=summary, config=config,
                train=[r for r in lines if r.get("type") == "train"],

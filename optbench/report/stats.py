@@ -20,7 +20,7 @@ from scipy import stats as sps
 from optbench.errors import ConfigError
 from optbench.report.collect import Run, finite, is_ignored
 
-FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running")
+FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running", "unreadable")
 
 
 @dataclass
@@ -142,7 +142,7 @@ def p_applies(runs: list[Run], completed: list[Run]) -> bool:
 
 def row_stats(row: Row) -> dict:
     runs = row.runs
-    first = runs[0].summary
+    first = next((r.summary for r in runs if r.status != "unreadable"), runs[0].summary)  # metric, target, mode
     completed = [r for r in runs if r.status == "completed"]
     statuses = [r.status for r in runs]
     target, mode = first.get("target"), first.get("mode", "max")
@@ -152,7 +152,8 @@ def row_stats(row: Row) -> dict:
     s = {
         "label": row.label, "task": row.task, "metric": first.get("metric"), "mode": mode, "target": target,
         "runs": len(runs), "seeds": sorted({r.summary.get("seed") for r in runs}, key=lambda v: (v is None, v)),
-        "completed": len(completed), "diverged": statuses.count("diverged"), "failed": statuses.count("failed"),
+        "completed": len(completed), "diverged": statuses.count("diverged"),
+        "failed": statuses.count("failed") + statuses.count("unreadable"),  # unreadable: a summary no one can trust
         "interrupted": statuses.count("interrupted") + statuses.count("running"),
         "final": mean_std_ci(final), "best": mean_std_ci(best),
         "reached": sum(bool(r.summary.get("reached")) for r in runs),
@@ -210,9 +211,12 @@ def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | N
         if all(r.value(k) is None for r in runs):
             known = sorted({c for r in runs for c in r.config if not is_ignored(c)} | {"optimizer", "task", "lr"})
             raise ConfigError(f"report: --by key '{k}' is in no run; valid keys include: {', '.join(known[:40])}")
+    from optbench.report.benchmarks import claim  # benchmarks builds on this module's statistics
+
     rows = group_runs(runs, keys)
     for row in rows:
         row.stats = row_stats(row)
+        row.stats["claim"] = claim(row.runs)  # the benchmark's own validity rule, None for other rows
     if baseline and not any(_matches(r, baseline) for r in rows):
         raise ConfigError(f"report: --baseline '{baseline}' matches no row; valid choices: "
                           f"{', '.join(r.label for r in rows)}")

@@ -5,6 +5,8 @@ import csv
 import io
 import math
 
+from optbench.report.benchmarks import CLAIM_FIELDS, claim_fields, claims_markdown
+
 MIB = 2**20
 
 
@@ -86,6 +88,7 @@ def markdown(rows, title: str | None = None) -> str:
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
         out += ["| " + " | ".join(c) + " |" for c in cells]
+        out += claims_markdown(same)  # a community benchmark's own rule, under its task's table
         out.append("")
     out.append(NOTES)
     if any(r.summary.get("peak_memory_kind") == "cpu_peak_rss" for row in rows for r in row.runs):
@@ -104,7 +107,7 @@ CSV_FIELDS = ["task", "label", "metric", "mode", "target", "runs", "seeds", "com
               "best_ci_low", "best_ci_high", "reached", "reached_fraction", "steps_to_target_median",
               "time_to_target_s_median", "p_beats_target", "baseline", "speedup_steps", "speedup_time",
               "throughput", "throughput_unit", "peak_memory_bytes", "optimizer_state_bytes", "train_time_s",
-              "steps", "lr"]
+              "steps", "lr", *CLAIM_FIELDS]
 
 
 def csv_text(rows) -> str:
@@ -120,6 +123,7 @@ def csv_text(rows) -> str:
         flat["seeds"] = " ".join(str(x) for x in s["seeds"])
         flat["steps_to_target_median"] = s["steps_to_target"]
         flat["time_to_target_s_median"] = s["time_to_target_s"]
+        flat.update(claim_fields(s.get("claim")))
         w.writerow(flat)
     return buf.getvalue()
 
