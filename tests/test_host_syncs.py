@@ -136,3 +136,26 @@ def test_log_step_grad_norm_is_off_the_clock_and_only_measured_when_logged(make_
     calls.clear()
     Trainer(make_cfg([*common, "logger=none"]), tmp_path / "b").run()
     assert calls == []  # nothing logs it: not measured
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="device syncs exist only on a GPU")
+def test_cuda_train_steps_do_not_sync_with_averaging_on(make_cfg, tmp_path):
+    """On a GPU, torch itself reports every sync: none may happen in a non-log train step."""
+    from optbench.train.loop import Trainer
+
+    cfg = make_cfg(["trainer.device=cuda", "trainer.max_steps=6", "trainer.log_every=6", "trainer.eval_every=6",
+                    "trainer.batch_size=16", "data.n_train=256", "data.n_test=32", "model.widths=[4,8,8]",
+                    "trainer.averaging.kind=ema"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    real_step = trainer.train_step
+
+    def strict(micro_batches, want_grad_norm):
+        if want_grad_norm:  # a log step may read its values
+            return real_step(micro_batches, want_grad_norm)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return real_step(micro_batches, want_grad_norm)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    trainer.train_step = strict
+    assert trainer.run()["status"] == "completed"
