@@ -159,3 +159,36 @@ def test_cuda_train_steps_do_not_sync_with_averaging_on(make_cfg, tmp_path):
             torch.cuda.set_sync_debug_mode("default")
     trainer.train_step = strict
     assert trainer.run()["status"] == "completed"
+
+
+@pytest.mark.parametrize("averaging", [["trainer.averaging.kind=ema", "trainer.averaging.ema_warmup=true"],
+                                       ["trainer.averaging.kind=swa", "trainer.averaging.swa_start=0.25"]])
+def test_resumed_averaging_is_bit_identical(make_cfg, tmp_path, averaging):
+    """Stopped after step 4 (a signal: checkpoint, then out) and run again: the averaged weights at
+    the end are the uninterrupted run's, bit for bit."""
+    import signal
+
+    from optbench.train import checkpoint as ckpt
+    from optbench.train.loop import Trainer
+
+    common = ["trainer.max_steps=8", "trainer.log_every=2", "trainer.eval_every=8", "trainer.batch_size=16",
+              "data.n_train=256", "data.n_test=32", "model.widths=[4,8,8]", "trainer.save_final=true", *averaging]
+    straight = Trainer(make_cfg(common), tmp_path / "straight")
+    straight.run()
+    first = Trainer(make_cfg(common), tmp_path / "resumed")
+    real_step = first.train_step
+
+    def stop_after_4(micro_batches, want_grad_norm):
+        out = real_step(micro_batches, want_grad_norm)
+        if first.step == 3:  # this is step 4
+            first._stop_signal = signal.SIGTERM
+        return out
+    first.train_step = stop_after_4
+    assert first.run()["status"] == "interrupted" and first.step == 4
+    second = Trainer(make_cfg(common), tmp_path / "resumed")
+    assert second.run()["status"] == "completed"
+    a = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path / "straight"), torch.device("cpu"))["averager"]
+    b = ckpt.read_checkpoint(ckpt.checkpoint_path(tmp_path / "resumed"), torch.device("cpu"))["averager"]
+    assert a["updates"] == b["updates"] > 0
+    for k in a["averaged"]:
+        assert torch.equal(a["averaged"][k], b["averaged"][k]), k
