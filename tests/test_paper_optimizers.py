@@ -60,7 +60,7 @@ def lr_and_decay(opt):
 
 
 # --------------------------------------------------------------------------- LAMB
-def lamb_paper(x0, grads, hp, lr, wd, beta1, beta2, eps):
+def lamb_paper(x0, grads, lr, wd, beta1, beta2, eps):
     """You et al. 2020, Algorithm 2, phi = identity, per tensor."""
     x, m, v = {n: t.clone() for n, t in x0.items()}, {n: 0 * t for n, t in x0.items()}, \
         {n: 0 * t for n, t in x0.items()}
@@ -83,7 +83,7 @@ def test_lamb_is_the_papers_algorithm_2():
     lrwd = lr_and_decay(opt)
     grads = gradients(model)
     got = run(opt, model, grads)
-    want = lamb_paper(x0, grads, hp, {n: v[0] for n, v in lrwd.items()}, {n: v[1] for n, v in lrwd.items()},
+    want = lamb_paper(x0, grads, {n: v[0] for n, v in lrwd.items()}, {n: v[1] for n, v in lrwd.items()},
                       *hp["betas"], hp["eps"])
     assert any(wd > 0 for _, wd in lrwd.values())  # decay is inside the ratio for some tensors
     for n in got:
