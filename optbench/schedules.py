@@ -79,7 +79,7 @@ def cosine(total_steps: int, min_ratio: float = 0.0) -> Schedule:
     return lambda t: min_ratio + (1 - min_ratio) * _cosine_shape(_progress(t, total_steps))
 
 
-def cosine_restarts(total_steps: int, first_period: float = 0.25, period_mult: float = 2.0,
+def cosine_restarts(total_steps: int, first_period: float = 1 / 7, period_mult: float = 2.0,
                     min_ratio: float = 0.0) -> Schedule:
     """SGDR (Loshchilov & Hutter 2017): cosine to the floor within a period, then back to 1;
     the first period is first_period x T steps and each next one period_mult times longer."""
@@ -95,16 +95,19 @@ def cosine_restarts(total_steps: int, first_period: float = 0.25, period_mult: f
 
 
 def onecycle(total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
-             final_div_factor: float = 1e4) -> Schedule:
+             final_div_factor: float = 1e4, end_at: str = "last_step") -> Schedule:
     """Smith & Topin: cosine from 1/div up to 1 over pct_start of the run, then cosine down to
-    1/(div x final_div). The base lr is the peak."""
+    1/(div x final_div). The base lr is the peak. end_at=last_step is torch's OneCycleLR: the
+    peak at step pct_start T - 1 and the floor at the last trained step T - 1; after_run puts
+    the peak at pct_start T and the floor at step T (one step after torch's, never trained)."""
     lo, end = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)
-    up = max(pct_start * total_steps, 1e-12)
+    last = _end_step(total_steps, end_at)
+    up = max(pct_start * total_steps - (1 if end_at == "last_step" else 0), 1e-12)
 
     def f(t: int) -> float:
         if t < up:
             return _cosine_between(lo, 1.0, t / up)
-        return _cosine_between(1.0, end, (min(t, total_steps) - up) / max(total_steps - up, 1e-12))
+        return _cosine_between(1.0, end, min((t - up) / max(last - up, 1e-12), 1.0))
     return f
 
 
@@ -121,19 +124,33 @@ COOLDOWN_SHAPES: dict[str, Callable[[float], float]] = {
 
 
 def wsd(total_steps: int, decay_fraction: float = 0.2, decay_shape: str = "linear",
-        min_ratio: float = 0.0) -> Schedule:
+        min_ratio: float = 0.0, end_at: str = "last_step") -> Schedule:
     """Warmup-stable-decay: 1 until the last decay_fraction of the run, then a cooldown to the
-    floor (warmup is the generic warmup). The speedrun "trapezoid" is wsd with linear decay."""
+    floor (warmup is the generic warmup). The speedrun "trapezoid" is wsd with linear decay.
+    The cooldown starts at step T - decay_fraction T and reaches the floor at the last trained
+    step T - 1 (end_at=last_step) or at step T, which is never trained (end_at=after_run: the
+    modded-nanogpt trapezoid, whose last step trains at 1/cooldown-steps of the peak)."""
     shape = COOLDOWN_SHAPES[decay_shape]
     decay_steps = decay_fraction * total_steps
     start = total_steps - decay_steps
+    span = _end_step(total_steps, end_at) - start
 
     def f(t: int) -> float:
         if t < start or decay_steps <= 0:
             return 1.0
-        p = min((t - start) / decay_steps, 1.0)
+        p = min((t - start) / span, 1.0) if span > 0 else 1.0
         return min_ratio + (1 - min_ratio) * shape(p)
     return f
+
+
+END_AT = ("last_step", "after_run")
+
+
+def _end_step(total_steps: int, end_at: str) -> int:
+    """The step at which a schedule with an end convention reaches its floor."""
+    if end_at not in END_AT:
+        raise ConfigError(f"scheduler.end_at={end_at!r} is invalid; valid choices: {choices(END_AT)}")
+    return total_steps - 1 if end_at == "last_step" else total_steps
 
 
 class Plateau:
@@ -271,6 +288,8 @@ def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eva
         ms = c.get("milestones", [])
         if not isinstance(ms, (list, tuple)) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in ms):
             raise ConfigError(f"scheduler.milestones={ms!r} is invalid: must be a list of fractions of the run in (0, 1)")
+    if c.get("end_at", "last_step") not in END_AT:
+        raise ConfigError(f"scheduler.end_at={c['end_at']!r} is invalid; valid choices: {choices(END_AT)}")
     if name == "wsd" and c.get("decay_shape", "linear") not in COOLDOWN_SHAPES:
         raise ConfigError(f"scheduler.decay_shape={c['decay_shape']!r} is invalid; "
                           f"valid choices: {choices(COOLDOWN_SHAPES)}")

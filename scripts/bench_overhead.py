@@ -1,8 +1,15 @@
 """Time per step of optbench's training loop against a bare PyTorch loop (target: ratio <= 1.05).
 
-Both loops train the same model from the same initial weights with the same optimizer on the same
-pre-built batches, so the ratio isolates what the harness adds per step (lr schedule, logging,
-clock, progress bar, bookkeeping). Rounds alternate between the two loops; medians are reported.
+Both loops train the same model from the same initial weights with the same optimizer, each
+drawing its batches from the task's own data pipeline (the same loader, same seed, same batches:
+the optbench side from the trainer's stream, the bare side from a fresh stream of that pipeline),
+so the ratio isolates what the harness adds per step (lr schedule, logging, clock, progress bar,
+bookkeeping) with the data pipeline's cost on both sides. Rounds alternate between the two loops;
+medians are reported.
+
+Data is generated (synthetic) or looked for under $OPTBENCH_DATA when it is set, else under a cache
+directory, never in the checkout: $XDG_CACHE_HOME/optbench/bench (~/.cache/optbench/bench); a
+`data.root=...` override wins.
 
     python scripts/bench_overhead.py [--steps 100] [--rounds 16] [--device cpu|cuda] [overrides...]
 """
@@ -10,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-
-import torch.nn.functional as F
 
 from optbench.config import compose
 from optbench.optim import build_optimizer_from_config
@@ -32,18 +39,28 @@ def make_trainer(overrides: list[str], run_dir: Path) -> Trainer:
     return Trainer(cfg, run_dir)
 
 
-def bare_loop(model, optimizer, batches, device) -> float:
-    """What a researcher would write by hand: forward, backward, step."""
+def bench_data_root() -> Path:
+    """Where benchmark data lives: a cache directory, so a run from the repository root writes no
+    data/ (the data yamls' roots are ${oc.env:OPTBENCH_DATA,data}/...)."""
+    if os.environ.get("OPTBENCH_DATA"):
+        return Path(os.environ["OPTBENCH_DATA"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "optbench" / "bench"
+
+
+def bare_loop(model, optimizer, loss_fn, batches, steps: int, device) -> float:
+    """What a researcher would write by hand: next batch from the loader, forward, backward, step
+    (the task's loss: cross-entropy for every task here)."""
     model.train()
     synchronize(device)
     start = time.perf_counter()
-    for micro_batches in batches:
-        for x, y in micro_batches:
-            F.cross_entropy(model(x), y).backward()
+    for micro_batches in itertools.islice(batches, steps):
+        for batch in micro_batches:
+            loss_fn(model, batch).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     synchronize(device)
-    return (time.perf_counter() - start) / len(batches)
+    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -53,29 +70,34 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    os.environ["OPTBENCH_DATA"] = str(bench_data_root())
     overrides = [f"trainer.max_steps={args.steps}", f"trainer.eval_every={args.steps}",
                  f"trainer.device={args.device}", "trainer.progress=true", "logger=jsonl",
                  "optimizer=adamw", *args.overrides]
 
     with tempfile.TemporaryDirectory() as tmp:
         probe = make_trainer(overrides, Path(tmp) / "probe")
-        batches = [next(probe.task.train_batches) for _ in range(args.steps)]
         init_state = copy.deepcopy(probe.model.state_dict())
         device = probe.device
+        seed = int(probe.cfg.seed)
         ours, bare = [], []
 
         def run_ours(r: int) -> float:
-            trainer = make_trainer(overrides, Path(tmp) / f"run{r}")
+            trainer = make_trainer(overrides, Path(tmp) / f"run{r}")  # its own pipeline, seed cfg.seed
             trainer.model.load_state_dict(init_state)
-            trainer.task.train_batches = iter(batches)
             summary = trainer.run()
             return summary["train_time_s"] / summary["steps"]
+
+        def fresh_stream():
+            if probe.task.make_train_batches is not None:
+                return probe.task.make_train_batches(seed)  # the same loader code and seed as the trainer's
+            return make_trainer(overrides, Path(tmp) / "stream").task.train_batches
 
         def run_bare() -> float:
             model = copy.deepcopy(probe.model).to(device)
             model.load_state_dict(init_state)
             optimizer = build_optimizer_from_config(probe.cfg.optimizer, model)
-            return bare_loop(model, optimizer, batches, device)
+            return bare_loop(model, optimizer, probe.task.loss, fresh_stream(), args.steps, device)
 
         run_ours(-1), run_bare()  # warm-up round (allocator, caches), discarded
         for r in range(args.rounds):

@@ -240,3 +240,46 @@ def test_a_varying_group_choice_names_the_rows(tmp_path):
     rows, _ = build_rows(runs)
     assert [r.label for r in rows] == ["adamw scheduler=constant", "adamw scheduler=cosine"]
     assert rows[0].stats["final"]["mean"] == pytest.approx(0.45)
+
+
+def _fake_runs(tmp_path, specs):
+    """Runs from (status, final_metric, reached, steps_to_target) tuples: one row, seeds 0.."""
+    from optbench.report.collect import Run
+
+    runs = []
+    for seed, (status, final, reached, steps) in enumerate(specs):
+        summary = {"status": status, "task": "t", "optimizer": "adamw", "metric": "acc", "mode": "max",
+                   "target": 0.5, "final_metric": final, "seed": seed, "reached": reached,
+                   "steps_to_target": steps, "time_to_target_s": steps}
+        runs.append(Run(path=tmp_path / str(seed), summary=summary,
+                        config={"optimizer.name": "adamw", "task.name": "t", "seed": seed}))
+    return runs
+
+
+def test_a_completed_run_ending_in_nan_is_counted_not_dropped(tmp_path):
+    from optbench.report.stats import build_rows
+    from optbench.report.tables import csv_text, markdown
+
+    rows, _ = build_rows(_fake_runs(tmp_path, [("completed", 0.6, True, 10), ("completed", 0.7, True, 20),
+                                               ("completed", math.nan, False, None)]))
+    final = rows[0].stats["final"]
+    assert final["n"] == 3 and final["nonfinite"] == 1 and math.isnan(final["mean"])  # not 0.65
+    assert math.isnan(rows[0].stats["p_beats_target"])
+    assert "NaN (1/3 runs NaN)" in markdown(rows)
+    line = csv_text(rows).splitlines()
+    assert line[1].split(",")[line[0].split(",").index("final_nonfinite")] == "1"
+    # without the NaN run the row is the plain mean
+    rows, _ = build_rows(_fake_runs(tmp_path, [("completed", 0.6, True, 10), ("completed", 0.7, True, 20)]))
+    assert rows[0].stats["final"]["mean"] == pytest.approx(0.65) and rows[0].stats["final"]["nonfinite"] == 0
+
+
+def test_a_run_that_diverged_after_the_target_is_a_miss_in_reached_and_the_median(tmp_path):
+    from optbench.report.stats import build_rows
+
+    specs = [("completed", 0.6, True, 10), ("diverged", None, True, 12), ("completed", 0.4, False, None)]
+    s = build_rows(_fake_runs(tmp_path, specs))[0][0].stats
+    # the diverged run reached 0.5 at step 12 and then blew up: not reached, inf in the median
+    assert s["reached"] == 1 and s["reached_fraction"] == pytest.approx(1 / 3)
+    assert s["steps_to_target"] == math.inf  # median of (10, inf, inf)
+    s = build_rows(_fake_runs(tmp_path, [("completed", 0.6, True, 10), ("diverged", None, True, 12)]))[0][0].stats
+    assert s["reached"] == 1 and s["steps_to_target"] == math.inf  # median of (10, inf)

@@ -36,15 +36,24 @@ CASES = [
     ("cosine_restarts", {"first_period": 0.1, "period_mult": 2.0, "min_ratio": 0.0},
      lambda t: cos_half(t / 100) if t < 100 else cos_half((t - 100) / 200) if t < 300
      else cos_half((t - 300) / 400) if t < 700 else cos_half((t - 700) / 800)),
-    ("onecycle", {"pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0},
+    # onecycle and wsd, end_at=after_run: the floor at step T (never trained)
+    ("onecycle", {"pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0, "end_at": "after_run"},
      lambda t: (1 - (1 - 0.1) * cos_half(t / 250)) if t < 250
      else 0.001 + (1 - 0.001) * cos_half((t - 250) / 750)),
-    ("wsd", {"decay_fraction": 0.2, "decay_shape": "linear"},
+    ("wsd", {"decay_fraction": 0.2, "decay_shape": "linear", "end_at": "after_run"},
      lambda t: 1.0 if t < 800 else 1 - (t - 800) / 200),
-    ("wsd", {"decay_fraction": 0.2, "decay_shape": "cosine", "min_ratio": 0.1},
+    ("wsd", {"decay_fraction": 0.2, "decay_shape": "cosine", "min_ratio": 0.1, "end_at": "after_run"},
      lambda t: 1.0 if t < 800 else 0.1 + 0.9 * cos_half((t - 800) / 200)),
-    ("wsd", {"decay_fraction": 0.5, "decay_shape": "1-sqrt"},
+    ("wsd", {"decay_fraction": 0.5, "decay_shape": "1-sqrt", "end_at": "after_run"},
      lambda t: 1.0 if t < 500 else 1 - math.sqrt((t - 500) / 500)),
+    # the default, end_at=last_step: the floor at the last trained step T - 1 (onecycle: torch's peak at pct T - 1)
+    ("onecycle", {"pct_start": 0.25, "div_factor": 10.0, "final_div_factor": 100.0},
+     lambda t: (1 - (1 - 0.1) * cos_half(t / 249)) if t < 249
+     else 0.001 + (1 - 0.001) * cos_half((t - 249) / 750)),
+    ("wsd", {"decay_fraction": 0.2, "decay_shape": "linear"},
+     lambda t: 1.0 if t < 800 else 1 - (t - 800) / 199),
+    ("wsd", {"decay_fraction": 0.5, "decay_shape": "1-sqrt", "min_ratio": 0.1},
+     lambda t: 1.0 if t < 500 else 0.1 + 0.9 * (1 - math.sqrt((t - 500) / 499))),
 ]
 
 
@@ -53,6 +62,37 @@ def test_schedule_matches_its_formula(name, kwargs, reference):
     f = build_schedule(name, T, **kwargs)
     for t in STEPS:
         assert f(t) == pytest.approx(reference(t), rel=1e-9, abs=1e-12), (name, t)
+
+
+@pytest.mark.parametrize("T_", [20, 37, 1000])
+@pytest.mark.parametrize("pct", [0.25, 0.3])
+def test_onecycle_is_torchs_onecyclelr_step_for_step(T_, pct):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=T_, pct_start=pct, div_factor=25.0,
+                                              final_div_factor=1e4)
+    f = build_schedule("onecycle", T_, pct_start=pct, div_factor=25.0, final_div_factor=1e4)
+    for t in range(T_):
+        assert f(t) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12), t
+        opt.step()
+        if t < T_ - 1:
+            ref.step()
+    assert f(T_ - 1) == pytest.approx(1 / (25 * 1e4))
+
+
+@pytest.mark.parametrize("T_", [10, 101, 1000])
+def test_wsd_end_conventions(T_):
+    last = build_schedule("wsd", T_, decay_fraction=0.3)
+    after = build_schedule("wsd", T_, decay_fraction=0.3, end_at="after_run")
+    assert last(T_ - 1) == 0.0 and last(T_ - 2) > 0      # the floor is trained, once
+    assert after(T_ - 1) > 0 and after(T_) == 0.0        # modded-nanogpt: the last trained step is above it
+
+
+def test_cosine_restarts_defaults_tile_the_run(make_cfg):
+    for T_ in (300, 1000, 7001):
+        cfg = make_cfg(["scheduler=cosine_restarts", f"trainer.max_steps={T_}"])
+        f = build_schedule_from_config(cfg.scheduler, T_)
+        assert f(T_ - 1) < 1e-3, (T_, f(T_ - 1))   # ends at the floor, not midway down a period
+    assert build_schedule("cosine_restarts", 700)(699) < 1e-3
 
 
 def test_every_schedule_is_tested_and_has_a_yaml():
@@ -87,7 +127,7 @@ def test_warmup_composes_with_any_schedule():
     # a fraction means the same thing
     g = build_schedule("wsd", T, warmup_fraction=0.1, decay_fraction=0.5)
     assert [g(t) for t in (0, 49, 99, 100, 549, 550, 775)] == pytest.approx(
-        [0.01, 0.5, 1.0, 1.0, 1.0, 1.0, 1 - 225 / 450])
+        [0.01, 0.5, 1.0, 1.0, 1.0, 1.0, 1 - 225 / 449])  # the cooldown ends at the last step, 449 after it starts
     # a schedule that does not start at 1 is ramped towards its own first value
     h = build_schedule("onecycle", T, warmup_steps=10, div_factor=4.0)
     assert h(4) == pytest.approx(0.5 * 0.25)
@@ -208,6 +248,8 @@ def test_momentum_schedule_in_the_loop(make_cfg, tmp_path):
     (["scheduler=wsd", "scheduler.decay_fraction=1.5"], "decay_fraction=1.5"),
     (["scheduler=wsd", "scheduler.decay_fraction=-0.1"], "decay_fraction=-0.1"),
     (["scheduler=wsd", "scheduler.decay_shape=square"], "valid choices: 1-sqrt, cosine, linear"),
+    (["scheduler=wsd", "scheduler.end_at=end"], "end_at='end' is invalid; valid choices: after_run, last_step"),
+    (["scheduler=onecycle", "scheduler.end_at=T"], "end_at='T' is invalid; valid choices: after_run, last_step"),
     (["scheduler=cosine", "+scheduler.gamma=0.5"], "unknown key(s) ['gamma'] for scheduler 'cosine'"),
     (["scheduler=plateau", "task.metric=null"], "needs an evaluation metric"),
     (["scheduler=plateau", "trainer.eval_every=1000", "trainer.max_steps=100"], "evaluates only at the end"),
@@ -244,8 +286,8 @@ def test_schedule_verb_plots_the_curve(tmp_path, data_root):
                      "scheduler.warmup_steps=100")
     assert r.returncode == 0, r.stderr
     assert f"wrote {out}" in r.stdout
-    # step 900: decay runs from 100 + 0.8 x 900 = 820 over 180 steps -> 1 - 80/180
-    assert "step     900  x0.5556" in r.stdout
+    # step 900: decay runs from 100 + 0.8 x 900 = 820 to the last step 999 (179 steps) -> 1 - 80/179
+    assert "step     900  x0.5531" in r.stdout and "step     999  x0  " in r.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -48,8 +48,8 @@ _entry("ademamix", PO, "pytorch_optimizer:AdEMAMix", "3x", "AdEMAMix, a mix of t
 _entry("lion", PO, "pytorch_optimizer:Lion", "1x", "Lion, evolved sign momentum (Chen et al. 2023)")
 _entry("signsgd", PO, "pytorch_optimizer:SignSGD", "0x", "signSGD (Bernstein et al. 2018)", fixed={"momentum": 0.0})
 _entry("signum", PO, "pytorch_optimizer:SignSGD", "1x", "Signum, signSGD with momentum (Bernstein et al. 2018)")
-_entry("lars", PO, "pytorch_optimizer:LARS", "1x", "LARS, layer-wise trust ratio (You et al. 2017)")
-_entry("lamb", PO, "pytorch_optimizer:Lamb", "2x", "LAMB, layer-wise Adam (You et al. 2020)")
+_entry("lars", OURS, "optbench.optim.lars:LARS", "1x", "LARS, layer-wise trust ratio (You et al. 2017)")
+_entry("lamb", OURS, "optbench.optim.lamb:Lamb", "2x", "LAMB, layer-wise Adam (You et al. 2020)")
 _entry("shampoo", PO, "pytorch_optimizer:Shampoo", "L+R",
        "Shampoo (Gupta et al. 2018): a preconditioner + its inverse root per tensor dimension")
 _entry("soap", PO, "pytorch_optimizer:SOAP", "2x+Q",

@@ -3,9 +3,12 @@
 Rules (DESIGN.md "Statistics in reports"):
 - metric mean ± std and a 95% t-interval over the runs that completed; diverged, failed and
   interrupted runs stay in the row as counts (and as misses below), never silently dropped;
-- steps/time to target: the median over ALL runs of the row, a run that never reached the
-  target (or did not complete) counting as infinity, so a median is finite only when more than
-  half the runs reached the target;
+  a completed run whose final metric is NaN/inf is counted too: the mean is then NaN and the
+  table says how many runs ended so;
+- reached / steps / time to target: a run reached the target only if it reached it AND
+  completed (one that diverged after the target is a miss in the count and in the median);
+  the median is over ALL runs of the row, a miss counting as infinity, so a median is finite
+  only when more than half the runs reached the target;
 - a one-sided t-test that the mean final metric beats the target (speedrun rule: p < 0.01);
 - speedup vs the baseline row = baseline median / row median (steps and train-clock time).
 """
@@ -96,10 +99,13 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Row]:
 
 
 def mean_std_ci(values: list[float], confidence: float = 0.95) -> dict:
-    x = np.asarray([v for v in values if finite(v)], dtype=float)
-    n = len(x)
-    out = {"n": n, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    if n == 0:
+    """Over the values given (None = no value recorded, left out); a NaN/inf value is counted in
+    n and `nonfinite`, and makes every statistic NaN rather than vanish from the mean."""
+    given = [v for v in values if v is not None]
+    x = np.asarray([v for v in given if finite(v)], dtype=float)
+    n, bad = len(given), len(given) - len(x)
+    out = {"n": n, "nonfinite": bad, "mean": math.nan, "std": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    if n == 0 or bad:
         return out
     out["mean"] = float(x.mean())
     if n >= 2:
@@ -122,12 +128,18 @@ def one_sided_p(values: list[float], target: float | None, mode: str) -> float:
     return float(sps.ttest_1samp(x, target, alternative=alternative).pvalue)
 
 
+def reached_target(run: Run) -> bool:
+    """The one rule for "reached" (the count and the median): reached it and completed, so a run
+    that diverged (or failed, or was interrupted) after the target is a miss in both."""
+    return run.status == "completed" and bool(run.summary.get("reached"))
+
+
 def median_to_target(runs: list[Run], field_: str) -> float:
     """Median over all runs; a run that missed the target (or did not complete) counts as inf."""
     values = []
     for r in runs:
         v = r.summary.get(field_)
-        ok = r.status == "completed" and r.summary.get("reached") and finite(v)
+        ok = reached_target(r) and finite(v)
         values.append(float(v) if ok else math.inf)
     return float(np.median(values)) if values else math.nan
 
@@ -137,7 +149,9 @@ def p_applies(runs: list[Run], completed: list[Run]) -> bool:
     hold (a t-test over the survivors would flatter the row). And a run stopped at the target ends
     with a final metric at or past it by construction, which the test would count as evidence."""
     stopped_at_target = any(r.summary.get("stop_reason") == "target reached" for r in runs)
-    return len(completed) == len(runs) and not stopped_at_target
+    nan_final = any(r.summary.get("final_metric") is not None and not finite(r.summary["final_metric"])
+                    for r in completed)  # a NaN cannot beat it
+    return len(completed) == len(runs) and not stopped_at_target and not nan_final
 
 
 def row_stats(row: Row) -> dict:
@@ -156,7 +170,7 @@ def row_stats(row: Row) -> dict:
         "failed": statuses.count("failed") + statuses.count("unreadable"),  # unreadable: a summary no one can trust
         "interrupted": statuses.count("interrupted") + statuses.count("running"),
         "final": mean_std_ci(final), "best": mean_std_ci(best),
-        "reached": sum(bool(r.summary.get("reached")) for r in runs),
+        "reached": sum(reached_target(r) for r in runs),
         "steps_to_target": median_to_target(runs, "steps_to_target"),
         "time_to_target_s": median_to_target(runs, "time_to_target_s"),
         "p_beats_target": one_sided_p(final, target, mode) if p_applies(runs, completed) else math.nan,

@@ -19,6 +19,8 @@ def _num(v, fmt: str = ".4f") -> str:
 
 
 def _pm(d: dict) -> str:
+    if d.get("nonfinite"):  # counted, not dropped: the mean of a row with a NaN run is NaN
+        return f"NaN ({d['nonfinite']}/{d['n']} runs NaN)"
     if d["n"] == 0:
         return "n/a"
     if d["n"] == 1:  # one run has no spread to show
@@ -67,8 +69,9 @@ def display_rows(rows) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
-NOTES = ("final/best: mean ± std over completed runs, 95% t-interval. steps/time→target: median over all "
-         "runs, a run that missed the target or did not complete counts as never reaching it (so a median is 'not "
+NOTES = ("final/best: mean ± std over completed runs, 95% t-interval; a completed run ending in NaN makes it NaN "
+         "(counted, not dropped). reached and steps/time→target: a run that missed the target or did not complete "
+         "(diverged after reaching it, too) counts as never reaching it; the median is over all runs (so a median is 'not "
          "reached' unless more than half the runs reached it); time is the train clock. p: one-sided t-test that the "
          "mean final metric beats the target (✓: p < 0.01, the speedrun rule); n/a when a run of the row diverged, "
          "failed or stopped at the target. speedup: baseline median / "
@@ -107,7 +110,11 @@ CSV_FIELDS = ["task", "label", "metric", "mode", "target", "runs", "seeds", "com
               "best_ci_low", "best_ci_high", "reached", "reached_fraction", "steps_to_target_median",
               "time_to_target_s_median", "p_beats_target", "baseline", "speedup_steps", "speedup_time",
               "throughput", "throughput_unit", "peak_memory_bytes", "optimizer_state_bytes", "train_time_s",
+<<<<<<< HEAD
               "steps", "lr", *CLAIM_FIELDS]
+=======
+              "steps", "lr", "final_nonfinite"]
+>>>>>>> h7
 
 
 def csv_text(rows) -> str:
@@ -120,6 +127,7 @@ def csv_text(rows) -> str:
         for part in ("final", "best"):
             for k in ("mean", "std", "ci_low", "ci_high"):
                 flat[f"{part}_{k}"] = s[part][k]
+        flat["final_nonfinite"] = s["final"]["nonfinite"]
         flat["seeds"] = " ".join(str(x) for x in s["seeds"])
         flat["steps_to_target_median"] = s["steps_to_target"]
         flat["time_to_target_s_median"] = s["time_to_target_s"]

@@ -10,7 +10,7 @@ import itertools
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 BN_RECOMPUTE_BATCHES = 50
 BN_RECOMPUTE_SEED = 10_000  # a data stream of its own, the same at every evaluation
@@ -27,18 +27,26 @@ class WarmupEMA:
     def current(self) -> float:
         return min(self.decay, (1 + self.count) / (10 + self.count))
 
-    def __call__(self, ema_params, params, num_averaged) -> None:
+    def next_decay(self) -> float:
+        """The decay of the next averaging update (after the first, which copies)."""
         self.count += 1
-        torch._foreach_lerp_(ema_params, params, 1 - self.current())
+        return self.current()
 
 
 class Averager:
+    """The averaged copy lives in a torch.optim.swa_utils.AveragedModel (its state_dict layout,
+    n_averaged included), but the update is ours: AveragedModel.update_parameters reads its
+    n_averaged device counter on the host twice per call (a device sync every step on a GPU).
+    Here the count is a Python int, and the arithmetic is the same as torch's EMA / SWA
+    functions (foreach lerp by 1 - decay or 1/(n+1); integer buffers as decay x a + (1-decay) x b),
+    so the averages are bit-identical to AveragedModel's."""
+
     def __init__(self, model: nn.Module, kind: str, ema_decay: float, start_step: int, every: int,
                  ema_warmup: bool = False):
         self.kind, self.start_step, self.every = kind, start_step, max(1, every)
+        self.ema_decay = ema_decay
         self.warmup = WarmupEMA(ema_decay) if kind == "ema" and ema_warmup else None
-        fn = (self.warmup or get_ema_multi_avg_fn(ema_decay)) if kind == "ema" else None
-        self.averaged = AveragedModel(model, multi_avg_fn=fn, use_buffers=(kind == "ema"))
+        self.averaged = AveragedModel(model, use_buffers=(kind == "ema"))
         self.model = model
         self.updates = 0
         self._bn_measured_at = -1
@@ -49,8 +57,35 @@ class Averager:
 
     def update(self, step: int) -> None:
         if step >= self.start_step and (step - self.start_step) % self.every == 0:
-            self.averaged.update_parameters(self.model)
+            self._average()
             self.updates += 1
+
+    @torch.no_grad()
+    def _average(self) -> None:
+        avg, use_buffers = self.averaged, self.kind == "ema"
+        mine = list(avg.module.parameters()) + (list(avg.module.buffers()) if use_buffers else [])
+        theirs = [t.detach() for t in itertools.chain(self.model.parameters(),
+                                                      self.model.buffers() if use_buffers else ())]
+        if self.updates == 0:  # the first update copies the weights
+            for a, b in zip(mine, theirs, strict=True):
+                a.copy_(b)
+        else:
+            if self.kind == "ema":
+                decay = self.warmup.next_decay() if self.warmup is not None else self.ema_decay
+                weight = 1 - decay
+            else:
+                decay, weight = None, 1 / (self.updates + 1)  # the running mean of updates + 1 snapshots
+            floats = [(a, b) for a, b in zip(mine, theirs, strict=True) if a.is_floating_point() or a.is_complex()]
+            if floats:
+                torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], weight)
+            for a, b in zip(mine, theirs, strict=True):
+                if not (a.is_floating_point() or a.is_complex()):
+                    # EMA: BN's num_batches_tracked, as torch does; SWA: an integer has no mean, it follows
+                    a.copy_(a * decay + b * (1 - decay) if decay is not None else b)
+        if not use_buffers:  # SWA keeps the buffers in step with the model (BN is re-measured for eval)
+            for a, b in zip(avg.module.buffers(), self.model.buffers(), strict=True):
+                a.copy_(b.detach())
+        avg.n_averaged.add_(1)  # kept for the state_dict layout; never read on the host
 
     def prepare_eval(self, task) -> nn.Module:
         module = self.averaged.module

@@ -38,8 +38,16 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # all devices
-    # set both ways: a multirun's jobs share the process, and one job's choice must not leak
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    set_deterministic(deterministic)
+
+
+def set_deterministic(deterministic: bool) -> None:
+    """Both ways: a multirun's jobs share the process, and one job's choice must not leak into the
+    next. torch.use_deterministic_algorithms imports dynamo/inductor (~1 s of every start), so it
+    is called only to turn the mode on, or off again after a job turned it on (the process's own
+    state says which)."""
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
 
 
@@ -145,17 +153,24 @@ class Trainer:
             loss = self.optimizer.step(closure)
         else:
             loss = self._forward_backward(micro_batches)
-            if self.t.grad_clip > 0 or want_grad_norm:
+            if self.t.grad_clip > 0:  # clipping is training: on the clock; the norm stays on the device
                 self.scaler.unscale_(self.optimizer)
                 params = [p for p in self.model.parameters() if p.grad is not None]
-                max_norm = self.t.grad_clip if self.t.grad_clip > 0 else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, self.t.grad_clip)
+            elif want_grad_norm:
+                self.scaler.unscale_(self.optimizer)  # the step would unscale anyway
+                with self.clock.paused():  # a measurement for the log: off the train clock
+                    grad_norm = self.measure_grad_norm()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.averager is not None:
             self.averager.update(self.step + 1)
         return loss, grad_norm
+
+    def measure_grad_norm(self) -> torch.Tensor:
+        """The total gradient norm (a device tensor), without clipping anything."""
+        return torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
@@ -275,7 +290,8 @@ class Trainer:
                 pending = None
                 self.set_lr(self.step)
                 log_now = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.max_steps or self.step == 0
-                loss, grad_norm = self.train_step(micro_batches, want_grad_norm=log_now)
+                # the grad norm is only for the log: not measured where nothing logs it (logger=none, other ranks)
+                loss, grad_norm = self.train_step(micro_batches, want_grad_norm=log_now and bool(self.sinks))
                 self.step += 1
                 self.loss_sum += loss
                 self.steps_since_log += 1
