@@ -209,7 +209,8 @@ def validate_task_config(cfg: DictConfig) -> None:
 
 
 # which model builders (a model yaml's `name`) each task kind can train
-MODEL_KINDS = {"image_classification": ("airbench", "cnn_small", "resnet18"), "language_model": ("gpt",)}
+MODEL_KINDS = {"image_classification": ("airbench", "cnn_small", "resnet18"),
+               "language_model": ("gpt", "gpt_track3")}
 
 
 def _validate_model_kind(cfg: DictConfig) -> None:
