@@ -125,14 +125,15 @@ def wsd(total_steps: int, decay_fraction: float = 0.2, decay_shape: str = "linea
     """Warmup-stable-decay: 1 until the last decay_fraction of the run, then a cooldown to the
     floor (warmup is the generic warmup). The speedrun "trapezoid" is wsd with linear decay."""
     shape = COOLDOWN_SHAPES[decay_shape]
-    decay_steps = decay_fraction * total_steps
-    start = total_steps - decay_steps
 
     def f(t: int) -> float:
-        if t < start or decay_steps <= 0:
+        # written as modded-nanogpt's set_hparams computes it, so the linear cooldown's multipliers
+        # are its values to the last bit: stable while t/T < 1 - d, then (1 - t/T) / d of it is left
+        progress = t / total_steps
+        if decay_fraction <= 0 or progress < 1 - decay_fraction:
             return 1.0
-        p = min((t - start) / decay_steps, 1.0)
-        return min_ratio + (1 - min_ratio) * shape(p)
+        left = max((1 - progress) / decay_fraction, 0.0)
+        return min_ratio + (1 - min_ratio) * (left if decay_shape == "linear" else shape(1 - left))
     return f
 
 
