@@ -205,6 +205,56 @@ def compare_schedule(path) -> dict:
     return {"steps": ref_T, "preset_steps": T, "lr_max_abs": lr_err, "momentum_max_abs": mu_err}
 
 
+def reference_hyperparameters(path) -> dict:
+    """{role: {lr, weight_decay[, betas, eps]}} from the reference's AdamW(...) and Muon(...) calls:
+    its AdamW groups are [embedding, output weight, all 1-D] in that order."""
+    out = {}
+    for node in _nodes(path):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("AdamW", "Muon")):
+            continue
+        kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in ("lr", "betas", "eps", "weight_decay")}
+        if node.func.id == "AdamW" and isinstance(node.args[0], ast.List):
+            for role, group in zip(("embedding", "head", "scalar"), node.args[0].elts):
+                pairs = [(k.arg, k.value) for k in group.keywords] if isinstance(group, ast.Call) \
+                    else [(k.value, v) for k, v in zip(group.keys, group.values)]  # dict(lr=...) or {"lr": ...}
+                lr = next(ast.literal_eval(v) for k, v in pairs if k == "lr")
+                out[role] = {"lr": float(lr), "weight_decay": kw["weight_decay"], "betas": tuple(kw["betas"]),
+                             "eps": kw["eps"]}
+        elif node.func.id == "Muon" and "lr" in kw:
+            out["matrix"] = {"lr": kw["lr"], "weight_decay": kw["weight_decay"]}
+    return out
+
+
+def compare_optimizer_groups(path) -> dict | str:
+    """Our optimizer's groups built from the preset (build_optimizer_from_config) on a small model:
+    per role lr, decay (and AdamW betas / eps) against the reference's constructor calls."""
+    from optbench.models.gpt_track3 import Track3GPT
+    from optbench.optim import build_optimizer_from_config
+
+    cfg = preset_config()
+    model = Track3GPT(vocab_size=64, n_layer=1, n_embd=128, max_seq_len=16)
+    note = ""
+    try:
+        opt = build_optimizer_from_config(cfg.optimizer, model)
+    except TypeError:  # a Muon without the C2 keys (before helper H2's muon.py is merged): compare the rest
+        from omegaconf import OmegaConf
+        block = OmegaConf.to_container(cfg.optimizer, resolve=True)
+        dropped = [k for k in ("momentum_form", "ns_norm", "ns_dtype", "scale_rule") if block.pop(k, None) is not None]
+        opt = build_optimizer_from_config(OmegaConf.create(block), model)
+        note = f" (this Muon lacks {', '.join(dropped)}: built without them)"
+    ref = reference_hyperparameters(path)
+    worst = 0.0
+    for g in opt.param_groups:
+        r = ref[g["role"]]
+        diffs = [abs(g["lr"] - r["lr"]), abs(g["weight_decay"] - r["weight_decay"])]
+        if g["role"] == "matrix":
+            diffs.append(abs(g["momentum"] - reference_muon_momentum(path)))
+        if "betas" in r:
+            diffs += [abs(a - b) for a, b in zip(g["betas"], r["betas"])] + [abs(g["eps"] - r["eps"])]
+        worst = max(worst, *diffs)
+    return {"roles": sorted({g["role"] for g in opt.param_groups}), "max_abs": worst, "note": note}
+
+
 # --------------------------------------------------------------------------- (c) the batches
 def compare_batches(path, steps: int = 300, seq_len: int = 32, rows: int = 32, mbs: int = 4) -> dict:
     """rows sequences of seq_len per step (the benchmark: 512 x 1024) in micro-batches of mbs rows
@@ -279,6 +329,13 @@ def main(reference_path) -> int:
     ok &= good
     print(f"(b) steps 0..{s['steps'] - 1} (preset max_steps {s['preset_steps']}): lr multiplier max abs diff "
           f"{s['lr_max_abs']:.3g}, momentum max abs diff {s['momentum_max_abs']:.3g}{'  ok' if good else '  FAIL'}")
+    g = compare_optimizer_groups(reference_path)
+    if isinstance(g, str):
+        print(f"(b) per-role lr / weight decay / betas / eps against the reference's constructors: {g}")
+    else:
+        ok &= g["max_abs"] == 0
+        print(f"(b) per-role lr / weight decay / Muon momentum / AdamW betas, eps ({', '.join(g['roles'])}) against the reference's "
+              f"constructors: max abs diff {g['max_abs']:.3g}{'  ok' if g['max_abs'] == 0 else '  FAIL'}{g['note']}")
     for world, r in compare_batches(reference_path).items():
         good = r["mismatched"] == 0
         ok &= good
