@@ -259,7 +259,7 @@ def compare_optimizer_groups(path) -> dict | str:
 def compare_batches(path, steps: int = 300, seq_len: int = 32, rows: int = 32, mbs: int = 4) -> dict:
     """rows sequences of seq_len per step (the benchmark: 512 x 1024) in micro-batches of mbs rows
     (the benchmark: 64); shard 0 ends exactly where the reference's rule moves on early."""
-    from optbench.data.token_loader import TokenLoader
+    from optbench.data.token_loader import TokenLoader, validation_tokens
     from optbench.data.token_shards import write_shard
 
     window = rows * seq_len
@@ -291,8 +291,21 @@ def compare_batches(path, steps: int = 300, seq_len: int = 32, rows: int = 32, m
                             torch.equal(a.long(), b.long()) and torch.equal(c.long(), e.long())
                             for (a, c), (b, e) in zip(micro, ref_micro))
                         mismatches += not same
+                # the validation set: the reference draws one batch of val_tokens from the val shard
+                # (each rank its contiguous share); ours is the first val_tokens + 1 tokens, in rows
+                val_tokens = 20 * window
+                write_shard(root / "fineweb_val_000000.bin", rng.integers(0, 50257, 3 * val_tokens))
+                ref_rows = []
+                for rank in range(world):
+                    ns = load_reference(path, DATA_DEFS, {"dist": FakeDist(rank, world)})
+                    vx, vy = next(ns["distributed_data_generator"]("fineweb_val_*.bin", val_tokens, seq_len))
+                    ref_rows.append((vx.long(), vy.long()))
+                val = torch.from_numpy(validation_tokens(root / "fineweb_val_000000.bin", val_tokens, seq_len))
+                ours_x, ours_y = val[:-1].view(-1, seq_len), val[1:].view(-1, seq_len)
+                val_same = torch.equal(torch.cat([r[0] for r in ref_rows]), ours_x) and \
+                    torch.equal(torch.cat([r[1] for r in ref_rows]), ours_y)
                 out[world] = {"steps_x_ranks": compared, "mismatched": mismatches,
-                              "last_shard": loader.shard}
+                              "last_shard": loader.shard, "val_equal": val_same}
         finally:
             os.chdir(cwd)
     return out
@@ -337,10 +350,11 @@ def main(reference_path) -> int:
         print(f"(b) per-role lr / weight decay / Muon momentum / AdamW betas, eps ({', '.join(g['roles'])}) against the reference's "
               f"constructors: max abs diff {g['max_abs']:.3g}{'  ok' if g['max_abs'] == 0 else '  FAIL'}{g['note']}")
     for world, r in compare_batches(reference_path).items():
-        good = r["mismatched"] == 0
+        good = r["mismatched"] == 0 and r["val_equal"]
         ok &= good
         print(f"(c) world size {world}: {r['steps_x_ranks']} (step, rank) batches compared, {r['mismatched']} "
-              f"differ; shards switched up to shard {r['last_shard']}{'  ok' if good else '  FAIL'}")
+              f"differ; shards switched up to shard {r['last_shard']}; validation tokens identical "
+              f"{r['val_equal']}{'  ok' if good else '  FAIL'}")
     e = compare_eval_steps(reference_path)
     ok &= e["equal"]
     print(f"(d) evaluation steps: reference {e['reference']}, ours {e['ours']}, identical {e['equal']} "
