@@ -212,14 +212,15 @@ def reference_hyperparameters(path) -> dict:
     for node in _nodes(path):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("AdamW", "Muon")):
             continue
-        kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in ("lr", "betas", "eps", "weight_decay")}
+        kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords
+              if k.arg in ("lr", "betas", "eps", "weight_decay", "fused")}
         if node.func.id == "AdamW" and isinstance(node.args[0], ast.List):
             for role, group in zip(("embedding", "head", "scalar"), node.args[0].elts):
                 pairs = [(k.arg, k.value) for k in group.keywords] if isinstance(group, ast.Call) \
                     else [(k.value, v) for k, v in zip(group.keys, group.values)]  # dict(lr=...) or {"lr": ...}
                 lr = next(ast.literal_eval(v) for k, v in pairs if k == "lr")
                 out[role] = {"lr": float(lr), "weight_decay": kw["weight_decay"], "betas": tuple(kw["betas"]),
-                             "eps": kw["eps"]}
+                             "eps": kw["eps"], "fused": bool(kw.get("fused", False))}
         elif node.func.id == "Muon" and "lr" in kw:
             out["matrix"] = {"lr": kw["lr"], "weight_decay": kw["weight_decay"]}
     return out
@@ -251,6 +252,7 @@ def compare_optimizer_groups(path) -> dict | str:
             diffs.append(abs(g["momentum"] - reference_muon_momentum(path)))
         if "betas" in r:
             diffs += [abs(a - b) for a, b in zip(g["betas"], r["betas"])] + [abs(g["eps"] - r["eps"])]
+            diffs.append(float(bool(g.get("fused")) != r["fused"]))  # the same AdamW kernel
         worst = max(worst, *diffs)
     return {"roles": sorted({g["role"] for g in opt.param_groups}), "max_abs": worst, "note": note}
 
@@ -347,7 +349,7 @@ def main(reference_path) -> int:
         print(f"(b) per-role lr / weight decay / betas / eps against the reference's constructors: {g}")
     else:
         ok &= g["max_abs"] == 0
-        print(f"(b) per-role lr / weight decay / Muon momentum / AdamW betas, eps ({', '.join(g['roles'])}) against the reference's "
+        print(f"(b) per-role lr / weight decay / Muon momentum / AdamW betas, eps, fused ({', '.join(g['roles'])}) against the reference's "
               f"constructors: max abs diff {g['max_abs']:.3g}{'  ok' if g['max_abs'] == 0 else '  FAIL'}{g['note']}")
     for world, r in compare_batches(reference_path).items():
         good = r["mismatched"] == 0 and r["val_equal"]

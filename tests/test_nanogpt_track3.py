@@ -149,7 +149,7 @@ def test_baseline_optimizer_block_is_result_36(make_cfg):
         ("muon", 0.025, 0.95, True, "lerp", [2, -1.5, 0.5], 12)
     assert (o.ns_norm, o.eps, o.ns_dtype, o.scale_rule, o.weight_decay) == ("add", 1e-7, "bf16", "original", 0.05)
     assert dict(o.fallback) == {"name": "adamw", "lr": 0.015, "betas": [0.8, 0.95], "eps": 1e-10,
-                                "weight_decay": 0.001}
+                                "weight_decay": 0.001, "fused": True}
     assert o.groups.embedding.lr == 0.7 and o.groups.head.lr == 0.004
     assert all(o.groups[r].weight_decay is True for r in ("matrix", "embedding", "head", "scalar"))
 
