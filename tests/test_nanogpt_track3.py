@@ -182,3 +182,19 @@ def test_trainer_init_from_loads_before_the_optimizer(make_cfg, tmp_path):
         assert torch.equal(a, b), n
     # the optimizer holds the loaded tensors themselves
     assert {id(p) for g in tr.optimizer.param_groups for p in g["params"]} == {id(p) for p in tr.model.parameters()}
+
+
+@needs_c2
+def test_small_cpu_form_trains(run_train):
+    summary, run_dir = run_train(["experiment=nanogpt_track3", "task=fineweb_synthetic", "model.n_layer=1",
+                                  "model.n_embd=128", "model.vocab_size=64", "task.seq_len=16", "task.val_tokens=1024",
+                                  "task.target=null", "trainer.max_steps=3", "trainer.batch_size=4",
+                                  "trainer.grad_accum=2", "trainer.compile=false", "trainer.device=cpu",
+                                  "trainer.log_every=1"])
+    assert summary["status"] == "completed" and summary["benchmark"] == "nanogpt_track3"
+    assert summary["loss_reduction"] == "sum"
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in lines if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [0, 3]
+    assert evals[0]["val_loss"] == pytest.approx(np.log(64), rel=1e-6)  # zero output projection: uniform
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
