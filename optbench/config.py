@@ -7,6 +7,8 @@ schedule, tasks.py its data. This module only ties them together and checks the 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import re
 from itertools import islice
 
@@ -188,11 +190,20 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
         value = OmegaConf.select(cfg, key)
         if int(value) != value:
             raise ConfigError(f"{key}={value!r} is invalid: must be a whole number")
+    late = t.get("eval_every_late")
+    if late is not None and (isinstance(late, bool) or not isinstance(late, int) or late < 1):
+        raise ConfigError(f"trainer.eval_every_late={late!r} is invalid: must be a whole number >= 1 (or null)")
+    frac = t.get("eval_late_fraction", 0.9)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+        raise ConfigError(f"trainer.eval_late_fraction={frac!r} is invalid: must be a number in [0, 1]")
+    init = t.get("init_from")
+    if init is not None and not Path(str(init)).is_file():
+        raise ConfigError(f"trainer.init_from={init!r} is not a file (a torch.save'd state_dict, or null)")
     _positive(cfg, "trainer.grad_clip", allow_zero=True)
     _positive(cfg, "trainer.checkpoint_every", allow_zero=True)
     _positive(cfg, "trainer.divergence_factor", allow_zero=True)
     for key in ("trainer.compile", "trainer.stop_at_target", "trainer.progress",
-                "trainer.deterministic", "trainer.save_final"):
+                "trainer.deterministic", "trainer.save_final", "trainer.eval_at_start"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):  # a string such as 'maybe' would count as true
             raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")

@@ -136,6 +136,14 @@ def wsd(total_steps: int, decay_fraction: float = 0.2, decay_shape: str = "linea
     span = _end_step(total_steps, end_at) - start
 
     def f(t: int) -> float:
+        if end_at == "after_run":
+            # written as modded-nanogpt's set_hparams computes it, so the linear cooldown's multipliers
+            # are its values to the last bit: stable while t/T < 1 - d, then (1 - t/T) / d of it is left
+            progress = t / total_steps
+            if decay_fraction <= 0 or progress < 1 - decay_fraction:
+                return 1.0
+            left = max((1 - progress) / decay_fraction, 0.0)
+            return min_ratio + (1 - min_ratio) * (left if decay_shape == "linear" else shape(1 - left))
         if t < start or decay_steps <= 0:
             return 1.0
         p = min((t - start) / span, 1.0) if span > 0 else 1.0

@@ -33,6 +33,13 @@ class Task:
     make_train_batches: Callable[[int], Iterator[list[Any]]] | None = None  # fresh stream (BN recompute)
     summary_extra: dict = field(default_factory=dict)
     flops_per_token: float | None = None
+    # mean: `loss` is the micro-batch's mean per-example loss; sum: its sum (task.loss_reduction)
+    loss_reduction: str = "mean"
+
+    @property
+    def examples_per_step(self) -> int:
+        """What a per-example loss averages over, per optimizer step, all ranks: tokens or samples."""
+        return self.tokens_per_step or self.samples_per_step
 
     def better(self, a: float, b: float | None) -> bool:
         return b is None or (a > b if self.mode == "max" else a < b)
@@ -47,6 +54,15 @@ def _dist_sum(values: torch.Tensor) -> torch.Tensor:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(values)
     return values
+
+
+LOSS_REDUCTIONS = ("mean", "sum")
+BENCHMARKS = ("nanogpt_track3", "airbench94", "airbench94_muon")
+
+
+def loss_reduction(cfg: DictConfig) -> str:
+    """task.loss_reduction: mean (default) or sum of the per-example losses over the global batch."""
+    return str(cfg.task.get("loss_reduction") or "mean")
 
 
 # --------------------------------------------------------------------------- image classification
@@ -147,10 +163,11 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
 
     loader = make_loader(cfg.seed)
     smoothing = float(cfg.task.get("label_smoothing", 0.0))
+    reduction = loss_reduction(cfg)
 
     def loss(model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x), y, label_smoothing=smoothing)
+        return F.cross_entropy(model(x), y, label_smoothing=smoothing, reduction=reduction)
 
     def evaluate(model: nn.Module) -> dict:
         kw = dict(mean=CIFAR_MEAN, std=CIFAR_STD, rank=rank, world_size=world_size,
@@ -166,7 +183,7 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
         evaluate=evaluate, metric=cfg.task.metric, mode=cfg.task.mode, target=cfg.task.target,
         samples_per_step=t.batch_size, state_dict=loader.state_dict,
         load_state_dict=loader.load_state_dict,
-        make_train_batches=lambda seed: make_loader(seed).global_batches(),
+        make_train_batches=lambda seed: make_loader(seed).global_batches(), loss_reduction=reduction,
         summary_extra={"train_images": len(train_x), "test_images": len(test_x),
                        "val_images": 0 if val_x is None else len(val_x)},
     )
@@ -199,6 +216,12 @@ def validate_task_config(cfg: DictConfig) -> None:
     target = t.get("target")
     if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)):
         raise ConfigError(f"task.target={target!r} is invalid: must be a number (or null for none)")
+    reduction = t.get("loss_reduction", "mean")
+    if reduction not in LOSS_REDUCTIONS:
+        raise ConfigError(f"task.loss_reduction={reduction!r} is invalid; valid choices: {', '.join(LOSS_REDUCTIONS)}")
+    bench = t.get("benchmark")
+    if bench is not None and bench not in BENCHMARKS:
+        raise ConfigError(f"task.benchmark={bench!r} is invalid; valid choices: null, {', '.join(BENCHMARKS)}")
     _validate_model_kind(cfg)
     if t.kind == "image_classification":
         _validate_image_data(cfg)
@@ -209,7 +232,8 @@ def validate_task_config(cfg: DictConfig) -> None:
 
 
 # which model builders (a model yaml's `name`) each task kind can train
-MODEL_KINDS = {"image_classification": ("airbench", "cnn_small", "resnet18"), "language_model": ("gpt",)}
+MODEL_KINDS = {"image_classification": ("airbench", "cnn_small", "resnet18"),
+               "language_model": ("gpt", "gpt_track3")}
 
 
 def _validate_model_kind(cfg: DictConfig) -> None:

@@ -109,13 +109,13 @@ def test_missing_fineweb_data_points_at_the_download_command(make_cfg, tmp_path)
 
 
 @pytest.mark.parametrize("experiment,optimizer,steps", [
-    ("nanogpt_speedrun", "muon", 3200), ("nanogpt_speedrun_adamw", "adamw", 9536), ("nanogpt_small", "adamw", 2000)])
+    ("nanogpt_modernarch", "muon", 3200), ("nanogpt_modernarch_adamw", "adamw", 9536), ("nanogpt_small", "adamw", 2000)])
 def test_presets_compose_with_the_fixed_protocol(make_cfg, experiment, optimizer, steps):
     cfg = make_cfg([f"experiment={experiment}"])
     assert cfg.optimizer.name == optimizer and cfg.trainer.max_steps == steps
     assert cfg.task.seq_len == 1024 and cfg.task.val_tokens == 10_485_760 and cfg.task.metric == "val_loss"
     tokens = cfg.trainer.batch_size * cfg.task.seq_len
-    if experiment.startswith("nanogpt_speedrun"):
+    if experiment.startswith("nanogpt_modernarch"):
         assert tokens == 524_288 and cfg.task.target == 3.28 and cfg.model.n_layer == 12
         assert cfg.model.n_embd == 768 and cfg.model.vocab_size == 50304
 

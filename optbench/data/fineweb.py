@@ -149,7 +149,8 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
     root, train_pattern, val_pattern, source = _shard_sources(cfg)
     train_shards = find_shards(root, train_pattern)
     val_shard = find_shards(root, val_pattern)[0]
-    loader = TokenLoader(train_shards, t.batch_size, seq_len, t.grad_accum, rank, world_size, device)
+    loader = TokenLoader(train_shards, t.batch_size, seq_len, t.grad_accum, rank, world_size, device,
+                         order=cfg.data.get("order", "interleaved"))
 
     val = validation_tokens(val_shard, val_tokens, seq_len)
     val_t = torch.from_numpy(val).to(device)
@@ -160,9 +161,12 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
     model = build_model(model_cfg)
     eval_batch = int(task.get("eval_batch_size", 32))
 
+    from optbench.tasks import loss_reduction
+    reduction = loss_reduction(cfg)  # sum: the modded-nanogpt benchmark's loss, summed over tokens
+
     def loss(model, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x).float().flatten(0, 1), y.flatten())
+        return F.cross_entropy(model(x).float().flatten(0, 1), y.flatten(), reduction=reduction)
 
     floor = source.entropy_rate() if source is not None else None
 
@@ -189,7 +193,7 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
         metric=task.metric, mode=task.mode, target=task.target,
         samples_per_step=t.batch_size, tokens_per_step=t.batch_size * seq_len,
         state_dict=loader.state_dict, load_state_dict=loader.load_state_dict,
-        summary_extra=extra, flops_per_token=flops,
+        summary_extra=extra, flops_per_token=flops, loss_reduction=reduction,
     )
 
 
@@ -211,6 +215,9 @@ def validate_language_model_config(cfg: DictConfig) -> None:
         raise ConfigError(f"task.val_tokens={val_tokens} is invalid: must be a multiple of "
                           f"task.seq_len={seq_len} (e.g. {max(1, val_tokens // seq_len) * seq_len})")
     _whole(cfg, "task.eval_batch_size")
+    from optbench.data.token_loader import ORDERS
+    if d.get("order", "interleaved") not in ORDERS:
+        raise ConfigError(f"data.order={d.get('order')!r} is invalid; valid choices: {', '.join(ORDERS)}")
     if m.get("name") == "gpt":
         for key, valid in (("positions", POSITIONS), ("norm", NORMS), ("mlp", MLPS)):
             if m.get(key) is not None and m.get(key) not in valid:

@@ -8,6 +8,14 @@ rank r's micro-batch j is slice j * world_size + r, so the ranks' slices are dis
 together cover the window. A step never straddles two shards: when the rest of a shard is too
 short it moves to the next one (and after the last, back to the first: a new epoch).
 The position (epoch, shard, offset) is the whole state, so a resumed run sees the same tokens.
+
+`order` says how a step's window is shared out:
+- interleaved (default): rank r's micro-batch j is slice j * world_size + r of the window.
+- modded_nanogpt: the NanoGPT speedrun's generator (records/track_3_optimization): rank r takes
+  the r-th contiguous 1/world_size of the window and cuts it into its grad_accum micro-batches in
+  order; a shard is left as soon as offset + window + 1 >= its length (one token earlier than
+  interleaved's rule). With the benchmark's 512 x 1024-token steps and 64-row micro-batches, this
+  is its batches token for token at any world size (1: 8 micro-steps; 8: one each).
 """
 from __future__ import annotations
 
@@ -19,6 +27,8 @@ import torch
 from optbench.data.token_shards import read_header, read_shard
 from optbench.errors import ConfigError
 
+ORDERS = ("interleaved", "modded_nanogpt")
+
 
 def _to_device(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
     t = torch.from_numpy(tokens.astype(np.int64))
@@ -29,7 +39,10 @@ def _to_device(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
 
 class TokenLoader:
     def __init__(self, shards: list[Path], batch_size: int, seq_len: int, grad_accum: int,
-                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"):
+                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
+                 order: str = "interleaved"):
+        if order not in ORDERS:
+            raise ConfigError(f"data.order={order!r} is invalid; valid choices: {', '.join(ORDERS)}")
         if batch_size % (grad_accum * world_size):
             raise ConfigError(f"trainer.batch_size={batch_size} is not divisible by grad_accum x world "
                               f"size = {grad_accum} x {world_size}")
@@ -37,12 +50,15 @@ class TokenLoader:
         self.batch_size, self.seq_len = batch_size, seq_len
         self.grad_accum, self.rank, self.world_size = grad_accum, rank, world_size
         self.micro_batch = batch_size // (grad_accum * world_size)
+        self.order = order
+        # the reference moves on when offset + window + 1 >= length, ours when it is > length
+        self._slack = 1 if order == "modded_nanogpt" else 0
         self.device = torch.device(device)
         self.window = batch_size * seq_len  # tokens per optimizer step (inputs; targets add one)
         self.lengths = [read_header(p) for p in self.shards]  # validates every header up front
-        if max(self.lengths) < self.window + 1:
-            raise ConfigError(f"no train shard holds one batch of {self.window + 1} tokens (batch_size "
-                              f"{batch_size} x seq_len {seq_len} + 1); largest shard: {max(self.lengths)} "
+        if max(self.lengths) < self.window + 1 + self._slack:
+            raise ConfigError(f"no train shard holds one batch of {self.window + 1 + self._slack} tokens (batch_size "
+                              f"{batch_size} x seq_len {seq_len} + {1 + self._slack}); largest shard: {max(self.lengths)} "
                               f"tokens in {self.shards[self.lengths.index(max(self.lengths))]}")
         self.epoch, self.shard, self.offset = 0, 0, 0
         self._tokens: np.ndarray | None = None
@@ -56,7 +72,7 @@ class TokenLoader:
         self.epoch, self.shard, self.offset = int(state["epoch"]), int(state["shard"]), int(state["offset"])
 
     def _advance_to_fitting_shard(self) -> None:
-        while self.offset + self.window + 1 > self.lengths[self.shard]:
+        while self.offset + self.window + 1 + self._slack > self.lengths[self.shard]:
             self.shard, self.offset = self.shard + 1, 0
             if self.shard == len(self.shards):
                 self.epoch, self.shard = self.epoch + 1, 0
@@ -78,6 +94,9 @@ class TokenLoader:
     def rank_slices(self) -> list[tuple[int, int]]:
         """[(start, stop)) token ranges, relative to the window, of this rank's micro-batch inputs."""
         per = self.micro_batch * self.seq_len
+        if self.order == "modded_nanogpt":
+            first = self.rank * self.grad_accum * per  # this rank's contiguous share of the window
+            return [(first + j * per, first + (j + 1) * per) for j in range(self.grad_accum)]
         return [((j * self.world_size + self.rank) * per, (j * self.world_size + self.rank + 1) * per)
                 for j in range(self.grad_accum)]
 

@@ -70,6 +70,9 @@ class Trainer:
         seed_everything(cfg.seed, self.t.deterministic)
 
         self.task: Task = build_task(cfg, self.device, self.dist.rank, self.dist.world_size)
+        if self.t.get("init_from"):  # after any data-dependent init (which it overrides), before the optimizer
+            from optbench.models import init_from
+            init_from(self.task.model, self.t.init_from)
         self.model = self.task.model.to(self.device)
         self.optimizer = build_optimizer_from_config(cfg.optimizer, self.model)
         # batch-size scaling (optimizer.lr_scaling): base_lr is the lr this run really uses
@@ -130,18 +133,27 @@ class Trainer:
         return mult
 
     def _forward_backward(self, micro_batches) -> torch.Tensor:
-        """Mean loss over the micro-batches; gradients accumulated for the whole step."""
+        """This rank's per-example mean loss over the micro-batches; gradients accumulated for the
+        whole step: of the global batch's mean loss (task.loss_reduction=mean), or of its sum over
+        every example of every micro-batch and rank (sum: task.loss returns micro-batch sums, and
+        DDP's average over the ranks is undone by scaling each rank's loss by the world size)."""
         total = None  # no zero tensor to allocate and add to on every step
         n = len(micro_batches)
+        summed = self.task.loss_reduction == "sum"
+        world = self.dist.world_size
         for i, batch in enumerate(micro_batches):
             sync = self.dist.enabled and i < n - 1
             ctx = self.train_model.no_sync() if sync and hasattr(self.train_model, "no_sync") \
                 else contextlib.nullcontext()
             with ctx:
                 with self.autocast():
-                    loss = self.task.loss(self.train_model, batch) / n
-                self.scaler.scale(loss).backward()
+                    loss = self.task.loss(self.train_model, batch)
+                    if not summed:
+                        loss = loss / n
+                self.scaler.scale(loss * world if summed and world > 1 else loss).backward()
             total = loss.detach() if total is None else total + loss.detach()
+        if summed:  # the logged train loss stays a per-example mean
+            total = total / (self.task.examples_per_step / world)
         return total
 
     def train_step(self, micro_batches, want_grad_norm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -283,6 +295,8 @@ class Trainer:
             first = next(self.task.train_batches)
             self.compile_warmup(first)
             pending = first
+            if self.step == 0 and self.eval_due(0):  # the initial weights' score (trainer.eval_at_start)
+                self.log({**self.progress_record("eval"), **self.evaluate()})
             self.model.train()
             self.clock.start()
             while self.step < t.max_steps:
@@ -316,7 +330,7 @@ class Trainer:
                     self.steps_since_log, last_log_time = 0, now
                     if self.diverged(loss_value):
                         break
-                if self.step % t.eval_every == 0 or self.step == t.max_steps:
+                if self.eval_due(self.step):
                     metrics = self.evaluate()
                     self.log({**self.progress_record("eval"), **metrics})
                     if t.stop_at_target and self.target_step is not None:
@@ -355,6 +369,12 @@ class Trainer:
         if self.status == "interrupted" and self._stop_signal is not None:
             self._pass_on_signal(previous_handlers)
         return summary
+
+    def eval_due(self, step: int) -> bool:
+        from optbench.train.cadence import eval_due
+        t = self.t
+        return eval_due(step, t.max_steps, t.eval_every, t.get("eval_every_late"), t.get("eval_late_fraction", 0.9),
+                        t.get("eval_at_start", False))
 
     def finished(self) -> bool:
         """Resumed from the final checkpoint of a run that has nothing left to do."""
@@ -430,6 +450,8 @@ class Trainer:
             "param_count": sum(p.numel() for p in self.model.parameters()),
             "optimizer_state_bytes": optimizer_state_bytes(self.optimizer),
             "batch_size": self.t.batch_size,
+            "benchmark": self.cfg.task.get("benchmark"),
+            "loss_reduction": self.task.loss_reduction,
             "environment": environment(self.device, self.dist.world_size),
             **self.task.summary_extra,
         }
