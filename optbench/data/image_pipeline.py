@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -67,9 +68,14 @@ class Normaliser:
 
 
 def reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """F.pad(x, (pad,) * 4, "reflect") as two index_selects: exact for every dtype and device."""
+    """F.pad(x, (pad,) * 4, "reflect"); where a dtype lacks that kernel, the same copy by two
+    index_selects (much slower for fp16 on a CPU)."""
     if pad <= 0:
         return x
+    try:
+        return F.pad(x, (pad,) * 4, mode="reflect")
+    except (RuntimeError, NotImplementedError):
+        pass
     h, w = x.shape[-2:]
     rows = _reflect(torch.arange(-pad, h + pad, device=x.device), h)
     cols = _reflect(torch.arange(-pad, w + pad, device=x.device), w)
