@@ -152,14 +152,16 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
                           f"in {d.root}; choose a batch size of at most {len(train_x)}")
     channels_last = bool(cfg.model.get("channels_last", False))
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True))
+    scheme, dtype = d.get("loader", "optbench"), input_dtype(cfg)
+    norm = Normaliser(CIFAR_MEAN, CIFAR_STD, device, dtype, style=scheme)   # made once, for eval too
     if hasattr(model, "init_from_data"):
         # data-dependent init (airbench's whitening layer): the same first training images every
         # run, independent of the seed, as airbench does (its first 5,000)
-        model.init_from_data(normalise(train_x[:5000], CIFAR_MEAN, CIFAR_STD))
+        # (data.loader=airbench: the same pixels as the reference's, normalised as it does)
+        model.init_from_data(norm(train_x[:5000]) if scheme == "airbench" else
+                             normalise(train_x[:5000], CIFAR_MEAN, CIFAR_STD))
     micro = t.batch_size // (t.grad_accum * world_size)
     aug = d.augment
-    scheme, dtype = d.get("loader", "optbench"), input_dtype(cfg)
-    norm = Normaliser(CIFAR_MEAN, CIFAR_STD, device, dtype, style=scheme)   # eval's, made once
 
     def make_loader(seed: int) -> DeviceImageLoader:
         return DeviceImageLoader(train_x, train_y, t.batch_size, micro, CIFAR_MEAN, CIFAR_STD,

@@ -165,3 +165,18 @@ def test_batches_and_evaluation_inputs_come_in_the_compute_dtype(make_cfg, cifar
         task.evaluate(task.model)
     handle.remove()
     assert set(seen) == {dtype}
+
+
+def test_airbench_loader_whitens_from_the_references_fp16_pixels(make_cfg, cifar_root):
+    from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, Normaliser
+    from optbench.models.cnn import AirbenchNet
+    from optbench.tasks import build_task
+
+    cfg = make_cfg(["task=cifar10", f"data.root={cifar_root}", "model.widths=[8,8,8]", "trainer.batch_size=32",
+                    "trainer.device=cpu", "trainer.amp=fp16", "data.loader=airbench"])
+    task = build_task(cfg, torch.device("cpu"))
+    train_x = read_cifar10(cfg.data.root).train_images
+    pixels = Normaliser(CIFAR_MEAN, CIFAR_STD, "cpu", torch.float16, style="airbench")(train_x[:5000])
+    ref = AirbenchNet(widths=(8, 8, 8))
+    ref.init_from_data(pixels)
+    assert torch.equal(task.model.whiten.weight, ref.whiten.weight)
