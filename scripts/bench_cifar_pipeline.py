@@ -10,7 +10,8 @@
     epoch) after a warm-up epoch, and the medians give the data time per batch and the ratio
     ours / airbench (also for our default "optbench" scheme, random flip per batch, same
     augmentation otherwise). The first-epoch set-up (normalise, pre-flip, pad) is timed apart. With the
-    same seed both streams are also checked to yield the same batches.
+    same seed both streams are also checked to yield the same batches (and legacy/airbench94.py's
+    loader, whose epoch logic is the same, against ours too).
 (2) --step: a training step of the airbench94 network on a ready batch, and pipeline time / step.
 
     .venv/bin/python scripts/bench_cifar_pipeline.py                       # batches 1024 and 2000
@@ -53,9 +54,9 @@ class _Normalize:
         return x.sub(mean).div(std)
 
 
-def load_reference_loader(reference: Path):
+def load_reference_loader(reference: Path, file: str = "airbench94_muon.py"):
     """airbench's CifarLoader class from its source, or None when the file is absent."""
-    src = reference / "airbench94_muon.py"
+    src = reference / file
     if not src.exists():
         return None
     tree = ast.parse(src.read_text())
@@ -152,7 +153,7 @@ def first_epoch_setup(make, device) -> float:
     return time.perf_counter() - start
 
 
-def streams_match(ref_cls, images_nhwc, images, labels, batch, device) -> bool:
+def streams_match(ref_cls, images_nhwc, images, labels, batch, device) -> bool | None:
     """Same seed, same draws: do the reference's and our batches agree bit for bit over two epochs?"""
     torch.manual_seed(0)
     if device.type == "cuda":
@@ -195,6 +196,8 @@ def compare(args, device) -> None:
                  "ours": statistics.median(first_epoch_setup(lambda: Ours(images, labels, batch, True), device)
                                            for _ in range(3))}
         same = streams_match(ref_cls, images_nhwc, images, labels, batch, device)
+        legacy_cls = load_reference_loader(Path(args.reference), "legacy/airbench94.py")
+        same_legacy = streams_match(legacy_cls, images_nhwc, images, labels, batch, device) if legacy_cls else "n/a"
         print(f"batch {batch} ({args.images // batch} batches/epoch):")
         for k, v in med.items():
             print(f"  {k:22s} {v * 1e3:8.3f} ms/batch  (rounds: {', '.join(f'{t * 1e3:.2f}' for t in times[k])})")
@@ -203,7 +206,8 @@ def compare(args, device) -> None:
               f"{med['ours, optbench scheme'] / med['airbench']:.3f} (optbench scheme: random flip per batch)"
               f"   target <= 1.0")
         print(f"  first-epoch set-up: airbench {setup['airbench'] * 1e3:.1f} ms, ours {setup['ours'] * 1e3:.1f} ms; "
-              f"same seed gives the same batches as airbench's stream: {same}")
+              f"same seed gives the same batches as airbench's stream: {same} "
+              f"(legacy/airbench94.py's loader: {same_legacy})")
 
 
 def step_share(args, device) -> None:
