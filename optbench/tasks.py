@@ -96,18 +96,21 @@ def tta_logits(model: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, mean, std,
                         batch_size: int = 1000, tta: int | bool = 0, rank: int = 0, world_size: int = 1,
-                        channels_last: bool = False) -> tuple[float, float]:
+                        channels_last: bool = False, normaliser=None) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of uint8 images, with test-time augmentation level `tta`
-    (see tta_logits). Ranks split the set and the sums are all-reduced."""
-    from optbench.data.image_pipeline import normalise
+    (see tta_logits). Ranks split the set and the sums are all-reduced. `normaliser` (an
+    image_pipeline.Normaliser, made once by the task) fixes the input dtype and formula; without
+    it one is made from mean/std once per call, never per batch."""
+    from optbench.data.image_pipeline import Normaliser
 
+    norm = normaliser or Normaliser(mean, std, images.device)
     level = tta_level(tta)
     correct = torch.zeros((), device=images.device, dtype=torch.float64)
     loss_sum = torch.zeros((), device=images.device, dtype=torch.float64)
     share = torch.arange(rank, len(images), world_size, device=images.device)
     for start in range(0, len(share), batch_size):
         idx = share[start:start + batch_size]
-        x = normalise(images[idx], mean, std)
+        x = norm(images[idx])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = tta_logits(model, x, level)
@@ -119,9 +122,26 @@ def evaluate_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Te
     return (totals[0] / n).item(), (totals[1] / n).item()
 
 
+# the dtype images are handed to the model in: its compute dtype
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+           "half": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+
+
+def input_dtype(cfg: DictConfig) -> torch.dtype:
+    """bf16/fp16 under trainer.amp, or the model's own dtype (model.dtype, for an fp16 model
+    as airbench's), else fp32: batches made in the dtype the first layer computes in spare a
+    cast pass per batch."""
+    from optbench.config import amp_mode
+
+    amp = amp_mode(cfg.trainer.get("amp", "off"))
+    if amp in _DTYPES:
+        return _DTYPES[amp]
+    return _DTYPES.get(str(cfg.model.get("dtype", "fp32")), torch.float32)
+
+
 def image_classification(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
     from optbench.data.cifar10 import read_cifar10
-    from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader, normalise
+    from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader, Normaliser, normalise
     from optbench.data.synthetic import ensure_synthetic_cifar10
     from optbench.models import build_model
 
@@ -148,10 +168,14 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
                           f"in {d.root}; choose a batch size of at most {len(train_x)}")
     channels_last = bool(cfg.model.get("channels_last", False))
     model = build_model(OmegaConf.to_container(cfg.model, resolve=True))
+    scheme, dtype = d.get("loader", "optbench"), input_dtype(cfg)
+    norm = Normaliser(CIFAR_MEAN, CIFAR_STD, device, dtype, style=scheme)   # made once, for eval too
     if hasattr(model, "init_from_data"):
         # data-dependent init (airbench's whitening layer): the same first training images every
         # run, independent of the seed, as airbench does (its first 5,000)
-        model.init_from_data(normalise(train_x[:5000], CIFAR_MEAN, CIFAR_STD))
+        # (data.loader=airbench: the same pixels as the reference's, normalised as it does)
+        model.init_from_data(norm(train_x[:5000]) if scheme == "airbench" else
+                             normalise(train_x[:5000], CIFAR_MEAN, CIFAR_STD))
     micro = t.batch_size // (t.grad_accum * world_size)
     aug = d.augment
 
@@ -159,7 +183,8 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
         return DeviceImageLoader(train_x, train_y, t.batch_size, micro, CIFAR_MEAN, CIFAR_STD,
                                  flip=aug.flip, alternating_flip=aug.alternating_flip,
                                  translate=aug.translate, cutout=aug.cutout, seed=seed,
-                                 rank=rank, world_size=world_size, channels_last=channels_last)
+                                 rank=rank, world_size=world_size, channels_last=channels_last,
+                                 dtype=dtype, scheme=scheme)
 
     loader = make_loader(cfg.seed)
     smoothing = float(cfg.task.get("label_smoothing", 0.0))
@@ -171,7 +196,8 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
 
     def evaluate(model: nn.Module) -> dict:
         kw = dict(mean=CIFAR_MEAN, std=CIFAR_STD, rank=rank, world_size=world_size,
-                  channels_last=channels_last, batch_size=int(cfg.task.get("eval_batch_size", 1000)))
+                  channels_last=channels_last, batch_size=int(cfg.task.get("eval_batch_size", 1000)),
+                  normaliser=norm)
         acc, nll = evaluate_classifier(model, test_x, test_y, tta=d.tta, **kw)
         out = {"test_acc": acc, "test_loss": nll}
         if val_x is not None:
@@ -264,6 +290,14 @@ def _validate_image_data(cfg: DictConfig) -> None:
         raise ConfigError(f"data.augment.translate={aug.translate} is invalid: must be in [0, 8] pixels")
     if not 0 <= aug.cutout <= 32:
         raise ConfigError(f"data.augment.cutout={aug.cutout} is invalid: must be in [0, 32] pixels")
+    from optbench.data.image_pipeline import LOADER_SCHEMES
+
+    scheme = d.get("loader", "optbench")
+    if scheme not in LOADER_SCHEMES:
+        raise ConfigError(f"data.loader={scheme!r} is invalid; valid choices: {', '.join(LOADER_SCHEMES)}")
+    if scheme == "airbench" and aug.cutout:
+        raise ConfigError(f"data.augment.cutout={aug.cutout} is invalid with data.loader=airbench: airbench "
+                          "has no cutout (use 0)")
     for key in ("flip", "alternating_flip"):
         if not isinstance(aug.get(key), bool):
             raise ConfigError(f"data.augment.{key}={aug.get(key)!r} is invalid: must be true or false")

@@ -75,12 +75,14 @@ def test_task_initialises_the_whitening_layer_from_training_images(make_cfg, cif
     ("data.augment.flip=2", r"data.augment.flip=2 is invalid: must be true or false"),
     ("data.tta=3", r"data.tta=3 is invalid; valid choices: 0 \(none\), 1 \(mirror\), 2"),
     ("task.label_smoothing=1.5", r"task.label_smoothing=1.5 is invalid"),
+    ("data.loader=torchvision", r"data.loader='torchvision' is invalid; valid choices: optbench, airbench"),
+    ("data.loader=airbench data.augment.cutout=8", r"data.augment.cutout=8 is invalid with data.loader=airbench"),
 ])
 def test_bad_augmentation_is_refused_before_training(make_cfg, override, message):
     from optbench.config import validate
 
     with pytest.raises(ConfigError, match=message):
-        validate(make_cfg([override]))
+        validate(make_cfg(override.split()))
 
 
 def test_missing_data_root_says_how_to_download(make_cfg, tmp_path):
@@ -142,3 +144,39 @@ def test_presets_compose_and_validate(make_cfg, data_root, preset, checks):
     epochs = cfg.trainer.max_steps * cfg.trainer.batch_size / 50_000
     assert {"cifar10_speedrun": 9.7, "cifar10_speedrun_muon": 8.0, "cifar10_resnet18": 199.7}[preset] == \
         pytest.approx(epochs, abs=0.1)
+
+
+@pytest.mark.parametrize("overrides, dtype", [
+    (["trainer.amp=bf16"], torch.bfloat16),
+    (["trainer.amp=fp16", "data.loader=airbench"], torch.float16),
+    (["data.loader=airbench"], torch.float32),
+])
+def test_batches_and_evaluation_inputs_come_in_the_compute_dtype(make_cfg, cifar_root, overrides, dtype):
+    from optbench.tasks import build_task, input_dtype
+
+    cfg = make_cfg(["task=cifar10", f"data.root={cifar_root}", *TINY, *overrides])
+    assert input_dtype(cfg) == dtype
+    task = build_task(cfg, torch.device("cpu"))
+    (x, y), = next(task.train_batches)
+    assert x.dtype == dtype and len(x) == 32
+    seen = []
+    handle = task.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype != torch.float32):
+        task.evaluate(task.model)
+    handle.remove()
+    assert set(seen) == {dtype}
+
+
+def test_airbench_loader_whitens_from_the_references_fp16_pixels(make_cfg, cifar_root):
+    from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, Normaliser
+    from optbench.models.cnn import AirbenchNet
+    from optbench.tasks import build_task
+
+    cfg = make_cfg(["task=cifar10", f"data.root={cifar_root}", "model.widths=[8,8,8]", "trainer.batch_size=32",
+                    "trainer.device=cpu", "trainer.amp=fp16", "data.loader=airbench"])
+    task = build_task(cfg, torch.device("cpu"))
+    train_x = read_cifar10(cfg.data.root).train_images
+    pixels = Normaliser(CIFAR_MEAN, CIFAR_STD, "cpu", torch.float16, style="airbench")(train_x[:5000])
+    ref = AirbenchNet(widths=(8, 8, 8))
+    ref.init_from_data(pixels)
+    assert torch.equal(task.model.whiten.weight, ref.whiten.weight)

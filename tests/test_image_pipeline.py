@@ -203,3 +203,134 @@ def test_evaluate_classifier_counts_correct_predictions():
     assert acc == pytest.approx(0.5)
     logp = torch.log_softmax(torch.tensor([5.0] + [0.0] * 9), 0)
     assert nll == pytest.approx(-(0.5 * logp[0] + 0.5 * logp[1]).item(), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- the airbench scheme
+def _airbench_transcription(images, labels, batch, seed, epochs, pad=2, dtype=torch.float16):
+    """airbench's CifarLoader (flip + translate), transcribed from its description: the set
+    normalised once as torchvision does on x / 255 in fp16; epoch 0 mirrors a random half
+    (rand < 0.5) and reflect-pads by `pad`; every epoch crops image i at its own (sy, sx) drawn
+    in [-pad, pad], mirrors ALL images on odd epochs, then cuts drop-last batches out of a fresh
+    permutation. One generator, in that draw order."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.tensor(MEAN).to(dtype).view(-1, 1, 1)
+    std = torch.tensor(STD).to(dtype).view(-1, 1, 1)
+    x = ((images.to(dtype) / 255) - mean) / std
+    n = len(x)
+    pre = torch.rand(n, generator=g) < 0.5
+    x = x.numpy() if dtype != torch.bfloat16 else x.float().numpy()
+    x = np.where(pre.numpy()[:, None, None, None], x[..., ::-1], x)
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    out = []
+    for epoch in range(epochs):
+        shifts = torch.randint(-pad, pad + 1, (n, 2), generator=g).numpy()
+        crops = np.stack([padded[i, :, pad + sy:pad + sy + 32, pad + sx:pad + sx + 32]
+                          for i, (sy, sx) in enumerate(shifts)])
+        if epoch % 2 == 1:
+            crops = crops[..., ::-1]
+        perm = torch.randperm(n, generator=g)
+        for b in range(n // batch):
+            idx = perm[b * batch:(b + 1) * batch]
+            out.append((torch.from_numpy(np.ascontiguousarray(crops[idx.numpy()])), labels[idx]))
+    return out
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_airbench_scheme_equals_a_transcription_of_its_loader(channels_last):
+    images = torch.randint(0, 256, (70, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (70,))
+    expected = _airbench_transcription(images, labels, batch=16, seed=4, epochs=3)   # 4 batches/epoch
+    loader = _loader(images, labels, global_batch=16, micro_batch=16, seed=4, flip=True, translate=2,
+                     dtype=torch.float16, scheme="airbench", channels_last=channels_last)
+    batches = loader.global_batches()
+    for want_x, want_y in expected:
+        (x, y), = next(batches)
+        assert x.dtype == torch.float16 and torch.equal(x, want_x) and torch.equal(y, want_y)
+        assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_airbench_scheme_resumes_bit_exactly_forward_and_backward():
+    images = torch.randint(0, 256, (60, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (60,))
+    kw = dict(global_batch=16, micro_batch=8, seed=9, dtype=torch.float16, scheme="airbench")
+    ref = _loader(images, labels, **kw).global_batches()
+    stream = [next(ref) for _ in range(12)]   # 3 steps per epoch: four epochs
+    resumed = _loader(images, labels, **kw)
+    for step in (7, 2):   # a fresh loader replays to epoch 2; the same one rewinds to epoch 0
+        resumed.load_state_dict({"epoch": step // 3, "position": step % 3})
+        it = resumed.global_batches()
+        for want in stream[step:step + 4]:
+            got = next(it)
+            assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
+
+
+def test_airbench_scheme_ranks_rebuild_the_global_batch():
+    images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (100,))
+    kw = dict(global_batch=32, seed=2, scheme="airbench")
+    (x, y), = next(_loader(images, labels, micro_batch=32, **kw).global_batches())
+    parts = [next(_loader(images, labels, micro_batch=16, rank=r, world_size=2, **kw).global_batches())[0]
+             for r in range(2)]
+    assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+
+
+def test_airbench_scheme_refuses_cutout_and_unknown_schemes():
+    images, labels = _identified_dataset(40)
+    with pytest.raises(ValueError, match="cutout=4 is invalid with the airbench loader"):
+        _loader(images, labels, cutout=4, scheme="airbench")
+    with pytest.raises(ValueError, match="scheme 'torchvision' is invalid; valid choices: optbench, airbench"):
+        _loader(images, labels, scheme="torchvision")
+
+
+# --------------------------------------------------------------------------- dtype, permutation, eval
+@pytest.mark.parametrize("scheme", ["optbench", "airbench"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_batches_come_in_the_requested_dtype(scheme, dtype):
+    images = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (40,))
+    (ref, _), = next(_loader(images, labels, scheme=scheme).global_batches())
+    (x, y), = next(_loader(images, labels, scheme=scheme, dtype=dtype).global_batches())
+    assert x.dtype == dtype and torch.equal(y, next(_loader(images, labels, scheme=scheme).global_batches())[0][1])
+    tol = {torch.float32: 1e-6, torch.bfloat16: 2e-2, torch.float16: 3e-3}[dtype]
+    assert torch.allclose(x.float(), ref, atol=tol, rtol=tol)
+
+
+def test_optbench_permutation_is_drawn_on_the_data_device_from_seed_and_epoch():
+    images, labels = _identified_dataset(64)
+    loader = _loader(images, labels, global_batch=64, micro_batch=64, seed=3, flip=False, translate=0)
+    batches = loader.global_batches()
+    for epoch in range(2):
+        (x, _), = next(batches)
+        g = torch.Generator(device=images.device).manual_seed(3 * 100_003 + epoch)
+        assert torch.equal(_indices_of(x), torch.randperm(64, generator=g, device=images.device))
+    assert loader._gen.device == images.device
+
+
+def test_optbench_scheme_is_translate_of_flip_then_normalise():
+    """The one-gather path gives exactly the composition of the separate augmentations."""
+    images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (50,))
+    loader = _loader(images, labels, global_batch=50, micro_batch=50, translate=3, flip=True)
+    idx = torch.randperm(50)
+    p = loader.draw_params(idx)
+    x, _ = loader.augment(idx, p)
+    assert torch.equal(x, normalise(translate(flip(images[idx], p.flip), p.dy, p.dx), MEAN, STD))
+
+
+def test_evaluation_normalises_with_tensors_made_once(monkeypatch):
+    from optbench.data.image_pipeline import Normaliser
+    from optbench.tasks import evaluate_classifier
+
+    images, labels = _identified_dataset(50)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    ref = evaluate_classifier(model, images, labels, MEAN, STD, batch_size=50)
+    made = []
+    monkeypatch.setattr(torch, "as_tensor", lambda *a, _f=torch.as_tensor, **k: made.append(1) or _f(*a, **k))
+    norm = Normaliser(MEAN, STD, images.device)
+    assert len(made) == 2
+    got = evaluate_classifier(model, images, labels, MEAN, STD, batch_size=8, normaliser=norm)   # 7 batches
+    assert len(made) == 2 and got == pytest.approx(ref)
+    evaluate_classifier(model, images, labels, MEAN, STD, batch_size=8)   # no normaliser: one per call
+    assert len(made) == 4
+    half = Normaliser(MEAN, STD, images.device, torch.float16, style="airbench")
+    assert half(images[:2]).dtype == torch.float16
