@@ -66,7 +66,8 @@ def test_bad_cadence_values_are_one_line(make_cfg):
 
 # --------------------------------------------------------------------------- the lr schedule
 def test_schedule_flat_then_linear_to_zero_over_the_last_70_percent():
-    f = build_schedule("wsd", 3250, decay_fraction=0.7, decay_shape="linear", min_ratio=0.0)
+    f = build_schedule("wsd", 3250, decay_fraction=0.7, decay_shape="linear", min_ratio=0.0,
+                       end_at="after_run")  # the reference's end convention
     assert f(0) == f(974) == f(975) == 1.0          # 975 = 0.3 x 3250: still the flat part
     assert f(976) == (1 - 976 / 3250) / 0.7         # then (1 - t/T) / 0.7, computed that way
     assert f(2000) == (1 - 2000 / 3250) / 0.7
