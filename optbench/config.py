@@ -13,7 +13,7 @@ from itertools import islice
 from omegaconf import DictConfig, OmegaConf
 
 from optbench import CONF_DIR
-from optbench.confdir import GROUPS, group_options
+from optbench.confdir import GROUPS, group_options, use_overrides, with_searchpath
 from optbench.errors import ConfigError, choices
 
 AMP_CHOICES = ("off", "bf16", "fp16")
@@ -37,10 +37,13 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException, MissingConfigException
 
+    # a user's config folders (hydra.searchpath, OPTBENCH_CONFIG_PATH) count for this command line's
+    # option lists (optimizer names in tune, lr-find, list) as they do for Hydra
+    use_overrides(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=overrides, return_hydra_config=True)
+            return hydra_compose("config", overrides=with_searchpath(overrides), return_hydra_config=True)
     except MissingConfigException as e:
         raise ConfigError(_missing_option_message(e, overrides)) from None
     except HydraException as e:
