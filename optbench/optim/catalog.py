@@ -12,6 +12,7 @@ import torch
 from optbench.errors import ConfigError
 from optbench.optim.registry import CODE_DEFAULTS, hyperparameters, register_factory
 
+
 def _lbfgs(cls, groups, hp):
     """L-BFGS keeps one flat history, so it takes exactly one parameter group."""
     mults = {g["lr"] for g in groups}  # lr_mult or an absolute lr: one value for all roles
@@ -21,26 +22,54 @@ def _lbfgs(cls, groups, hp):
     params = [p for g in groups for p in g["params"]]
     return cls([{"params": params, "role": "all", "lr": groups[0]["lr"]}], **hp)
 
+
 register_factory("one_group", _lbfgs)
+
 
 def _sf_wrap(cls, groups, hp):
     """Schedule-Free around any base optimizer (schedulefree.ScheduleFreeWrapper): `base` names the
     base optimizer, whose own yaml gives its defaults (`base_args` changes them); the groups carry
     this yaml's lr and weight decay (applied by the base at z) under the role policy."""
-    from optbench.optim.registry import OPTIMIZERS, can_be_inner, optimizer_defaults, spec_of
+    from schedulefree import ScheduleFreeWrapper
+
+    from optbench.optim.registry import sf_base_config, spec_of
 
     hp = dict(hp)
-    base_name, base_args = hp.pop("base"), dict(hp.pop("base_args", None) or {})
-    if base_name not in OPTIMIZERS or not can_be_inner(base_name):
-        valid = [n for n in OPTIMIZERS if can_be_inner(n)]
-        raise ConfigError(f"optimizer.base={base_name!r} is invalid; valid choices: {', '.join(valid)}")
-    base_cfg = {**optimizer_defaults(base_name), **base_args, "name": base_name}
+    base_name, base_args = hp.pop("base"), hp.pop("base_args", None)
+    base_cfg = sf_base_config(base_name, base_args)
     base_spec = spec_of(base_cfg, key="optimizer.base_args")
     base_hp = {k: v for k, v in hyperparameters(base_cfg).items() if k not in ("lr", "weight_decay")}
     base = base_spec.factory(groups, {**base_hp, "lr": hp.pop("lr"), "weight_decay": hp.pop("weight_decay", 0.0)})
+    if cls is ScheduleFreeWrapper:  # z apart from the base's state (see optbench/optim/schedule_free.py)
+        from optbench.optim.schedule_free import ScheduleFreeWrapped
+
+        cls = ScheduleFreeWrapped
     return cls(base, **hp)
 
+
 register_factory("sf_wrap", _sf_wrap)
+
+
+def _muon_family(cls, groups, hp):
+    """pytorch-optimizer's Muon kin (NorMuon, AdaMuon) carry their own AdamW for what is not a
+    hidden matrix and tell the two apart by a `use_muon` flag per group: the `matrix` role gets
+    the Muon update; the other roles the AdamW one, at `adamw_lr` / `adamw_wd` under the role policy."""
+    from optbench.optim.groups import group_lr, group_weight_decay
+
+    import inspect
+
+    own = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+    adamw_lr, adamw_wd = hp.get("adamw_lr", own.get("adamw_lr")), hp.get("adamw_wd", own.get("adamw_wd", 0.0))
+    for g in groups:
+        g["use_muon"] = g["role"] == "matrix"
+        if not g["use_muon"]:
+            g["lr"] = group_lr(g, adamw_lr)
+            g["weight_decay"] = group_weight_decay(g, adamw_wd)
+    return cls(groups, **hp)
+
+
+register_factory("muon_family", _muon_family)
+
 
 def _muon(groups, hp):
     """Muon on `matrix` groups; the fallback optimizer, with its own lr and weight decay scaled
@@ -60,8 +89,13 @@ def _muon(groups, hp):
     fb_hp = {k: v for k, v in fb_hp.items() if k not in ("lr", "weight_decay")}
     return Muon(groups, **hp, fallback=lambda gs: fb_spec.factory(gs, fb_hp))
 
+
 register_factory("muon", lambda cls, groups, hp: _muon(groups, hp))
+
+
 # what muon.yaml does not say itself (a yaml's own keys win)
+
+
 CODE_DEFAULTS["muon"] = {
     "target": "optbench.optim.muon.Muon", "factory": "muon", "source": "optbench", "state": "1x+fb",
     "description": "Muon (Jordan et al. 2024): Newton-Schulz orthogonalised momentum on matrices; "

@@ -208,6 +208,15 @@ def can_be_inner(name: str) -> bool:
     return not (callable(getattr(cls, "train", None)) and callable(getattr(cls, "eval", None)))
 
 
+def sf_base_config(base, base_args) -> dict:
+    """sf_wrap's base optimizer: its own yaml, changed by `base_args` (a custom base names its target there)."""
+    if base not in OPTIMIZERS or not can_be_inner(base):
+        valid = [n for n in OPTIMIZERS if can_be_inner(n)]
+        raise ConfigError(f"optimizer.base={base!r} is invalid; valid choices: {', '.join(valid)}")
+    own = {k: v for k, v in optimizer_defaults(base).items() if k not in META_KEYS}
+    return {**own, **as_dict(base_args or {}), "name": base}
+
+
 def switches_modes(optimizer) -> bool:
     """Schedule-Free optimizers train at y and evaluate at x: they refuse to step until train()."""
     return callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
@@ -297,6 +306,9 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         v = cfg.get(k) if k else None
         if v is not None and (not _number(v) or not 0 <= v < 1):
             raise ConfigError(f"{key}.{k}={v!r} is invalid: must be in [0, 1)")
+    if spec.factory_name == "sf_wrap":  # the base optimizer's values, at this lr
+        base_cfg = {**sf_base_config(cfg.get("base"), cfg.get("base_args")), "lr": lr}
+        validate_optimizer_config(base_cfg, key=f"{key}.base_args")
     if name == "muon":
         steps = cfg.get("ns_steps", 5)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
