@@ -47,6 +47,18 @@ def with_searchpath(overrides: list[str]) -> list[str]:
     return rest + ([f"{SEARCHPATH_KEY}=[{','.join(entries)}]"] if entries else [])
 
 
+# keys a yaml cannot list in advance: a custom fallback's or Schedule-Free base's class and arguments
+OPEN_KEYS = ("optimizer.fallback.target", "optimizer.base_args.")
+
+
+def open_keys(overrides: list[str]) -> list[str]:
+    """`optimizer.fallback.target=X` as `++optimizer.fallback.target=X` (add or override): Hydra's
+    struct mode refuses a key its yaml lacks, and these are the class and arguments of a user's own
+    optimizer inside a hybrid; every other key keeps Hydra's check."""
+    return [f"++{o}" if not o.startswith(("+", "~")) and o.split("=", 1)[0].startswith(OPEN_KEYS)
+            and "=" in o else o for o in overrides]
+
+
 def _parse_searchpath(overrides: list[str]) -> list[str]:
     out: list[str] = []
     for o in overrides:

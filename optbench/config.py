@@ -13,7 +13,7 @@ from itertools import islice
 from omegaconf import DictConfig, OmegaConf
 
 from optbench import CONF_DIR
-from optbench.confdir import GROUPS, group_options, use_overrides, with_searchpath
+from optbench.confdir import GROUPS, group_options, open_keys, use_overrides, with_searchpath
 from optbench.errors import ConfigError, choices
 
 AMP_CHOICES = ("off", "bf16", "fp16")
@@ -43,7 +43,8 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=with_searchpath(overrides), return_hydra_config=True)
+            return hydra_compose("config", overrides=open_keys(with_searchpath(overrides)),
+                                 return_hydra_config=True)
     except MissingConfigException as e:
         raise ConfigError(_missing_option_message(e, overrides)) from None
     except HydraException as e:

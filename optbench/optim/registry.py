@@ -273,7 +273,8 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         raise ConfigError(f"{key}.target={spec.target!r} is invalid: must be a torch.optim.Optimizer subclass")
     unknown = sorted(set(hyperparameters(cfg)) - {"name"} - set(spec.accepts))
     if unknown:
-        which = f"'{name}'" + (f" ({spec.target})" if spec.target != OPTIMIZERS[name].target else "")
+        which = f"'{name}'" + (f" ({spec.target})" if spec.target != OPTIMIZERS[name].target else "") + \
+            (f" in {key}" if key.endswith("base_args") else "")
         raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer {which}; "
                           f"valid: {', '.join(sorted(spec.accepts))}")
     for role, rule in (cfg.get("groups") or {}).items():
