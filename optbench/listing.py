@@ -43,17 +43,13 @@ def rows(kind: str) -> list[str]:
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(prog="optbench list", description=__doc__)
     parser.add_argument("what", nargs="?", choices=list(KINDS), help="default: all")
-    parser.add_argument("searchpath", nargs="?", metavar="hydra.searchpath=[file://DIR]",
-                        help="your config folders too (OPTBENCH_CONFIG_PATH adds them permanently)")
-    args = parser.parse_args(argv)
-    if args.searchpath:
-        from optbench.confdir import SEARCHPATH_KEY, use_overrides
-        from optbench.errors import ConfigError
+    parser.epilog = ("Your config folders too: hydra.searchpath=[file://DIR,...] (OPTBENCH_CONFIG_PATH adds them "
+                     "permanently).")
+    from optbench.confdir import SEARCHPATH_KEY, use_overrides
 
-        if args.searchpath.split("=", 1)[0] != SEARCHPATH_KEY:
-            raise ConfigError(f"optbench list: {args.searchpath!r} is invalid; valid: "
-                              f"{SEARCHPATH_KEY}=[file://DIR,...]")
-        use_overrides([args.searchpath])
+    use_overrides([a for a in argv if a.split("=", 1)[0] == SEARCHPATH_KEY])
+    rest = [a for a in argv if a.split("=", 1)[0] != SEARCHPATH_KEY]
+    args = parser.parse_args(rest)
     for kind in [args.what] if args.what else list(KINDS):
         print(f"{kind}:")
         print("\n".join(rows(kind)))

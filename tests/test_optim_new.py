@@ -297,6 +297,8 @@ def test_custom_as_muon_fallback(user_env):
                                                    "lr": 1e-3, "beta": 0.5})
     assert type(opt.fallback).__name__ == "SignMomentum"
     assert {g["beta"] for g in opt.fallback.param_groups} == {0.5}
+    wrapped = build_optimizer("sf_wrap", Net(), base="custom", base_args={"target": "user_opt.SignMomentum", "beta": 0.6})
+    assert type(wrapped.base).__name__ == "SignMomentum" and wrapped.param_groups[0]["beta"] == 0.6
     with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['bta'\] .*valid: beta, lr, weight_decay"):
         build_optimizer("muon", Net(), fallback={"name": "custom", "target": "user_opt.SignMomentum", "bta": 1})
 
@@ -345,6 +347,11 @@ def test_user_config_folder_makes_a_first_class_name(user_env, make_cfg, monkeyp
     grid, space = optimizer_space("signmom")
     assert grid[2] == 3e-3 and set(space) == {"lr", "beta"}
     assert any(r.split()[:3] == ["signmom", "user_opt", "1x"] for r in optimizer_rows())
+    from optbench.listing import main as list_main
+
+    compose([])
+    list_main(["optimizers", searchpath])  # `optbench list optimizers hydra.searchpath=[...]`
+    assert "signmom" in group_options("optimizer")
     # a sweep over it and a built-in composes and validates every value
     precheck([searchpath, "optimizer=signmom,adamw", "optimizer.lr=1e-3"], multirun=True)
     # the environment variable: a permanent folder, no override
