@@ -297,7 +297,8 @@ def test_custom_as_muon_fallback(user_env):
                                                    "lr": 1e-3, "beta": 0.5})
     assert type(opt.fallback).__name__ == "SignMomentum"
     assert {g["beta"] for g in opt.fallback.param_groups} == {0.5}
-    wrapped = build_optimizer("sf_wrap", Net(), base="custom", base_args={"target": "user_opt.SignMomentum", "beta": 0.6})
+    wrapped = build_optimizer("sf_wrap", Net(), base="custom",
+                              base_args={"target": "user_opt.SignMomentum", "beta": 0.6})
     assert type(wrapped.base).__name__ == "SignMomentum" and wrapped.param_groups[0]["beta"] == 0.6
     with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['bta'\] .*valid: beta, lr, weight_decay"):
         build_optimizer("muon", Net(), fallback={"name": "custom", "target": "user_opt.SignMomentum", "bta": 1})

@@ -7,9 +7,8 @@ Muon's hybrid with its fallback, L-BFGS's single group, Schedule-Free around any
 """
 from __future__ import annotations
 
-import torch
-
 from optbench.errors import ConfigError
+from optbench.optim.muon import Muon
 from optbench.optim.registry import CODE_DEFAULTS, hyperparameters, register_factory
 
 
@@ -75,7 +74,6 @@ def _muon(groups, hp):
     """Muon on `matrix` groups; the fallback optimizer, with its own lr and weight decay scaled
     by the same role policy, on the others."""
     from optbench.optim.groups import group_lr, group_weight_decay
-    from optbench.optim.muon import Muon
     from optbench.optim.registry import fallback_config, spec_of
 
     hp = dict(hp)
@@ -91,11 +89,7 @@ def _muon(groups, hp):
 
 
 register_factory("muon", lambda cls, groups, hp: _muon(groups, hp))
-
-
 # what muon.yaml does not say itself (a yaml's own keys win)
-
-
 CODE_DEFAULTS["muon"] = {
     "target": "optbench.optim.muon.Muon", "factory": "muon", "source": "optbench", "state": "1x+fb",
     "description": "Muon (Jordan et al. 2024): Newton-Schulz orthogonalised momentum on matrices; "
