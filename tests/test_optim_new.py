@@ -384,3 +384,18 @@ def test_sf_wrap_resumes_a_run_from_its_checkpoint(run_train, tmp_path, data_roo
     assert resumed["steps"] == 6
     # y -> x -> y at the checkpoint is a float round trip: equal to rounding, not bit for bit
     assert resumed["final_eval"]["test_loss"] == pytest.approx(full["final_eval"]["test_loss"], rel=1e-4)
+
+
+def test_a_user_yaml_with_a_bad_factory_or_target_is_one_line(user_env):
+    from optbench.config import precheck
+
+    _, conf = user_env
+    (conf / "optimizer" / "badfac.yaml").write_text(USER_YAML.replace("name: signmom", "name: badfac")
+                                                    .replace("source: user_opt", "factory: nope\nsource: user_opt"))
+    (conf / "optimizer" / "badtgt.yaml").write_text(USER_YAML.replace("name: signmom", "name: badtgt")
+                                                    .replace("user_opt.SignMomentum", "user_opt.Missing"))
+    searchpath = f"hydra.searchpath=[file://{conf}]"
+    with pytest.raises(ConfigError, match=r"^optimizer.factory='nope' is invalid; valid choices: .*muon"):
+        precheck([searchpath, "optimizer=badfac"])
+    with pytest.raises(ConfigError, match=r"^optimizer.target='user_opt.Missing': module 'user_opt' has no attribute"):
+        precheck([searchpath, "optimizer=badtgt"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -48,10 +48,6 @@ class OptimizerSpec:
     factory_name: str = "class"
     yaml_keys: frozenset = frozenset()  # the keys its yaml sets (a **kwargs constructor accepts these)
     key: str = "optimizer"          # where it sits in the config, for messages
-
-    @property
-    def cls(self):
-        return self.target
 
     @property
     def constructor(self) -> type:
@@ -99,10 +95,10 @@ def resolve_class(target, key: str = "optimizer.target"):
 def constructor_args(cls) -> tuple[frozenset, bool]:
     """The named hyperparameters a constructor takes, and whether it also takes **kwargs (which
     some libraries use for options of their own: pytorch-optimizer's `cautious`)."""
-    sig = inspect.signature(cls.__init__)
-    named = frozenset(n for n, p in sig.parameters.items()
-                      if n not in ("self", "params", "base") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
-    return named, any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # less self
+    # less the first argument: the parameters (or, for a wrapper such as Schedule-Free's, the base optimizer)
+    named = frozenset(p.name for p in params[1:] if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return named, any(p.kind == p.VAR_KEYWORD for p in params)
 
 
 def spec_from_yaml(name: str) -> OptimizerSpec:
@@ -269,6 +265,7 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         raise ConfigError(f"optimizer={name} needs the class: give {key}.target=<module.Class>, e.g. "
                           f"{key}.target=my_pkg.my_module.MyOptimizer")
     cls = spec.constructor  # an import failure is one line naming the module
+    spec.factory  # noqa: B018 -- an unknown `factory:` is one line too
     if spec.factory_name == "class" and not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(f"{key}.target={spec.target!r} is invalid: must be a torch.optim.Optimizer subclass")
     unknown = sorted(set(hyperparameters(cfg)) - {"name"} - set(spec.accepts))
