@@ -59,7 +59,9 @@ def _missing_option_message(e, overrides) -> str:
     path = (m.group(1) if m else missing).strip("/")
     group, _, option = path.rpartition("/")
     if group in GROUPS:
-        return f"unknown {group} '{option}'; valid choices: {choices(group_options(group))}"
+        hint = f"; your own class: optimizer=custom optimizer.target={option}" \
+            if group == "optimizer" and "." in option else ""
+        return f"unknown {group} '{option}'; valid choices: {choices(group_options(group))}{hint}"
     return str(e).splitlines()[0]
 
 
@@ -119,6 +121,12 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     """Compose and validate every job the command line describes; return the first config."""
     from hydra.errors import HydraException
 
+    for o in overrides:  # Hydra's spelling of a class: optbench's is optimizer.target (no instantiation)
+        key, _, value = o.lstrip("+~").partition("=")
+        if key.startswith("optimizer") and key.endswith("._target_"):
+            where = key[: -len("._target_")]
+            raise ConfigError(f"'{o}': optbench names the class with {where}.target, e.g. "
+                              f"optimizer=custom optimizer.target={value or 'my_pkg.my_module.MyOptimizer'}")
     try:
         variants = _sweep_variants(overrides)
     except HydraException as e:

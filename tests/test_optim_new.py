@@ -399,3 +399,16 @@ def test_a_user_yaml_with_a_bad_factory_or_target_is_one_line(user_env):
         precheck([searchpath, "optimizer=badfac"])
     with pytest.raises(ConfigError, match=r"^optimizer.target='user_opt.Missing': module 'user_opt' has no attribute"):
         precheck([searchpath, "optimizer=badtgt"])
+
+
+@pytest.mark.parametrize("override, line", [
+    ("optimizer=my_pkg.my_module.MyOpt", r"^unknown optimizer 'my_pkg.my_module.MyOpt'; valid choices: .*adamw.*; "
+                                         r"your own class: optimizer=custom optimizer.target=my_pkg.my_module.MyOpt$"),
+    ("+optimizer._target_=my_pkg.X", r"^'\+optimizer._target_=my_pkg.X': optbench names the class with "
+                                     r"optimizer.target, e.g. optimizer=custom optimizer.target=my_pkg.X$"),
+])
+def test_hydra_spellings_of_a_class_point_to_optimizer_target(override, line):
+    from optbench.config import precheck
+
+    with pytest.raises(ConfigError, match=line):
+        precheck([override])
