@@ -15,7 +15,7 @@ from itertools import islice
 from omegaconf import DictConfig, OmegaConf
 
 from optbench import CONF_DIR
-from optbench.confdir import GROUPS, group_options
+from optbench.confdir import GROUPS, group_options, open_keys, use_overrides, with_searchpath
 from optbench.errors import ConfigError, choices
 
 AMP_CHOICES = ("off", "bf16", "fp16")
@@ -39,10 +39,14 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException, MissingConfigException
 
+    # a user's config folders (hydra.searchpath, OPTBENCH_CONFIG_PATH) count for this command line's
+    # option lists (optimizer names in tune, lr-find, list) as they do for Hydra
+    use_overrides(overrides)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=overrides, return_hydra_config=True)
+            return hydra_compose("config", overrides=open_keys(with_searchpath(overrides)),
+                                 return_hydra_config=True)
     except MissingConfigException as e:
         raise ConfigError(_missing_option_message(e, overrides)) from None
     except HydraException as e:
@@ -57,7 +61,9 @@ def _missing_option_message(e, overrides) -> str:
     path = (m.group(1) if m else missing).strip("/")
     group, _, option = path.rpartition("/")
     if group in GROUPS:
-        return f"unknown {group} '{option}'; valid choices: {choices(group_options(group))}"
+        hint = f"; your own class: optimizer=custom optimizer.target={option}" \
+            if group == "optimizer" and "." in option else ""
+        return f"unknown {group} '{option}'; valid choices: {choices(group_options(group))}{hint}"
     return str(e).splitlines()[0]
 
 
@@ -117,6 +123,12 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     """Compose and validate every job the command line describes; return the first config."""
     from hydra.errors import HydraException
 
+    for o in overrides:  # Hydra's spelling of a class: optbench's is optimizer.target (no instantiation)
+        key, _, value = o.lstrip("+~").partition("=")
+        if key.startswith("optimizer") and key.endswith("._target_"):
+            where = key[: -len("._target_")]
+            raise ConfigError(f"'{o}': optbench names the class with {where}.target, e.g. "
+                              f"optimizer=custom optimizer.target={value or 'my_pkg.my_module.MyOptimizer'}")
     try:
         variants = _sweep_variants(overrides)
     except HydraException as e:

@@ -292,11 +292,17 @@ def parse_keys(pairs: list[str]) -> dict:
 
     settings = {**DEFAULTS, "function": None, "optimizer": None, "lr": None, "start": None,
                 "lr_by": {}, "steps_by": {}}
-    valid = ("function", "optimizer", "steps", "lr", "noise", "start", "tol", "seed")
+    valid = ("function", "optimizer", "steps", "lr", "noise", "start", "tol", "seed", "hydra.searchpath")
+    from optbench.confdir import SEARCHPATH_KEY, use_overrides
+
+    # your config folders' optimizers too (OPTBENCH_CONFIG_PATH adds them permanently)
+    use_overrides([p for p in pairs if p.split("=", 1)[0] == SEARCHPATH_KEY])
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"cannot parse '{pair}' (expected key=value); valid keys: {', '.join(valid)}")
         key, value = pair.split("=", 1)
+        if key == SEARCHPATH_KEY:
+            continue
         base, _, which = key.partition(".")
         if base not in valid or (which and base not in ("lr", "steps")):
             raise ConfigError(f"unknown key '{key}'; valid keys: {', '.join(valid)} (and lr.NAME, steps.NAME)")

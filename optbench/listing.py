@@ -9,22 +9,24 @@ KINDS = {"optimizers": "optimizer", "schedulers": "scheduler", "tasks": "task",
 
 
 def optimizer_rows() -> list[str]:
+    """Each optimizer yaml (conf/ and the user's config folders): name, source, state, defaults, and
+    what it is and where its class lives (the yaml's `description:` and `target:`)."""
     from optbench.optim import OPTIMIZERS
     from optbench.optim.registry import META_KEYS
 
-    rows = [f"  {'name':<12} {'source':<18} {'state':<6} key hyperparameters (defaults)"]
+    rows = [f"  {'name':<14} {'source':<18} {'state':<9} key hyperparameters (defaults)"]
     for name in group_options("optimizer"):
-        spec = OPTIMIZERS.get(name)
+        spec = OPTIMIZERS[name]
         cfg = load_option("optimizer", name)
         hp = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in META_KEYS)
-        source = spec.source if spec else "?"
-        state = spec.state if spec else "?"
-        rows.append(f"  {name:<12} {source:<18} {state:<6} {hp}")
-        rows.append(f"  {'':<12} {description('optimizer', name)}")
-    rows.append("  state = optimizer-state memory as a multiple of the parameters' bytes (Adam: 2x); "
-                "r+c: a row and a column vector per matrix; L+R: a preconditioner and its inverse root per "
-                "dimension; +Q: eigenbases per dimension; h: history_size; +fb: the fallback's state for "
-                "the non-matrix roles")
+        rows.append(f"  {name:<14} {spec.source:<18} {spec.state:<9} {hp}")
+        where = f"{spec.target}" if isinstance(spec.target, str) else "optimizer.target=<module.Class>"
+        rows.append(f"  {'':<14} {spec.description or description('optimizer', name)} [{where}]")
+    rows.append("  state = optimizer-state memory as a multiple of the parameters' bytes (Adam: 2x), measured in each "
+                "run's summary (optimizer_state_bytes); r+c: a row and a column vector per matrix; L+R: a "
+                "preconditioner and its inverse root per dimension; +Q: eigenbases or Kronecker factors per "
+                "dimension; +r: a vector per matrix row; h: history_size; +fb: the fallback's (AdamW's) state for "
+                "the non-matrix roles; +base: the base optimizer's")
     return rows
 
 
@@ -41,7 +43,13 @@ def rows(kind: str) -> list[str]:
 def main(argv: list[str]) -> None:
     parser = ArgumentParser(prog="optbench list", description=__doc__)
     parser.add_argument("what", nargs="?", choices=list(KINDS), help="default: all")
-    args = parser.parse_args(argv)
+    parser.epilog = ("Your config folders too: hydra.searchpath=[file://DIR,...] (OPTBENCH_CONFIG_PATH adds them "
+                     "permanently).")
+    from optbench.confdir import SEARCHPATH_KEY, use_overrides
+
+    use_overrides([a for a in argv if a.split("=", 1)[0] == SEARCHPATH_KEY])
+    rest = [a for a in argv if a.split("=", 1)[0] != SEARCHPATH_KEY]
+    args = parser.parse_args(rest)
     for kind in [args.what] if args.what else list(KINDS):
         print(f"{kind}:")
         print("\n".join(rows(kind)))

@@ -35,15 +35,15 @@ FINISHED = ("completed", "diverged")  # a rerun of either would give the same an
 
 # --------------------------------------------------------------------------- search spaces
 def optimizer_space(name: str) -> tuple[list[float], dict]:
-    """(lr_grid, search_space) from conf/optimizer/<name>.yaml."""
-    from optbench.confdir import group_options, load_option
+    """(lr_grid, search_space) from conf/optimizer/<name>.yaml (or the user's config folder's)."""
+    from optbench.confdir import group_options, load_option, option_path
 
     if name not in group_options("optimizer"):
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(group_options('optimizer'))}")
     cfg = load_option("optimizer", name)
     grid = [float(x) for x in (cfg.get("lr_grid") or [])]
     if not grid:
-        raise ConfigError(f"optimizer '{name}' has no lr_grid in conf/optimizer/{name}.yaml; add one to tune it")
+        raise ConfigError(f"optimizer '{name}' has no lr_grid in {option_path('optimizer', name)}; add one to tune it")
     space = {"lr": {"low": min(grid), "high": max(grid), "log": True}}
     for key, spec in (cfg.get("search_space") or {}).items():
         space[str(key)] = {"low": float(spec["low"]), "high": float(spec["high"]), "log": bool(spec.get("log", True))}

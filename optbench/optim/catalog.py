@@ -1,100 +1,84 @@
-"""Every optimizer by the name users know: where it comes from and what its state costs.
+"""The optimizers that are code: the factories a yaml names with `factory:`.
 
-Order of preference for a source (DESIGN.md): torch.optim, the authors' package (schedulefree),
-pytorch-optimizer, our own code (AdamX, Muon). `state` is the optimizer-state memory per
-parameter as a multiple of the parameters' own bytes ("2x" for Adam); see the test that measures
-it. Each yaml in conf/optimizer/ holds the defaults; this file holds no numbers of its own.
+Every library optimizer is data (conf/optimizer/<name>.yaml with `target:`, `source:`, `state:`,
+`description:` and the authors' defaults; DESIGN.md's order of preference for a source:
+torch.optim, the authors' package, pytorch-optimizer, our own code). What stays here is ours:
+Muon's hybrid with its fallback, L-BFGS's single group, Schedule-Free around any base optimizer.
 """
 from __future__ import annotations
 
-import torch
-
 from optbench.errors import ConfigError
-from optbench.optim.adamx import AdamX
 from optbench.optim.muon import Muon
-from optbench.optim.registry import OptimizerSpec, hyperparameters, register, resolve_class
+from optbench.optim.registry import CODE_DEFAULTS, hyperparameters, register_factory
 
 
-def _entry(name: str, source: str, cls, state: str, description: str, fixed: dict | None = None,
-           needs_closure: bool = False, factory=None) -> None:
-    fixed = fixed or {}
-
-    def build(groups, hp):
-        return resolve_class(cls)(groups, **{**hp, **fixed})
-
-    register(OptimizerSpec(name, source, factory or build, state, description, needs_closure,
-                           cls=cls, fixed=fixed))
-
-
-TORCH, SF, PO, OURS = "torch.optim", "schedulefree", "pytorch-optimizer", "optbench"
-
-_entry("sgd", TORCH, torch.optim.SGD, "0x", "stochastic gradient descent, no momentum")
-_entry("momentum", TORCH, torch.optim.SGD, "1x", "SGD with heavy-ball momentum (Polyak 1964)")
-_entry("nesterov", TORCH, torch.optim.SGD, "1x", "SGD with Nesterov momentum", fixed={"nesterov": True})
-_entry("adagrad", TORCH, torch.optim.Adagrad, "1x", "AdaGrad (Duchi et al. 2011)")
-_entry("rmsprop", TORCH, torch.optim.RMSprop, "1x", "RMSprop (Tieleman & Hinton 2012)")
-_entry("adam", TORCH, torch.optim.Adam, "2x", "Adam (Kingma & Ba 2015)")
-_entry("adamw", TORCH, torch.optim.AdamW, "2x", "Adam with decoupled weight decay (Loshchilov & Hutter)")
-_entry("amsgrad", TORCH, torch.optim.Adam, "3x", "AMSGrad (Reddi et al. 2018)", fixed={"amsgrad": True})
-_entry("adamx", OURS, AdamX, "3x", "AdamX, the AMSGrad fix of Phuong & Phong 2019")
-_entry("nadam", TORCH, torch.optim.NAdam, "2x", "Adam with Nesterov momentum (Dozat 2016)")
-_entry("adamax", TORCH, torch.optim.Adamax, "2x", "Adam with the infinity norm (Kingma & Ba 2015)")
-_entry("radam", TORCH, torch.optim.RAdam, "2x", "Rectified Adam (Liu et al. 2020)")
-_entry("adafactor", TORCH, torch.optim.Adafactor, "r+c",
-       "factored second moments (Shazeer & Stern 2018): rows + cols per matrix")
-_entry("yogi", PO, "pytorch_optimizer:Yogi", "2x", "Yogi (Zaheer et al. 2018)")
-_entry("adan", PO, "pytorch_optimizer:Adan", "4x", "Adan, adaptive Nesterov momentum (Xie et al. 2022)")
-_entry("ademamix", PO, "pytorch_optimizer:AdEMAMix", "3x", "AdEMAMix, a mix of two EMAs (Pagliardini et al. 2024)")
-_entry("lion", PO, "pytorch_optimizer:Lion", "1x", "Lion, evolved sign momentum (Chen et al. 2023)")
-_entry("signsgd", PO, "pytorch_optimizer:SignSGD", "0x", "signSGD (Bernstein et al. 2018)", fixed={"momentum": 0.0})
-_entry("signum", PO, "pytorch_optimizer:SignSGD", "1x", "Signum, signSGD with momentum (Bernstein et al. 2018)")
-_entry("lars", OURS, "optbench.optim.lars:LARS", "1x", "LARS, layer-wise trust ratio (You et al. 2017)")
-_entry("lamb", OURS, "optbench.optim.lamb:Lamb", "2x", "LAMB, layer-wise Adam (You et al. 2020)")
-_entry("shampoo", PO, "pytorch_optimizer:Shampoo", "L+R",
-       "Shampoo (Gupta et al. 2018): a preconditioner + its inverse root per tensor dimension")
-_entry("soap", PO, "pytorch_optimizer:SOAP", "2x+Q",
-       "SOAP, Adam in Shampoo's eigenbasis (Vyas et al. 2024): 2x + eigenbases per dimension")
-
-
-def _schedule_free(cls):
-    """Schedule-Free optimizers refuse to step until told they are in train mode; the loop then
-    switches them to eval mode (the averaged point x) around every evaluation."""
-    def build(groups, hp):
-        opt = resolve_class(cls)(groups, **hp)
-        opt.train()
-        return opt
-    return build
-
-
-_entry("sf_adamw", SF, "schedulefree:AdamWScheduleFree", "2x", "Schedule-Free AdamW (Defazio et al. 2024)",
-       factory=_schedule_free("schedulefree:AdamWScheduleFree"))
-_entry("sf_sgd", SF, "schedulefree:SGDScheduleFree", "1x", "Schedule-Free SGD (Defazio et al. 2024)",
-       factory=_schedule_free("schedulefree:SGDScheduleFree"))
-
-
-def _lbfgs(groups, hp):
+def _lbfgs(cls, groups, hp):
     """L-BFGS keeps one flat history, so it takes exactly one parameter group."""
     mults = {g["lr"] for g in groups}  # lr_mult or an absolute lr: one value for all roles
     if len(mults) > 1:
         raise ConfigError(f"optimizer=lbfgs takes one parameter group; optimizer.groups lr_mult (or lr) must "
                           f"give one lr for all roles, got {sorted(mults)}")
     params = [p for g in groups for p in g["params"]]
-    return torch.optim.LBFGS([{"params": params, "role": "all", "lr": groups[0]["lr"]}], **hp)
+    return cls([{"params": params, "role": "all", "lr": groups[0]["lr"]}], **hp)
 
 
-_entry("lbfgs", TORCH, torch.optim.LBFGS, "2hx", "L-BFGS (Liu & Nocedal 1989), h = history_size",
-       needs_closure=True, factory=_lbfgs)
+register_factory("one_group", _lbfgs)
+
+
+def _sf_wrap(cls, groups, hp):
+    """Schedule-Free around any base optimizer (schedulefree.ScheduleFreeWrapper): `base` names the
+    base optimizer, whose own yaml gives its defaults (`base_args` changes them); the groups carry
+    this yaml's lr and weight decay (applied by the base at z) under the role policy."""
+    from schedulefree import ScheduleFreeWrapper
+
+    from optbench.optim.registry import sf_base_config, spec_of
+
+    hp = dict(hp)
+    base_name, base_args = hp.pop("base"), hp.pop("base_args", None)
+    base_cfg = sf_base_config(base_name, base_args)
+    base_spec = spec_of(base_cfg, key="optimizer.base_args")
+    base_hp = {k: v for k, v in hyperparameters(base_cfg).items() if k not in ("lr", "weight_decay")}
+    base = base_spec.factory(groups, {**base_hp, "lr": hp.pop("lr"), "weight_decay": hp.pop("weight_decay", 0.0)})
+    if cls is ScheduleFreeWrapper:  # z apart from the base's state (see optbench/optim/schedule_free.py)
+        from optbench.optim.schedule_free import ScheduleFreeWrapped
+
+        cls = ScheduleFreeWrapped
+    return cls(base, **hp)
+
+
+register_factory("sf_wrap", _sf_wrap)
+
+
+def _muon_family(cls, groups, hp):
+    """pytorch-optimizer's Muon kin (NorMuon, AdaMuon) carry their own AdamW for what is not a
+    hidden matrix and tell the two apart by a `use_muon` flag per group: the `matrix` role gets
+    the Muon update; the other roles the AdamW one, at `adamw_lr` / `adamw_wd` under the role policy."""
+    from optbench.optim.groups import group_lr, group_weight_decay
+
+    import inspect
+
+    own = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+    adamw_lr, adamw_wd = hp.get("adamw_lr", own.get("adamw_lr")), hp.get("adamw_wd", own.get("adamw_wd", 0.0))
+    for g in groups:
+        g["use_muon"] = g["role"] == "matrix"
+        if not g["use_muon"]:
+            g["lr"] = group_lr(g, adamw_lr)
+            g["weight_decay"] = group_weight_decay(g, adamw_wd)
+    return cls(groups, **hp)
+
+
+register_factory("muon_family", _muon_family)
 
 
 def _muon(groups, hp):
     """Muon on `matrix` groups; the fallback optimizer, with its own lr and weight decay scaled
     by the same role policy, on the others."""
     from optbench.optim.groups import group_lr, group_weight_decay
-    from optbench.optim.registry import OPTIMIZERS, fallback_config
+    from optbench.optim.registry import fallback_config, spec_of
 
     hp = dict(hp)
     fb_cfg = fallback_config(hp.pop("fallback", None))
-    fb_spec = OPTIMIZERS[fb_cfg["name"]]
+    fb_spec = spec_of(fb_cfg, key="optimizer.fallback")  # a custom fallback brings its own target
     fb_hp = hyperparameters(fb_cfg)
     for g in groups:
         if g["role"] != "matrix":
@@ -104,6 +88,9 @@ def _muon(groups, hp):
     return Muon(groups, **hp, fallback=lambda gs: fb_spec.factory(gs, fb_hp))
 
 
-_entry("muon", OURS, Muon, "1x+fb",
-       "Muon (Jordan et al. 2024): Newton-Schulz orthogonalised momentum on matrices; "
-       "1x for matrices, the fallback's state for the rest", factory=_muon)
+register_factory("muon", lambda cls, groups, hp: _muon(groups, hp))
+# what muon.yaml does not say itself (a yaml's own keys win)
+CODE_DEFAULTS["muon"] = {
+    "target": "optbench.optim.muon.Muon", "factory": "muon", "source": "optbench", "state": "1x+fb",
+    "description": "Muon (Jordan et al. 2024): Newton-Schulz orthogonalised momentum on matrices; "
+                   "1x for matrices, the fallback's state for the rest"}

@@ -1,72 +1,156 @@
 """Where each optimizer comes from, and how a yaml becomes a ready optimizer.
 
-An entry is a name, its source (torch.optim / schedulefree / pytorch-optimizer / optbench),
-a factory taking role-tagged param groups plus the yaml's hyperparameters, and what its state
-costs per parameter. Adding an optimizer = one entry here + one yaml; the loop never changes.
+An optimizer is data: conf/optimizer/<name>.yaml (or the same file in a user's config folder)
+names its class by import path (`target: torch.optim.AdamW`), states where it comes from
+(`source:`), what its state costs per parameter (`state:`) and a one-line `description:`, and
+holds the authors' defaults. The class receives the role-tagged parameter groups and the yaml's
+other keys as constructor arguments. Code is only what is ours: a `factory:` a yaml names
+(catalog.py: Muon's hybrid, L-BFGS's single group, Schedule-Free around any base optimizer).
+`optimizer=custom optimizer.target=my_pkg.MyOptimizer` takes any class without a yaml of its own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
 
-from optbench.confdir import as_dict, group_options, load_option
+from optbench.confdir import as_dict, group_options, load_option, option_path
 from optbench.errors import ConfigError, choices
 from optbench.optim.groups import build_param_groups, check_rule
 
 # yaml keys that configure optbench, not the optimizer's constructor
 META_KEYS = {"name", "groups", "lr_grid", "lr_scaling", "reference_batch_size", "search_space",
-             "momentum_schedule"}
+             "momentum_schedule", "target", "factory", "source", "state", "description", "needs_closure"}
+
+# factory name -> build(cls, groups, hp); "class" calls the target class with the groups and hp
+FACTORIES: dict[str, Callable] = {}
+# what the code says about an optimizer of ours whose yaml does not (yet) say it itself
+CODE_DEFAULTS: dict[str, dict] = {}
+
+
+def register_factory(name: str, build: Callable) -> Callable:
+    FACTORIES[name] = build
+    return build
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
     name: str
     source: str
-    factory: Callable[[list[dict], dict], torch.optim.Optimizer]
     state: str                      # optimizer-state memory per parameter, e.g. "2x"
     description: str = ""
     needs_closure: bool = False     # step(closure) re-evaluates the loss (L-BFGS)
-    cls: type | str | None = None   # the class the factory builds, or "module:Class" imported on use
-    fixed: dict = field(default_factory=dict)  # constructor arguments the entry pins (nesterov=True)
-    extra: dict = field(default_factory=dict)
+    target: type | str | None = None  # the class, or its import path ("torch.optim.AdamW")
+    factory_name: str = "class"
+    yaml_keys: frozenset = frozenset()  # the keys its yaml sets (a **kwargs constructor accepts these)
+    key: str = "optimizer"          # where it sits in the config, for messages
 
     @property
     def constructor(self) -> type:
-        return resolve_class(self.cls)
+        return resolve_class(self.target, f"{self.key}.target")
+
+    @property
+    def factory(self) -> Callable[[list[dict], dict], torch.optim.Optimizer]:
+        if self.factory_name not in FACTORIES:
+            raise ConfigError(f"{self.key}.factory={self.factory_name!r} is invalid; valid choices: "
+                              f"{choices(FACTORIES)}")
+        return functools.partial(FACTORIES[self.factory_name], self.constructor)
 
     @property
     def accepts(self) -> frozenset:
-        """The constructor's named hyperparameters, less those the entry pins."""
-        return constructor_args(self.constructor) - set(self.fixed) if self.cls else frozenset()
+        """The constructor's named hyperparameters; with **kwargs (or a factory of ours that takes
+        keys of its own, e.g. sf_wrap's `base`) also the keys its yaml sets."""
+        if self.target is None:
+            return frozenset()
+        named, var_kw = constructor_args(self.constructor)
+        if var_kw or self.factory_name != "class":
+            named |= self.yaml_keys - META_KEYS
+        return frozenset(named)
 
 
-def resolve_class(cls: type | str) -> type:
-    """Libraries are imported when an optimizer is used, so `optbench list` and --help stay quick."""
-    if isinstance(cls, str):
-        import importlib
+def resolve_class(target, key: str = "optimizer.target"):
+    """A class from its import path (`pkg.module.Class`, or `pkg.module:Class`), imported on use so
+    `optbench list` and --help stay quick; a failure is one line naming the module."""
+    if not isinstance(target, str):
+        return target
+    import importlib
 
-        module, _, name = cls.partition(":")
-        return getattr(importlib.import_module(module), name)
-    return cls
-
-
-def constructor_args(cls) -> frozenset:
-    """The named hyperparameters a constructor takes (not **kwargs, which some libraries swallow)."""
-    import inspect
-
-    sig = inspect.signature(cls.__init__)
-    return frozenset(n for n, p in sig.parameters.items()
-                     if n not in ("self", "params") and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
-
-
-OPTIMIZERS: dict[str, OptimizerSpec] = {}
+    module, name = target.partition(":")[::2] if ":" in target else target.rpartition(".")[::2]
+    if not module or not name:
+        raise ConfigError(f"{key}={target!r} is invalid: give the class by import path, e.g. "
+                          f"{key}=my_pkg.my_module.MyOptimizer")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"{key}={target!r}: cannot import module '{module}' ({e}); is it on PYTHONPATH?") from None
+    if not hasattr(mod, name):
+        raise ConfigError(f"{key}={target!r}: module '{module}' has no attribute '{name}'")
+    return getattr(mod, name)
 
 
-def register(spec: OptimizerSpec) -> OptimizerSpec:
-    OPTIMIZERS[spec.name] = spec
-    return spec
+def constructor_args(cls) -> tuple[frozenset, bool]:
+    """The named hyperparameters a constructor takes, and whether it also takes **kwargs (which
+    some libraries use for options of their own: pytorch-optimizer's `cautious`)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # less self
+    # less the first argument: the parameters (or, for a wrapper such as Schedule-Free's, the base optimizer)
+    named = frozenset(p.name for p in params[1:] if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return named, any(p.kind == p.VAR_KEYWORD for p in params)
+
+
+def spec_from_yaml(name: str) -> OptimizerSpec:
+    cfg = {**CODE_DEFAULTS.get(name, {}), **load_option("optimizer", name)}
+    return OptimizerSpec(name=name, source=str(cfg.get("source", "?")), state=str(cfg.get("state", "?")),
+                         description=str(cfg.get("description", "")),
+                         needs_closure=bool(cfg.get("needs_closure", False)), target=cfg.get("target"),
+                         factory_name=str(cfg.get("factory") or "class"), yaml_keys=frozenset(cfg))
+
+
+class _Optimizers(Mapping):
+    """Every optimizer name in conf/optimizer/ and the user's config folders, read on use: the
+    names are the yaml files, so a new yaml is a new optimizer with no line of code."""
+
+    def __iter__(self):
+        return iter(group_options("optimizer"))
+
+    def __len__(self):
+        return len(group_options("optimizer"))
+
+    def __contains__(self, name):
+        return isinstance(name, str) and name in group_options("optimizer")
+
+    def __getitem__(self, name: str) -> OptimizerSpec:
+        if name not in self:
+            raise KeyError(name)
+        path = option_path("optimizer", name)
+        return _cached_spec(name, str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_spec(name: str, path: str, mtime: int) -> OptimizerSpec:
+    return spec_from_yaml(name)
+
+
+OPTIMIZERS: Mapping[str, OptimizerSpec] = _Optimizers()
+
+
+def spec_of(cfg, key: str = "optimizer") -> OptimizerSpec:
+    """The spec an `optimizer:` node describes: its yaml's, with the node's own `target` and
+    `factory` (`optimizer=custom optimizer.target=...`, or a built-in's class swapped)."""
+    cfg = as_dict(cfg)
+    name = cfg.get("name")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
+    spec = OPTIMIZERS[name]
+    changes = {"key": key}
+    if "target" in cfg and cfg["target"] != spec.target:
+        changes["target"] = cfg["target"]
+    if cfg.get("factory") and cfg["factory"] != spec.factory_name:
+        changes["factory_name"] = str(cfg["factory"])
+    return replace(spec, **changes)
 
 
 def optimizer_defaults(name: str) -> dict:
@@ -84,14 +168,15 @@ def fallback_config(fallback) -> dict:
     """A hybrid optimizer's `fallback:` block, completed by the fallback optimizer's own yaml."""
     fallback = as_dict(fallback or {"name": "adamw"})
     name = fallback.get("name")
-    if name in NOT_A_FALLBACK or name not in OPTIMIZERS:
-        valid = sorted(set(OPTIMIZERS) - NOT_A_FALLBACK)
+    if name not in OPTIMIZERS or not can_be_inner(name):
+        valid = [n for n in OPTIMIZERS if can_be_inner(n)]
         raise ConfigError(f"optimizer.fallback.name={name!r} is invalid; valid choices: {', '.join(valid)}")
     # `optimizer.fallback.name=lion` keeps the rest of the yaml's block: drop the values the user
     # did not change that the new fallback does not take (AdamW's eps for Lion, its two betas for Adan)
     yaml_block = as_dict(load_option("optimizer", "muon").get("fallback") or {})
-    accepts = OPTIMIZERS[name].accepts
     own = optimizer_defaults(name)
+    # a custom fallback's class is the block's own target (optimizer.fallback.target=...)
+    accepts = spec_of({**own, **fallback}, key="optimizer.fallback").accepts
 
     def fits(k, v) -> bool:  # AdamW's two betas do not fit Adan's three
         return k in accepts and not (isinstance(v, (list, tuple)) and isinstance(own.get(k), (list, tuple))
@@ -104,21 +189,59 @@ def fallback_config(fallback) -> dict:
     return cfg
 
 
-# a fallback lives inside the hybrid optimizer: no closure, no train/eval switching, no nesting
-NOT_A_FALLBACK = {"muon", "lbfgs", "sf_adamw", "sf_sgd"}
+def can_be_inner(name: str) -> bool:
+    """A fallback (or Schedule-Free's base) lives inside another optimizer: a plain class, with no
+    closure, no train/eval switching and no factory of its own (no nesting)."""
+    spec = OPTIMIZERS[name]
+    if spec.factory_name != "class" or spec.needs_closure:
+        return False
+    if spec.target is None:  # custom: its class is given with the block
+        return True
+    try:
+        cls = spec.constructor
+    except ConfigError:
+        return False
+    return not (callable(getattr(cls, "train", None)) and callable(getattr(cls, "eval", None)))
+
+
+def sf_base_config(base, base_args) -> dict:
+    """sf_wrap's base optimizer: its own yaml, changed by `base_args` (a custom base names its target there)."""
+    if base not in OPTIMIZERS or not can_be_inner(base):
+        valid = [n for n in OPTIMIZERS if can_be_inner(n)]
+        raise ConfigError(f"optimizer.base={base!r} is invalid; valid choices: {', '.join(valid)}")
+    own = {k: v for k, v in optimizer_defaults(base).items() if k not in META_KEYS}
+    return {**own, **as_dict(base_args or {}), "name": base}
+
+
+def switches_modes(optimizer) -> bool:
+    """Schedule-Free optimizers train at y and evaluate at x: they refuse to step until train()."""
+    return callable(getattr(optimizer, "train", None)) and callable(getattr(optimizer, "eval", None))
+
+
+def build_with_class(cls, groups: list[dict], hp: dict):
+    """The default factory: the class itself, with the role-tagged groups and the yaml's values."""
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"optimizer.target={_path(cls)} is invalid: must be a torch.optim.Optimizer subclass")
+    return cls(groups, **hp)
+
+
+register_factory("class", build_with_class)
+
+
+def _path(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}" if hasattr(cls, "__qualname__") else repr(cls)
 
 
 def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The trainer's path: an `optimizer:` config node -> a ready optimizer."""
     cfg = as_dict(cfg)
-    name = cfg["name"]
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
-    spec = OPTIMIZERS[name]
+    spec = spec_of(cfg)
     hp = hyperparameters(cfg)
     groups = build_param_groups(model, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
                                 policy=cfg.get("groups"))
     opt = spec.factory(groups, hp)
+    if switches_modes(opt):  # the loop switches to eval() around evaluations, and back
+        opt.train()
     opt.optbench_spec = spec
     return opt
 
@@ -126,12 +249,7 @@ def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Opti
 def build_optimizer(name: str, model: torch.nn.Module, **overrides) -> torch.optim.Optimizer:
     """The Python entry point: the yaml's defaults, changed by `overrides`, same as the CLI."""
     cfg = optimizer_defaults(name)
-    unknown = set(overrides) - set(cfg) - set(OPTIMIZERS[name].accepts)
-    if unknown:
-        valid = sorted((set(cfg) | set(OPTIMIZERS[name].accepts)) - {"name"})
-        raise ConfigError(f"unknown hyperparameter(s) {sorted(unknown)} for optimizer '{name}'; "
-                          f"valid: {', '.join(valid)}")
-    cfg.update(overrides)
+    cfg.update(overrides)  # a key the constructor does not take is refused by the validation
     validate_optimizer_config(cfg)
     return build_optimizer_from_config(cfg, model)
 
@@ -142,10 +260,19 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
     name = cfg.get("name")
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
-    spec = OPTIMIZERS[name]
+    spec = spec_of(cfg, key)
+    if spec.target is None:
+        raise ConfigError(f"optimizer={name} needs the class: give {key}.target=<module.Class>, e.g. "
+                          f"{key}.target=my_pkg.my_module.MyOptimizer")
+    cls = spec.constructor  # an import failure is one line naming the module
+    spec.factory  # noqa: B018 -- an unknown `factory:` is one line too
+    if spec.factory_name == "class" and not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(f"{key}.target={spec.target!r} is invalid: must be a torch.optim.Optimizer subclass")
     unknown = sorted(set(hyperparameters(cfg)) - {"name"} - set(spec.accepts))
     if unknown:
-        raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer '{name}'; "
+        which = f"'{name}'" + (f" ({spec.target})" if spec.target != OPTIMIZERS[name].target else "") + \
+            (f" in {key}" if key.endswith("base_args") else "")
+        raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer {which}; "
                           f"valid: {', '.join(sorted(spec.accepts))}")
     for role, rule in (cfg.get("groups") or {}).items():
         check_rule(rule, role)
@@ -177,6 +304,9 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         v = cfg.get(k) if k else None
         if v is not None and (not _number(v) or not 0 <= v < 1):
             raise ConfigError(f"{key}.{k}={v!r} is invalid: must be in [0, 1)")
+    if spec.factory_name == "sf_wrap":  # the base optimizer's values, at this lr
+        base_cfg = {**sf_base_config(cfg.get("base"), cfg.get("base_args")), "lr": lr}
+        validate_optimizer_config(base_cfg, key=f"{key}.base_args")
     if name == "muon":
         steps = cfg.get("ns_steps", 5)
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:

@@ -74,6 +74,11 @@ def main(argv: list[str]) -> None:
         from optbench.train.launch import maybe_relaunch_under_torchrun
 
         maybe_relaunch_under_torchrun(cfg, argv)
-    sys.argv = ["optbench train", *argv]
+    from optbench.confdir import SEARCHPATH_KEY, open_keys, searchpath_entries, with_searchpath
+
+    if searchpath_entries(overrides):  # OPTBENCH_CONFIG_PATH's folders join the command line's
+        given = [a for a in argv if a.lstrip("+").split("=", 1)[0] == SEARCHPATH_KEY]
+        argv = [a for a in argv if a not in given] + with_searchpath(given)
+    sys.argv = ["optbench train", *open_keys(argv)]
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     _hydra_entry()
