@@ -136,6 +136,32 @@ def wsd(total_steps: int, decay_fraction: float = 0.2, decay_shape: str = "linea
     return f
 
 
+def piecewise_linear(total_steps: int, points=((0.0, 1.0), (1.0, 0.0))) -> Schedule:
+    """Linear between knots [position, multiplier]; a knot at position f (a fraction of the run)
+    sits at step int(f x T) (floor, as airbench94's `int(total_train_steps * 0.23)`); before the
+    first and after the last knot the multiplier holds. Between knots (s0, a) and (s1, b) the value
+    is a (1 - p) + b p with p = (t - s0) / (s1 - s0): airbench94's get_lr, float for float, is
+    points [[0, 0.2], [0.23, 1.0], [1.0, 0.07]]."""
+    knots = [(int(f * total_steps), float(v)) for f, v in points]
+
+    def f(t: int) -> float:
+        if t < knots[0][0]:
+            return knots[0][1]
+        for (s0, a), (s1, b) in zip(knots, knots[1:]):
+            if t < s1:
+                return _between((s0, a), (s1, b), t)
+        return knots[-1][1]
+    return f
+
+
+def _between(k0, k1, t: int) -> float:
+    (s0, a), (s1, b) = k0, k1
+    if s1 == s0:
+        return b
+    p = (t - s0) / (s1 - s0)
+    return a * (1 - p) + b * p
+
+
 class Plateau:
     """Reduce on plateau, driven by the evaluation metric: the trainer calls `observe(value)`
     after each evaluation. The bookkeeping is torch's ReduceLROnPlateau, run on a stand-in
@@ -166,6 +192,7 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "constant": constant, "step": step, "multistep": multistep, "exponential": exponential,
     "inverse_time": inverse_time, "inverse_sqrt": inverse_sqrt, "poly": poly, "cosine": cosine,
     "cosine_restarts": cosine_restarts, "onecycle": onecycle, "wsd": wsd, "plateau": Plateau,
+    "piecewise_linear": piecewise_linear,
 }
 WARMUP_KEYS = ("warmup_steps", "warmup_fraction")
 
@@ -271,6 +298,8 @@ def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eva
         ms = c.get("milestones", [])
         if not isinstance(ms, (list, tuple)) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in ms):
             raise ConfigError(f"scheduler.milestones={ms!r} is invalid: must be a list of fractions of the run in (0, 1)")
+    if name == "piecewise_linear":
+        _check_points(c.get("points", [[0.0, 1.0], [1.0, 0.0]]))
     if name == "wsd" and c.get("decay_shape", "linear") not in COOLDOWN_SHAPES:
         raise ConfigError(f"scheduler.decay_shape={c['decay_shape']!r} is invalid; "
                           f"valid choices: {choices(COOLDOWN_SHAPES)}")
@@ -283,6 +312,22 @@ def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eva
         if eval_every is not None and eval_every >= total_steps:
             raise ConfigError(f"scheduler=plateau reacts to evaluations, but trainer.eval_every={eval_every} "
                               f">= trainer.max_steps={total_steps} evaluates only at the end; lower trainer.eval_every")
+
+
+def _check_points(points) -> None:
+    bad = ConfigError(f"scheduler.points={points!r} is invalid: must be a list of [position, multiplier] "
+                      "pairs, positions fractions of the run in [0, 1], increasing, multipliers >= 0, "
+                      "e.g. [[0, 0.2], [0.23, 1.0], [1.0, 0.07]]")
+    if not isinstance(points, (list, tuple)) or not points:
+        raise bad
+    last = -1.0
+    for pt in points:
+        if not isinstance(pt, (list, tuple)) or len(pt) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pt):
+            raise bad
+        if not 0 <= pt[0] <= 1 or pt[0] <= last or pt[1] < 0:
+            raise bad
+        last = pt[0]
 
 
 # --------------------------------------------------------------------------- batch-size scaling
