@@ -13,6 +13,7 @@ the max over tensors) of:
   - the whitening init from the same images (their init vs our init_from_data);
   - logits in train and eval mode and the gradients of the same loss (sum, label smoothing 0.2),
     our net starting from their state_dict via init_from (bound 1e-5);
+  - TTA level 2: their infer() against our tta_logits on the same net;
   - the lr of every parameter group at every step, the whitening bias's trained/frozen steps, and
     for airbench94 the Lookahead decay at every step and one Lookahead update on the same weights.
 The optimizer steps themselves (Muon, SGD) are compared by scripts/check_reference.py's optimizer part.
@@ -223,6 +224,19 @@ def _forward_checks(rep: Report, ref_net, ours, ref_forward, names: dict, images
     rep.line("BatchNorm running statistics after the train pass", max(stats), BOUND)
 
 
+def _tta_check(rep: Report, ns: dict, ours: nn.Module, images: torch.Tensor) -> None:
+    """Their infer(model, loader, tta_level=2) against our tta_logits on the same net and images."""
+    from optbench.tasks import tta_logits
+
+    loader = types.SimpleNamespace(images=images[:16].contiguous(memory_format=torch.channels_last),
+                                   normalize=lambda x: x)
+    theirs = ns["infer"](ours, loader, tta_level=2)
+    ours.eval()
+    with torch.no_grad():
+        mine = tta_logits(ours, loader.images, 2)
+    rep.line("TTA level 2 logits (their infer vs our tta_logits)", rel_err(mine, theirs), BOUND)
+
+
 def _key_map(ours: nn.Module, ref_state: dict) -> dict:
     """our name -> their name (through our translate_state_dict)."""
     translated = ours.translate_state_dict({k: k for k in ref_state})
@@ -233,7 +247,8 @@ def check_legacy(path: Path, rep: Report) -> None:
     print(f"airbench94 vs {path}")
     tree = _source(path)
     ns = _exec_defs(tree, {"hyp", "Flatten", "Mul", "BatchNorm", "Conv", "ConvGroup", "make_net", "get_patches",
-                           "get_whitening_parameters", "init_whitening_conv", "LookaheadState"}, _base_namespace())
+                           "get_whitening_parameters", "init_whitening_conv", "LookaheadState", "infer"},
+                    _base_namespace())
     torch.manual_seed(1)
     with _cpu_float32():
         ref_net = ns["make_net"]()   # channels_last, as the script (and our preset's model)
@@ -249,6 +264,7 @@ def check_legacy(path: Path, rep: Report) -> None:
     how = _load_into(ours, state)
     print(f"  (their state_dict loaded with {how})")
     _forward_checks(rep, ref_net, ours, ref_net, _key_map(ours, state), images)
+    _tta_check(rep, ns, ours, images)
 
     # main()'s hyperparameter arithmetic, lr schedule, lookahead schedule and whitening-bias freeze
     main = _main_of(tree)
@@ -321,7 +337,7 @@ def _bias_trained(course, opt, steps: int) -> list[bool]:
 def check_muon(path: Path, rep: Report) -> None:
     print(f"airbench94_muon vs {path}")
     tree = _source(path)
-    ns = _exec_defs(tree, {"BatchNorm", "Conv", "ConvGroup", "CifarNet"}, _base_namespace())
+    ns = _exec_defs(tree, {"BatchNorm", "Conv", "ConvGroup", "CifarNet", "infer"}, _base_namespace())
     torch.manual_seed(1)
     with _cpu_float32():
         ref_net = ns["CifarNet"]().to(memory_format=torch.channels_last)   # as the script's __main__
@@ -338,6 +354,7 @@ def check_muon(path: Path, rep: Report) -> None:
     how = _load_into(ours, state)
     print(f"  (their state_dict loaded with {how})")
     _forward_checks(rep, ref_net, ours, lambda x: ref_net(x, whiten_bias_grad=True), _key_map(ours, state), images)
+    _tta_check(rep, ns, ours, images)
 
     main = _main_of(tree)
     ns.update(model=ref_net)
