@@ -234,3 +234,25 @@ def test_a_frozen_group_stops_moving_in_the_loop(make_cfg, tmp_path):
         seen.append(bias.detach().clone())
     assert not torch.equal(seen[0], seen[1])                       # steps 0, 1 train it
     assert torch.equal(seen[1], seen[2]) and torch.equal(seen[2], seen[3])   # frozen after 2 steps
+
+
+def test_airbench94_resumes_exactly_across_lookahead_and_the_freeze(run_train, tmp_path):
+    """Resumed at step 6 of 8: the Lookahead slow copy (updated at step 5, final update at 8) and the
+    whitening-bias freeze (from step 7) come back, so the final weights equal an uninterrupted run's."""
+    import shutil
+
+    from optbench.train import checkpoint as ckpt
+
+    base = ["experiment=airbench94", *AIRBENCH_TINY, f"data.root={tmp_path / 'syn'}", "trainer.max_steps=8",
+            "trainer.eval_every=4", "optimizer.groups.whiten_bias.freeze_after_steps=7", "trainer.save_final=true"]
+    whole, whole_dir = run_train([*base], tmp_path / "whole")
+    _, with_ckpt = run_train([*base, "trainer.checkpoint_every=3"], tmp_path / "with_ckpt")
+    step6 = tmp_path / "step6.pt"
+    shutil.copy(ckpt.previous_path(with_ckpt), step6)   # checkpoints at 3, 6 and the final one at 8
+    assert ckpt.read_checkpoint(step6, torch.device("cpu"))["bookkeeping"]["step"] == 6
+    resumed, resumed_dir = run_train([*base, f"trainer.resume={step6}"], tmp_path / "resumed")
+    assert resumed["steps"] == 8 and resumed["final_eval"] == whole["final_eval"]
+    ours = ckpt.read_checkpoint(ckpt.checkpoint_path(resumed_dir), torch.device("cpu"))["model"]
+    theirs = ckpt.read_checkpoint(ckpt.checkpoint_path(whole_dir), torch.device("cpu"))["model"]
+    for name, tensor in theirs.items():
+        assert torch.equal(ours[name], tensor), name
