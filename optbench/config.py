@@ -21,7 +21,8 @@ from optbench.errors import ConfigError, choices
 AMP_CHOICES = ("off", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOGGER_CHOICES = ("none", "jsonl", "wandb")
-AVERAGING_CHOICES = ("none", "ema", "swa")
+AVERAGING_CHOICES = ("none", "ema", "swa", "lookahead")
+CLOCK_INCLUDES = ("data_init", "final_eval")
 ON_BAD_CHECKPOINT_CHOICES = ("previous", "stop", "restart")
 MAX_SWEEP_VALUES_CHECKED = 64
 
@@ -191,6 +192,32 @@ def _closure_compatible(cfg: DictConfig) -> None:
                           "(its closure's line search cannot be clipped); use trainer.grad_clip=0")
 
 
+def _lookahead(a) -> None:
+    every = a.get("lookahead_every", 5)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ConfigError(f"trainer.averaging.lookahead_every={every!r} is invalid: must be a whole number >= 1")
+    for key, high in (("lookahead_decay", 1.0), ("lookahead_power", None)):
+        v = a.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (high is not None and v > high):
+            bound = f"in [0, {high}]" if high is not None else ">= 0"
+            raise ConfigError(f"trainer.averaging.{key}={v!r} is invalid: must be a number {bound}")
+    if not isinstance(a.get("lookahead_final", True), bool):
+        raise ConfigError(f"trainer.averaging.lookahead_final={a.get('lookahead_final')!r} is invalid; "
+                          "valid choices: true, false")
+
+
+def clock_includes(t) -> tuple[str, ...]:
+    """trainer.clock_includes: what the train clock counts besides the training steps (airbench's
+    rule counts its whitening init and its final TTA evaluation)."""
+    value = t.get("clock_includes") or []
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"trainer.clock_includes={value!r} is invalid: must be a list of {', '.join(CLOCK_INCLUDES)}")
+    bad = [v for v in value if v not in CLOCK_INCLUDES]
+    if bad:
+        raise ConfigError(f"trainer.clock_includes has {bad[0]!r}; valid choices: {', '.join(CLOCK_INCLUDES)}")
+    return tuple(value)
+
+
 def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     """Check values the user can get wrong; raise ConfigError with one line."""
     t = cfg.trainer
@@ -223,6 +250,9 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _one_of(cfg, "trainer.device", DEVICE_CHOICES)
     _one_of(cfg, "logger.name", LOGGER_CHOICES)
     _one_of(cfg, "trainer.averaging.kind", AVERAGING_CHOICES)
+    if t.averaging.kind == "lookahead":
+        _lookahead(t.averaging)
+    clock_includes(t)
     _one_of(cfg, "trainer.on_bad_checkpoint", ON_BAD_CHECKPOINT_CHOICES)
     world = world_size or t.nproc
     per_step = t.grad_accum * world

@@ -159,6 +159,30 @@ def _end_step(total_steps: int, end_at: str) -> int:
     if end_at not in END_AT:
         raise ConfigError(f"scheduler.end_at={end_at!r} is invalid; valid choices: {choices(END_AT)}")
     return total_steps - 1 if end_at == "last_step" else total_steps
+def piecewise_linear(total_steps: int, points=((0.0, 1.0), (1.0, 0.0))) -> Schedule:
+    """Linear between knots [position, multiplier]; a knot at position f (a fraction of the run)
+    sits at step int(f x T) (floor, as airbench94's `int(total_train_steps * 0.23)`); before the
+    first and after the last knot the multiplier holds. Between knots (s0, a) and (s1, b) the value
+    is a (1 - p) + b p with p = (t - s0) / (s1 - s0): airbench94's get_lr, float for float, is
+    points [[0, 0.2], [0.23, 1.0], [1.0, 0.07]]."""
+    knots = [(int(f * total_steps), float(v)) for f, v in points]
+
+    def f(t: int) -> float:
+        if t < knots[0][0]:
+            return knots[0][1]
+        for (s0, a), (s1, b) in zip(knots, knots[1:]):
+            if t < s1:
+                return _between((s0, a), (s1, b), t)
+        return knots[-1][1]
+    return f
+
+
+def _between(k0, k1, t: int) -> float:
+    (s0, a), (s1, b) = k0, k1
+    if s1 == s0:
+        return b
+    p = (t - s0) / (s1 - s0)
+    return a * (1 - p) + b * p
 
 
 class Plateau:
@@ -191,6 +215,7 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "constant": constant, "step": step, "multistep": multistep, "exponential": exponential,
     "inverse_time": inverse_time, "inverse_sqrt": inverse_sqrt, "poly": poly, "cosine": cosine,
     "cosine_restarts": cosine_restarts, "onecycle": onecycle, "wsd": wsd, "plateau": Plateau,
+    "piecewise_linear": piecewise_linear,
 }
 WARMUP_KEYS = ("warmup_steps", "warmup_fraction")
 
@@ -298,6 +323,8 @@ def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eva
             raise ConfigError(f"scheduler.milestones={ms!r} is invalid: must be a list of fractions of the run in (0, 1)")
     if c.get("end_at", "last_step") not in END_AT:
         raise ConfigError(f"scheduler.end_at={c['end_at']!r} is invalid; valid choices: {choices(END_AT)}")
+    if name == "piecewise_linear":
+        _check_points(c.get("points", [[0.0, 1.0], [1.0, 0.0]]))
     if name == "wsd" and c.get("decay_shape", "linear") not in COOLDOWN_SHAPES:
         raise ConfigError(f"scheduler.decay_shape={c['decay_shape']!r} is invalid; "
                           f"valid choices: {choices(COOLDOWN_SHAPES)}")
@@ -310,6 +337,22 @@ def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eva
         if eval_every is not None and eval_every >= total_steps:
             raise ConfigError(f"scheduler=plateau reacts to evaluations, but trainer.eval_every={eval_every} "
                               f">= trainer.max_steps={total_steps} evaluates only at the end; lower trainer.eval_every")
+
+
+def _check_points(points) -> None:
+    bad = ConfigError(f"scheduler.points={points!r} is invalid: must be a list of [position, multiplier] "
+                      "pairs, positions fractions of the run in [0, 1], increasing, multipliers >= 0, "
+                      "e.g. [[0, 0.2], [0.23, 1.0], [1.0, 0.07]]")
+    if not isinstance(points, (list, tuple)) or not points:
+        raise bad
+    last = -1.0
+    for pt in points:
+        if not isinstance(pt, (list, tuple)) or len(pt) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pt):
+            raise bad
+        if not 0 <= pt[0] <= 1 or pt[0] <= last or pt[1] < 0:
+            raise bad
+        last = pt[0]
 
 
 # --------------------------------------------------------------------------- batch-size scaling

@@ -127,7 +127,7 @@ _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.flo
            "half": torch.float16, "fp32": torch.float32, "float32": torch.float32}
 
 
-def input_dtype(cfg: DictConfig) -> torch.dtype:
+def input_dtype(cfg: DictConfig, model_dtype: str | None = None) -> torch.dtype:
     """bf16/fp16 under trainer.amp, or the model's own dtype (model.dtype, for an fp16 model
     as airbench's), else fp32: batches made in the dtype the first layer computes in spare a
     cast pass per batch."""
@@ -136,7 +136,8 @@ def input_dtype(cfg: DictConfig) -> torch.dtype:
     amp = amp_mode(cfg.trainer.get("amp", "off"))
     if amp in _DTYPES:
         return _DTYPES[amp]
-    return _DTYPES.get(str(cfg.model.get("dtype", "fp32")), torch.float32)
+    # model_dtype: the model's dtype once `auto` is resolved for the device
+    return _DTYPES.get(str(model_dtype or cfg.model.get("dtype", "fp32")), torch.float32)
 
 
 def image_classification(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
@@ -167,15 +168,28 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
         raise ConfigError(f"trainer.batch_size={t.batch_size} exceeds the {len(train_x)} training images "
                           f"in {d.root}; choose a batch size of at most {len(train_x)}")
     channels_last = bool(cfg.model.get("channels_last", False))
-    model = build_model(OmegaConf.to_container(cfg.model, resolve=True))
-    scheme, dtype = d.get("loader", "optbench"), input_dtype(cfg)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if model_cfg.get("dtype") == "auto":
+        # the airbench scripts' fp16 weights on a GPU; fp32 on a CPU, where fp16 convolutions crawl
+        model_cfg["dtype"] = "fp16" if device.type == "cuda" else "fp32"
+    model = build_model(model_cfg)
+    scheme, dtype = d.get("loader", "optbench"), input_dtype(cfg, model_cfg.get("dtype"))
     norm = Normaliser(CIFAR_MEAN, CIFAR_STD, device, dtype, style=scheme)   # made once, for eval too
+    data_init_s = 0.0
     if hasattr(model, "init_from_data"):
         # data-dependent init (airbench's whitening layer): the same first training images every
-        # run, independent of the seed, as airbench does (its first 5,000)
-        # (data.loader=airbench: the same pixels as the reference's, normalised as it does)
+        # run, independent of the seed, as airbench does (its first 5,000); with data.loader=airbench
+        # the same pixels as the reference's, normalised as it does. Timed, normalisation included,
+        # for trainer.clock_includes=[data_init] (airbench's clock counts it)
+        import time
+
+        from optbench.train.clock import synchronize
+        synchronize(device)
+        start = time.perf_counter()
         model.init_from_data(norm(train_x[:5000]) if scheme == "airbench" else
                              normalise(train_x[:5000], CIFAR_MEAN, CIFAR_STD))
+        synchronize(device)
+        data_init_s = time.perf_counter() - start
     micro = t.batch_size // (t.grad_accum * world_size)
     aug = d.augment
 
@@ -211,7 +225,8 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
         load_state_dict=loader.load_state_dict,
         make_train_batches=lambda seed: make_loader(seed).global_batches(), loss_reduction=reduction,
         summary_extra={"train_images": len(train_x), "test_images": len(test_x),
-                       "val_images": 0 if val_x is None else len(val_x)},
+                       "val_images": 0 if val_x is None else len(val_x), "data_init_s": data_init_s,
+                       **({"model_dtype": model_cfg["dtype"]} if "dtype" in model_cfg else {})},
     )
 
 

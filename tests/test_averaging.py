@@ -163,3 +163,65 @@ def test_ema_warmup_follows_its_formula():
             decay = min(0.999, (1 + t) / (10 + t))
             expected = decay * expected + (1 - decay) * step
         assert averager.averaged.module.weight[0, 0].item() == pytest.approx(expected, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- airbench94's Lookahead-EMA
+def test_lookahead_resets_the_live_weights_to_the_slow_copy_on_its_schedule():
+    """Transcription: after step t with t % k == 0, slow = d_t slow + (1 - d_t) live and live = slow,
+    d_t = 0.95^5 (t / T)^3; after the last step live = slow (decay 1). BN buffers included."""
+    from optbench.train.averaging import Lookahead
+
+    model = small_bn_model()
+    total, k = 12, 5
+    look = Lookahead(model, total, every=k, decay=0.95 ** 5, power=3)
+    floats = lambda: {n: v.clone().double() for n, v in model.state_dict().items() if v.is_floating_point()}
+    slow = floats()
+    for step in range(1, total + 1):
+        _perturb(model, step)
+        live = floats()
+        look.update(step)
+        if step % k == 0:
+            d = 0.95 ** 5 * (step / total) ** 3
+            assert look.decay_at(step) == pytest.approx(d, rel=1e-6)
+            slow = {n: d * slow[n] + (1 - d) * live[n] for n in slow}
+            expected = slow
+        elif step == total:
+            expected = slow     # the final update: the weights become the slow copy
+        else:
+            expected = live     # untouched between updates
+        for n, v in model.state_dict().items():
+            if v.is_floating_point():
+                torch.testing.assert_close(v.double(), expected[n], rtol=1e-5, atol=1e-6, msg=(step, n))
+    assert look.updates == 3   # steps 5, 10 and the final one
+    assert model[1].num_batches_tracked.dtype == torch.long   # integer buffers are left alone
+
+
+def test_lookahead_evaluates_the_live_model_and_round_trips_its_state():
+    from optbench.train.averaging import Lookahead
+
+    model = small_bn_model()
+    cfg = OmegaConf.create({"kind": "lookahead", "lookahead_every": 2, "lookahead_decay": 0.5,
+                            "lookahead_power": 1, "lookahead_final": False})
+    look = build_averager(cfg, model, max_steps=4)
+    assert isinstance(look, Lookahead) and (look.every, look.final) == (2, False)
+    assert evaluation_model(model, object(), look, FakeTask()) is model
+    _perturb(model, 1)
+    look.update(2)
+    state = copy.deepcopy(look.state_dict())
+    other = Lookahead(small_bn_model(), 4, every=2, decay=0.5, power=1)
+    other.load_state_dict(state)
+    assert other.updates == 1 and all(torch.equal(other.slow[n], v) for n, v in look.slow.items())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.averaging.lookahead_every=0", "lookahead_every=0 is invalid"),
+    ("trainer.averaging.lookahead_decay=1.5", "lookahead_decay=1.5 is invalid"),
+    ("trainer.clock_includes=[data_init,compile]", "valid choices: data_init, final_eval"),
+])
+def test_bad_lookahead_and_clock_keys_are_one_line(make_cfg, override, message):
+    from optbench.config import validate
+    from optbench.errors import ConfigError
+
+    cfg = make_cfg(["trainer.averaging.kind=lookahead", override])
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        validate(cfg)

@@ -167,13 +167,8 @@ def test_ours_gpt_and_cifar_and_the_ratios(tmp_path):
 
 @pytest.mark.slow
 def test_cpu_smoke_runs_both_presets_and_reports(tmp_path):
-    """Tiny sizes on the CPU through the same commands. Before the presets are merged, stand-ins with
-    the same task kinds take their place (GPU_CHECK_GPT / GPU_CHECK_CIFAR)."""
+    """Tiny sizes on the CPU through the same commands and the real presets."""
     env = {"OMP_NUM_THREADS": "1"}
-    if not (REPO / "conf" / "experiment" / "nanogpt_track3.yaml").exists():
-        env["GPU_CHECK_GPT"] = "task=fineweb10B optimizer=muon model.n_head=4"
-    if not (REPO / "conf" / "experiment" / "airbench94_muon.yaml").exists():
-        env["GPU_CHECK_CIFAR"] = "experiment=cifar10_speedrun_muon"
     out = tmp_path / "smoke"
     r = run_script("--out", str(out), "--cpu-smoke", "--steps", "11", "--epochs", "1", env=env, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

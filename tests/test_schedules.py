@@ -54,7 +54,27 @@ CASES = [
      lambda t: 1.0 if t < 800 else 1 - (t - 800) / 199),
     ("wsd", {"decay_fraction": 0.5, "decay_shape": "1-sqrt", "min_ratio": 0.1},
      lambda t: 1.0 if t < 500 else 0.1 + 0.9 * (1 - math.sqrt((t - 500) / 499))),
+    ("piecewise_linear", {"points": [[0.0, 0.2], [0.23, 1.0], [1.0, 0.07]]},
+     lambda t: 0.2 + 0.8 * t / 230 if t < 230 else 1 - 0.93 * (t - 230) / 770),
+    ("piecewise_linear", {"points": [[0.5, 1.0], [0.75, 0.5]]},
+     lambda t: 1.0 if t < 500 else (1 - 0.5 * (t - 500) / 250 if t < 750 else 0.5)),
 ]
+
+
+def test_piecewise_linear_is_airbench94s_get_lr_float_for_float():
+    """legacy/airbench94.py's LambdaLR, transcribed: warmup int(0.23 T) steps from 0.2, then to 0.07."""
+    total = 476   # ceil(48 x 9.9)
+
+    def get_lr(step):
+        warm = int(total * 0.23)
+        if step < warm:
+            frac = step / warm
+            return 0.2 * (1 - frac) + 1.0 * frac
+        frac = (step - warm) / (total - warm)
+        return 1.0 * (1 - frac) + 0.07 * frac
+
+    f = build_schedule("piecewise_linear", total, points=[[0.0, 0.2], [0.23, 1.0], [1.0, 0.07]])
+    assert [f(t) for t in range(total + 1)] == [get_lr(t) for t in range(total + 1)]
 
 
 @pytest.mark.parametrize("name,kwargs,reference", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
@@ -254,6 +274,8 @@ def test_momentum_schedule_in_the_loop(make_cfg, tmp_path):
     (["scheduler=plateau", "task.metric=null"], "needs an evaluation metric"),
     (["scheduler=plateau", "trainer.eval_every=1000", "trainer.max_steps=100"], "evaluates only at the end"),
     (["scheduler=multistep", "scheduler.milestones=[50,75]"], "fractions of the run"),
+    (["scheduler=piecewise_linear", "scheduler.points=[[0,1],[0.5,2],[0.4,0]]"], "scheduler.points="),
+    (["scheduler=piecewise_linear", "scheduler.points=[[0,1,2]]"], "[position, multiplier] pairs"),
     (["scheduler.warmup_steps=10", "scheduler.warmup_fraction=0.1"], "set one of them"),
     (["optimizer.lr_scaling=cubic"], "valid choices: none, linear, sqrt"),
     (["optimizer.lr_scaling=sqrt"], "needs optimizer.reference_batch_size"),

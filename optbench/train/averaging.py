@@ -1,6 +1,7 @@
-"""Weight averaging usable with any optimizer: EMA and SWA (Izmailov et al. 2018).
+"""Weight averaging usable with any optimizer: EMA and SWA (Izmailov et al. 2018), and
+airbench94's Lookahead-EMA.
 
-Built on torch.optim.swa_utils. Evaluation uses the averaged weights; for SWA the BatchNorm
+EMA and SWA are built on torch.optim.swa_utils. Evaluation uses the averaged weights; for SWA the BatchNorm
 statistics are recomputed on training batches, since averaged weights invalidate them. The same
 recomputation serves Schedule-Free optimizers, whose evaluation point x is not where BN measured.
 """
@@ -107,6 +108,60 @@ class Averager:
             self.warmup.count = max(0, self.updates - 1)
 
 
+class Lookahead:
+    """airbench94's Lookahead-EMA (legacy/airbench94.py LookaheadState; Zhang et al. 2019's
+    lookahead with an EMA as the slow weights): after every `every`-th step t the slow copy moves
+    toward the live weights, slow <- lerp(slow, live, 1 - decay_t), and the live weights are reset
+    to it. decay_t = decay x (t / T)^power, computed in float32 as the script does (its alpha
+    schedule tensor); after the last step (t = T) one more update with decay 1 makes the final
+    weights the slow copy. The copy covers every floating-point entry of the state_dict, BatchNorm
+    running statistics included, and starts from the weights the run starts with (the script
+    snapshots before its whitening init, which only moves the frozen whitening filters by
+    ~1e-6 relative at step 5, below their fp16 resolution there).
+
+    Unlike EMA/SWA it changes the trained weights themselves: evaluation uses the live model."""
+
+    kind = "lookahead"
+    active = False   # evaluation_model: the live weights are the ones to evaluate
+
+    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95 ** 5,
+                 power: float = 3.0, final: bool = True):
+        self.model, self.total_steps, self.every, self.final = model, int(total_steps), int(every), bool(final)
+        t = torch.arange(self.total_steps + 1)
+        self.decays = decay * (t / self.total_steps) ** power   # float32, as the script's alpha_schedule
+        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.updates = 0
+
+    def decay_at(self, step: int) -> float:
+        return self.decays[step].item()
+
+    @torch.no_grad()
+    def _move(self, decay: float) -> None:
+        live = self.model.state_dict()
+        for k, slow in self.slow.items():
+            slow.lerp_(live[k], 1 - decay)
+            live[k].copy_(slow)
+        self.updates += 1
+
+    def update(self, step: int) -> None:
+        """Called after optimizer step number `step` (1-based)."""
+        if step % self.every == 0 and step <= self.total_steps:
+            self._move(self.decay_at(step))
+        if self.final and step == self.total_steps:
+            self._move(1.0)
+
+    def prepare_eval(self, task) -> nn.Module:
+        return self.model
+
+    def state_dict(self) -> dict:
+        return {"slow": self.slow, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state["slow"].items():
+            self.slow[k].copy_(v)
+        self.updates = int(state["updates"])
+
+
 def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
@@ -151,9 +206,13 @@ def evaluation_model(model: nn.Module, optimizer, averager: "Averager | None", t
     return model
 
 
-def build_averager(cfg, model: nn.Module, max_steps: int) -> Averager | None:
+def build_averager(cfg, model: nn.Module, max_steps: int) -> "Averager | Lookahead | None":
     if cfg.kind == "none":
         return None
+    if cfg.kind == "lookahead":
+        return Lookahead(model, max_steps, every=cfg.get("lookahead_every", 5),
+                         decay=cfg.get("lookahead_decay", 0.95 ** 5), power=cfg.get("lookahead_power", 3.0),
+                         final=bool(cfg.get("lookahead_final", True)))
     start = 0 if cfg.kind == "ema" else int(cfg.swa_start * max_steps)
     return Averager(model, cfg.kind, cfg.ema_decay, start, cfg.get("swa_every", 1),
                     ema_warmup=bool(cfg.get("ema_warmup", False)))

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from optbench.config import amp_mode
+from optbench.config import amp_mode, clock_includes
 from optbench.errors import ConfigError
 from optbench.optim import build_optimizer_from_config
+from optbench.optim.groups import GroupCourse, group_name
 from optbench.schedules import build_momentum_schedule, build_schedule_from_config, lr_scale
 from optbench.tasks import Task, build_task
 from optbench.train import checkpoint as ckpt
@@ -81,6 +82,9 @@ class Trainer:
             g["lr"] *= self.lr_scale
             g.setdefault("base_lr", g["lr"])
         self.schedule = build_schedule_from_config(cfg.scheduler, self.t.max_steps)
+        # groups with their own lr schedule or a freeze step (airbench's whitening bias)
+        self.group_course = GroupCourse.of(self.optimizer, self.t.max_steps)
+        self.clock_includes = clock_includes(self.t)
         self.momentum_schedule = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"))
         self.needs_closure = getattr(getattr(self.optimizer, "optbench_spec", None), "needs_closure", False)
 
@@ -126,8 +130,9 @@ class Trainer:
     # ------------------------------------------------------------------ pieces of a step
     def set_lr(self, step: int) -> float:
         mult = self.schedule(step)
-        for g in self.optimizer.param_groups:
-            g["lr"] = g["base_lr"] * mult
+        course = self.group_course
+        for i, g in enumerate(self.optimizer.param_groups):
+            g["lr"] = g["base_lr"] * (mult if course is None else course.multiplier(i, step, mult))
         if self.momentum_schedule is not None:
             self.momentum_schedule.apply(self.optimizer, step)
         return mult
@@ -161,10 +166,15 @@ class Trainer:
         if self.needs_closure:
             def closure():
                 self.optimizer.zero_grad(set_to_none=True)
-                return self._forward_backward(micro_batches)
+                loss = self._forward_backward(micro_batches)
+                if self.group_course is not None:
+                    self.group_course.drop_frozen_grads(self.step)
+                return loss
             loss = self.optimizer.step(closure)
         else:
             loss = self._forward_backward(micro_batches)
+            if self.group_course is not None:  # frozen groups: no gradient, so no update at all
+                self.group_course.drop_frozen_grads(self.step)
             if self.t.grad_clip > 0:  # clipping is training: on the clock; the norm stays on the device
                 self.scaler.unscale_(self.optimizer)
                 params = [p for p in self.model.parameters() if p.grad is not None]
@@ -186,7 +196,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict:
-        with self.clock.paused():
+        # untimed, except the last evaluation where trainer.clock_includes has final_eval (airbench)
+        timed = "final_eval" in self.clock_includes and self.step >= self.t.max_steps
+        with contextlib.nullcontext() if timed else self.clock.paused():
             sync_buffers(self.model)  # ranks split the eval set: all must score rank 0's model
             set_optimizer_mode(self.optimizer, "eval")
             # averaged weights (EMA/SWA) or, for Schedule-Free, BN re-measured at the eval point
@@ -214,7 +226,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def lr_by_role(self) -> dict:
-        return {g.get("role", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+        return {group_name(g, i): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
 
     def progress_record(self, kind: str) -> dict:
         tokens = self.task.tokens_per_step
@@ -298,6 +310,9 @@ class Trainer:
             if self.step == 0 and self.eval_due(0):  # the initial weights' score (trainer.eval_at_start)
                 self.log({**self.progress_record("eval"), **self.evaluate()})
             self.model.train()
+            if self.step == 0 and "data_init" in self.clock_includes:
+                # the data-dependent init (airbench's whitening) ran while the task was built
+                self.clock.elapsed += float(self.task.summary_extra.get("data_init_s", 0.0))
             self.clock.start()
             while self.step < t.max_steps:
                 micro_batches = pending if pending is not None else next(self.task.train_batches)
@@ -404,7 +419,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "micro_batch_size": self.t.batch_size // (self.t.grad_accum * self.dist.world_size),
             "lr_scale": self.lr_scale,
-            "lr_by_role": {g.get("role", str(i)): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
+            "lr_by_role": {group_name(g, i): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
         }
         resolved["versions"] = environment(self.device, self.dist.world_size)
         atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
@@ -424,7 +439,7 @@ class Trainer:
             "seed": self.cfg.seed,
             "lr": self.cfg.optimizer.lr * self.lr_scale,  # the lr used: batch-size scaling applied
             "lr_scale": self.lr_scale,
-            "lr_by_role": {g.get("role", str(i)): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
+            "lr_by_role": {group_name(g, i): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
             "metric": self.task.metric,
             "mode": self.task.mode,
             "final_metric": final,
@@ -440,6 +455,7 @@ class Trainer:
             "samples_seen": samples,
             "tokens_seen": self.step * tokens if tokens else None,
             "train_time_s": train_time,
+            "clock_includes": list(self.clock_includes),
             "compile_warmup_s": self.compile_warmup_s,
             "throughput_samples_per_s": samples / train_time if train_time > 0 else None,
             "throughput_tokens_per_s": self.step * tokens / train_time if tokens and train_time > 0 else None,
