@@ -81,8 +81,8 @@ def test_same_shape_matrices_go_through_one_batched_call(monkeypatch):
     params = [nn.Parameter(torch.randn(s)) for s in [(8, 8), (8, 8), (8, 8), (4, 8), (8, 2, 2, 2)]]
     opt = Muon([{"params": params, "role": "matrix"}])
     _run(opt, params, _grads([p.shape for p in params], 1))
-    # (8, 2, 2, 2) flattens to (8, 8) and joins the square ones
-    assert sorted(calls) == [(1, 4, 8), (4, 8, 8)]
+    # (8, 2, 2, 2) flattens to (8, 8) and joins the square ones; the lone (4, 8) is not stacked
+    assert sorted(calls) == [(4, 8), (4, 8, 8)]
 
 
 class _Net(nn.Module):
@@ -171,7 +171,8 @@ WORKER = textwrap.dedent("""
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
     sizes, real = [], m.newton_schulz
-    m.newton_schulz = lambda stack, *a, **k: (sizes.append(stack.shape[0]), real(stack, *a, **k))[1]
+    # matrices per NS call (a lone matrix of its shape goes unstacked, as 1)
+    m.newton_schulz = lambda x, *a, **k: (sizes.append(x.shape[0] if x.ndim == 3 else 1), real(x, *a, **k))[1]
     shapes = [(24, 16)] * 3 + [(16, 40), (8, 4, 3, 3)]
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s) * 0.1) for s in shapes]

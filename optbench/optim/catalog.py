@@ -12,18 +12,37 @@ import torch
 from optbench.errors import ConfigError
 from optbench.optim.adamx import AdamX
 from optbench.optim.muon import Muon
-from optbench.optim.registry import OptimizerSpec, hyperparameters, register, resolve_class
+from optbench.optim.registry import OptimizerSpec, constructor_args, hyperparameters, register, resolve_class
+
+
+def fast_kernels(cls, groups: list[dict], hp: dict) -> dict:
+    """torch.optim's fastest implementation of the same update: `fused=True` where torch has a
+    fused kernel for the parameters' device and dtype (torch 2.13: AdamW, Adam, SGD, Adagrad on cpu
+    and cuda), else `foreach=True` (NAdam, RAdam, ...); torch's own default on CPU is a per-tensor
+    loop. A `fused` or `foreach` given in the yaml or by the user wins. Other libraries: nothing."""
+    if not (isinstance(cls, type) and cls.__module__.startswith("torch.optim")) or {"fused", "foreach"} & set(hp):
+        return {}
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    args = constructor_args(cls)
+    params = [p for g in groups for p in g["params"]]
+    if "fused" in args and params and all(
+            p.is_floating_point() and not p.is_sparse and p.device.type in _get_fused_kernels_supported_devices()
+            for p in params):
+        return {"fused": True}
+    return {"foreach": True} if "foreach" in args and params else {}
 
 
 def _entry(name: str, source: str, cls, state: str, description: str, fixed: dict | None = None,
-           needs_closure: bool = False, factory=None) -> None:
+           needs_closure: bool = False, factory=None, extra: dict | None = None) -> None:
     fixed = fixed or {}
 
     def build(groups, hp):
-        return resolve_class(cls)(groups, **{**hp, **fixed})
+        klass = resolve_class(cls)
+        return klass(groups, **{**hp, **fixed, **fast_kernels(klass, groups, hp)})
 
     register(OptimizerSpec(name, source, factory or build, state, description, needs_closure,
-                           cls=cls, fixed=fixed))
+                           cls=cls, fixed=fixed, extra=extra or {}))
 
 
 TORCH, SF, PO, OURS = "torch.optim", "schedulefree", "pytorch-optimizer", "optbench"
@@ -104,6 +123,21 @@ def _muon(groups, hp):
     return Muon(groups, **hp, fallback=lambda gs: fb_spec.factory(gs, fb_hp))
 
 
+def _muon_roles(model, cfg: dict) -> dict:
+    """`first_conv: fallback` (default): the first trainable 4-D parameter in model order, the
+    input conv, leaves Muon for the fallback with the `embedding` role's rule: it is the input
+    layer, like an embedding (Muon's authors: every conv filter except the first). `muon`: every
+    trainable filter on Muon (airbench94_muon, whose first conv, the whitening layer, is frozen)."""
+    from optbench.optim.groups import param_roles
+
+    roles = param_roles(model)
+    if cfg.get("first_conv", "fallback") == "fallback":
+        first = next((n for n, p in model.named_parameters() if p.requires_grad and p.ndim == 4), None)
+        if first is not None and roles.get(first) == "matrix":
+            roles[first] = "embedding"
+    return roles
+
+
 _entry("muon", OURS, Muon, "1x+fb",
        "Muon (Jordan et al. 2024): Newton-Schulz orthogonalised momentum on matrices; "
-       "1x for matrices, the fallback's state for the rest", factory=_muon)
+       "1x for matrices, the fallback's state for the rest", factory=_muon, extra={"roles": _muon_roles})

@@ -17,7 +17,9 @@ from optbench.optim.groups import build_param_groups, check_rule
 
 # yaml keys that configure optbench, not the optimizer's constructor
 META_KEYS = {"name", "groups", "lr_grid", "lr_scaling", "reference_batch_size", "search_space",
-             "momentum_schedule"}
+             "momentum_schedule", "first_conv"}
+# of those, the ones only one optimizer reads (Muon's first_conv: which optimizer the input conv gets)
+OWN_META_KEYS = {"first_conv": "muon"}
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,10 @@ def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Opti
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
     spec = OPTIMIZERS[name]
     hp = hyperparameters(cfg)
+    # an entry may re-assign roles from the model and its config (Muon: the input conv, first_conv)
+    roles = spec.extra["roles"](model, cfg) if "roles" in spec.extra else None
     groups = build_param_groups(model, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
-                                policy=cfg.get("groups"))
+                                policy=cfg.get("groups"), roles=roles)
     opt = spec.factory(groups, hp)
     opt.optbench_spec = spec
     return opt
@@ -144,6 +148,7 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
     spec = OPTIMIZERS[name]
     unknown = sorted(set(hyperparameters(cfg)) - {"name"} - set(spec.accepts))
+    unknown += sorted(k for k, owner in OWN_META_KEYS.items() if k in cfg and owner != name)
     if unknown:
         raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer '{name}'; "
                           f"valid: {', '.join(sorted(spec.accepts))}")
@@ -178,11 +183,30 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         if v is not None and (not _number(v) or not 0 <= v < 1):
             raise ConfigError(f"{key}.{k}={v!r} is invalid: must be in [0, 1)")
     if name == "muon":
-        steps = cfg.get("ns_steps", 5)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            # ns_steps=0 would skip the orthogonalisation: Muon would silently be SGD-Nesterov
-            raise ConfigError(f"{key}.ns_steps={steps!r} is invalid: must be a whole number >= 1")
+        _validate_muon(cfg, key)
         validate_optimizer_config(fallback_config(cfg.get("fallback")), key=f"{key}.fallback")
+
+
+def _validate_muon(cfg: dict, key: str) -> None:
+    """Muon's own options (C2 in the design notes), each with its valid choices."""
+    from optbench.optim import muon
+
+    steps = cfg.get("ns_steps", 5)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        # ns_steps=0 would skip the orthogonalisation: Muon would silently be SGD-Nesterov
+        raise ConfigError(f"{key}.ns_steps={steps!r} is invalid: must be a whole number >= 1")
+    coeffs = cfg.get("ns_coefficients", muon.NS_COEFFICIENTS)
+    if not isinstance(coeffs, (list, tuple)) or len(coeffs) != 3 or not all(_number(c) for c in coeffs):
+        raise ConfigError(f"{key}.ns_coefficients={coeffs!r} is invalid: must be three numbers [a, b, c], "
+                          f"e.g. {key}.ns_coefficients=[3.4445,-4.7750,2.0315]")
+    for k, valid in (("momentum_form", muon.MOMENTUM_FORMS), ("ns_norm", muon.NS_NORMS),
+                     ("ns_dtype", tuple(muon.NS_DTYPES)), ("scale_rule", muon.SCALE_RULES),
+                     ("first_conv", muon.FIRST_CONV)):
+        if k in cfg:
+            muon.check_choice(k, cfg[k], valid, prefix=key)
+    renorm = cfg.get("weight_renorm", False)
+    if not isinstance(renorm, bool):
+        raise ConfigError(f"{key}.weight_renorm={renorm!r} is invalid; valid choices: true, false")
 
 
 def _number(v) -> bool:
