@@ -58,7 +58,8 @@ def newton_schulz(x: Tensor, steps: int, coefficients=NS_COEFFICIENTS, eps: floa
     in `dtype`. The input is never modified."""
     a, b, c = coefficients
     y = x.to(NS_DTYPES[dtype])
-    scale = y.norm(dim=(-2, -1), keepdim=True)
+    # a lone matrix: the plain full reduction (a little faster than the per-matrix one)
+    scale = torch.linalg.vector_norm(y) if y.ndim == 2 else torch.linalg.vector_norm(y, dim=(-2, -1), keepdim=True)
     scale = scale.clamp_(min=eps) if norm == "clamp" else scale.add_(eps)
     y = y.div_(scale) if y is not x else y / scale   # in place on our own copy only
     tall = y.size(-2) > y.size(-1)
@@ -74,7 +75,7 @@ def newton_schulz(x: Tensor, steps: int, coefficients=NS_COEFFICIENTS, eps: floa
 
 def matrix_view(p: Tensor) -> tuple[int, int]:
     """The 2D shape Muon sees: (out, everything else) — conv filters flattened."""
-    return p.shape[0], p[0].numel()
+    return p.shape[0], math.prod(p.shape[1:])  # shape arithmetic: no tensor op per matrix
 
 
 def shape_scale(rule: str, rows: int, cols: int) -> float:
@@ -176,19 +177,40 @@ class Muon(torch.optim.Optimizer):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p)
             bufs.append(state["momentum_buffer"])
-        # momentum for the whole group in a few foreach kernels (not several launches per matrix)
+        # foreach kernels on accelerators (a few launches per group, not several per matrix); on a
+        # CPU torch runs them as a per-tensor loop that also boxes each scalar: plain ops are faster
+        each = params[0].device.type != "cpu"
         if group["momentum_form"] == "lerp":
-            torch._foreach_lerp_(bufs, grads, 1 - mu)
-            updates = torch._foreach_lerp(grads, bufs, mu) if group["nesterov"] else bufs
+            if each:
+                torch._foreach_lerp_(bufs, grads, 1 - mu)
+            else:
+                for b, g in zip(bufs, grads):
+                    b.lerp_(g, 1 - mu)
+            if group["nesterov"]:
+                updates = torch._foreach_lerp(grads, bufs, mu) if each else [g.lerp(b, mu) for g, b in zip(grads, bufs)]
+            else:
+                updates = bufs
         else:
-            torch._foreach_mul_(bufs, mu)
-            torch._foreach_add_(bufs, grads)
-            updates = torch._foreach_add(grads, bufs, alpha=mu) if group["nesterov"] else bufs
+            if each:
+                torch._foreach_mul_(bufs, mu)
+                torch._foreach_add_(bufs, grads)
+            else:
+                for b, g in zip(bufs, grads):
+                    b.mul_(mu).add_(g)
+            if group["nesterov"]:
+                updates = (torch._foreach_add(grads, bufs, alpha=mu) if each
+                           else [g.add(b, alpha=mu) for g, b in zip(grads, bufs)])
+            else:
+                updates = bufs
         if group["weight_renorm"]:
             for p in params:  # Frobenius norm sqrt(out channels), as airbench94_muon (0 stays 0)
                 p.mul_(p.shape[0] ** 0.5 / p.norm().clamp(min=1e-30))
         if wd:
-            torch._foreach_mul_(params, 1 - lr * wd)
+            if each:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            else:
+                for p in params:
+                    p.mul_(1 - lr * wd)
         by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, p in enumerate(params):
             by_shape[matrix_view(p)].append(i)
@@ -196,9 +218,10 @@ class Muon(torch.optim.Optimizer):
         for (rows, cols), idx in by_shape.items():
             alpha = -lr * shape_scale(group["scale_rule"], rows, cols)
             if len(idx) == 1 and world == 1:  # a lone matrix: no stack, no copy
-                i = idx[0]
-                ortho = self._ns(updates[i].reshape(rows, cols), group)
-                params[i].add_(ortho.view_as(params[i]), alpha=alpha)
+                p, u = params[idx[0]], updates[idx[0]]
+                flat = p.ndim != 2
+                ortho = self._ns(u.reshape(rows, cols) if flat else u, group)
+                p.add_(ortho.view_as(p) if flat else ortho, alpha=alpha)
                 continue
             # stack straight into the NS dtype: one cast-and-copy pass instead of stack then cast
             stack = torch.empty((len(idx), rows, cols), dtype=NS_DTYPES[group["ns_dtype"]],
@@ -207,8 +230,13 @@ class Muon(torch.optim.Optimizer):
                 stack[k].copy_(updates[i].reshape(rows, cols))
             ortho = self._orthogonalise(stack, group)
             mine = [params[i] for i in idx]
-            # one foreach kernel per shape; the param's dtype takes the NS result as it adds it
-            torch._foreach_add_(mine, [u.view_as(p) for p, u in zip(mine, ortho.unbind(0))], alpha=alpha)
+            # the param's dtype takes the NS result as it adds it (no separate cast pass)
+            news = [u.view_as(p) for p, u in zip(mine, ortho.unbind(0))]
+            if each:
+                torch._foreach_add_(mine, news, alpha=alpha)
+            else:
+                for p, u in zip(mine, news):
+                    p.add_(u, alpha=alpha)
 
     @staticmethod
     def _ns(x: Tensor, group: dict) -> Tensor:
