@@ -2,6 +2,8 @@
 per-tensor loop; libraries other than torch are left as they are."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -47,3 +49,21 @@ def test_a_users_choice_wins_and_other_libraries_get_nothing():
     # Muon's AdamW fallback is a torch entry too
     muon = build_optimizer("muon", _net())
     assert muon.fallback.param_groups[0]["fused"]
+
+
+def test_channels_last_weights_get_foreach_not_fused():
+    # torch's fused CPU SGD pairs memory, not indices: a channels_last weight with a contiguous
+    # momentum/grad gets a wrong update, so such models take the foreach kernels
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.Linear(8, 2)).to(memory_format=torch.channels_last)
+    opt = build_optimizer("nesterov", model)
+    assert all(g["foreach"] and not g["fused"] for g in opt.param_groups)
+    ref_model = copy.deepcopy(model)
+    names = dict(ref_model.named_parameters())
+    ref = torch.optim.SGD([{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+                            "params": [names[n] for n in g["param_names"]]} for g in opt.param_groups], foreach=False)
+    for m in (model, ref_model):
+        for p in m.parameters():
+            p.grad = torch.arange(p.numel(), dtype=p.dtype).reshape(p.shape).sin()   # contiguous grads
+    opt.step(), ref.step()
+    for a, b in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -18,7 +18,7 @@ from optbench.optim.registry import OptimizerSpec, constructor_args, hyperparame
 def fast_kernels(cls, groups: list[dict], hp: dict) -> dict:
     """torch.optim's fastest implementation of the same update: `fused=True` where torch has a
     fused kernel for the parameters' device and dtype (torch 2.13: AdamW, Adam, SGD, Adagrad on cpu
-    and cuda), else `foreach=True` (NAdam, RAdam, ...); torch's own default on CPU is a per-tensor
+    and cuda) and every parameter is contiguous, else `foreach=True` (NAdam, RAdam, channels_last nets); torch's own default on CPU is a per-tensor
     loop. A `fused` or `foreach` given in the yaml or by the user wins. Other libraries: nothing."""
     if not (isinstance(cls, type) and cls.__module__.startswith("torch.optim")) or {"fused", "foreach"} & set(hp):
         return {}
@@ -26,9 +26,11 @@ def fast_kernels(cls, groups: list[dict], hp: dict) -> dict:
 
     args = constructor_args(cls)
     params = [p for g in groups for p in g["params"]]
+    # fused kernels walk raw memory: torch 2.13's fused SGD on CPU mis-pairs a channels_last weight
+    # with a contiguous momentum/grad, so only tensors in the default layout get them
     if "fused" in args and params and all(
-            p.is_floating_point() and not p.is_sparse and p.device.type in _get_fused_kernels_supported_devices()
-            for p in params):
+            p.is_floating_point() and not p.is_sparse and p.is_contiguous()
+            and p.device.type in _get_fused_kernels_supported_devices() for p in params):
         return {"fused": True}
     return {"foreach": True} if "foreach" in args and params else {}
 
