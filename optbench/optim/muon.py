@@ -166,10 +166,45 @@ class Muon(torch.optim.Optimizer):
         return loss
 
     def _muon_group(self, group: dict) -> None:
-        mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
+        lr = group["lr"]
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
+        by_shape: dict[tuple[int, int], list[Tensor]] = defaultdict(list)
+        for p in params:
+            by_shape[matrix_view(p)].append(p)
+        # foreach kernels on accelerators (a few launches per shape, not several per matrix); on a
+        # CPU torch runs them as a per-tensor loop that also boxes each scalar: plain ops are faster
+        each = params[0].device.type != "cpu"
+        _, world = _world()
+        for (rows, cols), mine in by_shape.items():
+            # shape by shape, momentum right before its NS: the tensors are still in cache
+            updates = self._momentum(mine, group, each)
+            alpha = -lr * shape_scale(group["scale_rule"], rows, cols)
+            if len(mine) == 1 and world == 1:  # a lone matrix: no stack, no copy
+                p, u = mine[0], updates[0]
+                flat = p.ndim != 2
+                ortho = self._ns(u.reshape(rows, cols) if flat else u, group)
+                self._rescale([p], group, each)
+                p.add_(ortho.view_as(p) if flat else ortho, alpha=alpha)
+                continue
+            # stack straight into the NS dtype: one cast-and-copy pass instead of stack then cast
+            stack = torch.empty((len(mine), rows, cols), dtype=NS_DTYPES[group["ns_dtype"]], device=mine[0].device)
+            for k, u in enumerate(updates):
+                stack[k].copy_(u.reshape(rows, cols))
+            ortho = self._orthogonalise(stack, group)
+            # the param's dtype takes the NS result as it adds it (no separate cast pass)
+            news = [u.view_as(p) for p, u in zip(mine, ortho.unbind(0))]
+            self._rescale(mine, group, each)
+            if each:
+                torch._foreach_add_(mine, news, alpha=alpha)
+            else:
+                for p, u in zip(mine, news):
+                    p.add_(u, alpha=alpha)
+
+    def _momentum(self, params: list[Tensor], group: dict, each: bool) -> list[Tensor]:
+        """Update the buffers; return what NS orthogonalises (the Nesterov form, or the buffers)."""
+        mu = group["momentum"]
         grads = [p.grad for p in params]
         bufs = []
         for p in params:
@@ -177,66 +212,39 @@ class Muon(torch.optim.Optimizer):
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p)
             bufs.append(state["momentum_buffer"])
-        # foreach kernels on accelerators (a few launches per group, not several per matrix); on a
-        # CPU torch runs them as a per-tensor loop that also boxes each scalar: plain ops are faster
-        each = params[0].device.type != "cpu"
         if group["momentum_form"] == "lerp":
             if each:
                 torch._foreach_lerp_(bufs, grads, 1 - mu)
             else:
                 for b, g in zip(bufs, grads):
                     b.lerp_(g, 1 - mu)
-            if group["nesterov"]:
-                updates = torch._foreach_lerp(grads, bufs, mu) if each else [g.lerp(b, mu) for g, b in zip(grads, bufs)]
-            else:
-                updates = bufs
+            if not group["nesterov"]:
+                return bufs
+            return torch._foreach_lerp(grads, bufs, mu) if each else [g.lerp(b, mu) for g, b in zip(grads, bufs)]
+        if each:
+            torch._foreach_mul_(bufs, mu)
+            torch._foreach_add_(bufs, grads)
         else:
-            if each:
-                torch._foreach_mul_(bufs, mu)
-                torch._foreach_add_(bufs, grads)
-            else:
-                for b, g in zip(bufs, grads):
-                    b.mul_(mu).add_(g)
-            if group["nesterov"]:
-                updates = (torch._foreach_add(grads, bufs, alpha=mu) if each
-                           else [g.add(b, alpha=mu) for g, b in zip(grads, bufs)])
-            else:
-                updates = bufs
+            for b, g in zip(bufs, grads):
+                b.mul_(mu).add_(g)
+        if not group["nesterov"]:
+            return bufs
+        return torch._foreach_add(grads, bufs, alpha=mu) if each else [g.add(b, alpha=mu) for g, b in zip(grads, bufs)]
+
+    @staticmethod
+    def _rescale(params: list[Tensor], group: dict, each: bool) -> None:
+        """(weight_renorm), then decoupled decay: right before the update is added, so the tensor is
+        still in cache (the NS input does not depend on the weights: same numbers as doing it first)."""
         if group["weight_renorm"]:
             for p in params:  # Frobenius norm sqrt(out channels), as airbench94_muon (0 stays 0)
                 p.mul_(p.shape[0] ** 0.5 / p.norm().clamp(min=1e-30))
-        if wd:
+        decay = 1 - group["lr"] * group["weight_decay"]
+        if decay != 1:
             if each:
-                torch._foreach_mul_(params, 1 - lr * wd)
+                torch._foreach_mul_(params, decay)
             else:
                 for p in params:
-                    p.mul_(1 - lr * wd)
-        by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, p in enumerate(params):
-            by_shape[matrix_view(p)].append(i)
-        _, world = _world()
-        for (rows, cols), idx in by_shape.items():
-            alpha = -lr * shape_scale(group["scale_rule"], rows, cols)
-            if len(idx) == 1 and world == 1:  # a lone matrix: no stack, no copy
-                p, u = params[idx[0]], updates[idx[0]]
-                flat = p.ndim != 2
-                ortho = self._ns(u.reshape(rows, cols) if flat else u, group)
-                p.add_(ortho.view_as(p) if flat else ortho, alpha=alpha)
-                continue
-            # stack straight into the NS dtype: one cast-and-copy pass instead of stack then cast
-            stack = torch.empty((len(idx), rows, cols), dtype=NS_DTYPES[group["ns_dtype"]],
-                                device=params[idx[0]].device)
-            for k, i in enumerate(idx):
-                stack[k].copy_(updates[i].reshape(rows, cols))
-            ortho = self._orthogonalise(stack, group)
-            mine = [params[i] for i in idx]
-            # the param's dtype takes the NS result as it adds it (no separate cast pass)
-            news = [u.view_as(p) for p, u in zip(mine, ortho.unbind(0))]
-            if each:
-                torch._foreach_add_(mine, news, alpha=alpha)
-            else:
-                for p, u in zip(mine, news):
-                    p.add_(u, alpha=alpha)
+                    p.mul_(decay)
 
     @staticmethod
     def _ns(x: Tensor, group: dict) -> Tensor:
