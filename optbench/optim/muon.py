@@ -20,7 +20,9 @@ the other roles and has none of the variants the community benchmarks use. Here:
 - order within a step: momentum, (weight_renorm), decoupled decay p *= 1 - lr*wd, p -= lr*scale*NS(update);
 - only groups with role `matrix` use Muon; the other groups (embedding, head, scalar) go to a
   fallback optimizer (AdamW by default) that lives inside this object: one optimizer for the
-  loop, one state_dict for checkpoints;
+  loop, one state_dict for checkpoints; with `optimizer.first_conv: fallback` (the default) the
+  input conv (first trainable 4-D parameter) is given the embedding role, so the fallback trains it
+  (catalog._muon_roles; `muon` keeps every trainable filter here, as airbench94_muon);
 - under torch.distributed each rank orthogonalises only its share of each shape's matrices and
   the results are all-gathered (gradients and momentum are replicated, the NS work is not).
 """
