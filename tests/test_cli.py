@@ -173,19 +173,10 @@ def test_another_config_in_a_finished_run_dir_is_refused(data_root, tmp_path):
     assert again.returncode == 0, again.stderr
 
 
-def _muon_has_the_airbench_options() -> bool:
-    """Capability probe for contract C2 (Muon's momentum_form, weight_renorm, ... keys)."""
-    from optbench.optim.registry import OPTIMIZERS
-
-    return {"momentum_form", "weight_renorm", "scale_rule", "ns_norm", "ns_dtype"} <= set(OPTIMIZERS["muon"].accepts)
-
-
 @pytest.mark.parametrize("preset", ["airbench94", "airbench94_muon"])
 def test_airbench_presets_train_on_a_cpu_from_the_cli(preset, data_root, tmp_path):
     """The benchmark presets, shrunk (narrow net, small synthetic set): the full-width form is the
     same command without the model/data/batch overrides."""
-    if preset == "airbench94_muon" and not _muon_has_the_airbench_options():
-        pytest.skip("Muon's airbench options (contract C2) have not landed on this branch")
     run_dir = tmp_path / "run"
     result = optbench_cli("train", f"experiment={preset}", "task=cifar10_synthetic", "model.widths=[8,8,8]",
                           "trainer.batch_size=100", "trainer.max_steps=4", "trainer.eval_every=2",

@@ -81,8 +81,8 @@ def test_same_shape_matrices_go_through_one_batched_call(monkeypatch):
     params = [nn.Parameter(torch.randn(s)) for s in [(8, 8), (8, 8), (8, 8), (4, 8), (8, 2, 2, 2)]]
     opt = Muon([{"params": params, "role": "matrix"}])
     _run(opt, params, _grads([p.shape for p in params], 1))
-    # (8, 2, 2, 2) flattens to (8, 8) and joins the square ones
-    assert sorted(calls) == [(1, 4, 8), (4, 8, 8)]
+    # (8, 2, 2, 2) flattens to (8, 8) and joins the square ones; the lone (4, 8) is not stacked
+    assert sorted(calls) == [(4, 8), (4, 8, 8)]
 
 
 class _Net(nn.Module):
@@ -171,7 +171,8 @@ WORKER = textwrap.dedent("""
     if world > 1:
         dist.init_process_group("gloo", rank=rank, world_size=world, init_method=f"tcp://127.0.0.1:{port}")
     sizes, real = [], m.newton_schulz
-    m.newton_schulz = lambda stack, *a, **k: (sizes.append(stack.shape[0]), real(stack, *a, **k))[1]
+    # matrices per NS call (a lone matrix of its shape goes unstacked, as 1)
+    m.newton_schulz = lambda x, *a, **k: (sizes.append(x.shape[0] if x.ndim == 3 else 1), real(x, *a, **k))[1]
     shapes = [(24, 16)] * 3 + [(16, 40), (8, 4, 3, 3)]
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s) * 0.1) for s in shapes]
@@ -227,3 +228,229 @@ def test_fallback_can_be_another_registered_optimizer(make_cfg):
     cfg = make_cfg(["optimizer=muon", "optimizer.fallback.name=lion", "optimizer.fallback.eps=1e-3"])
     with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['eps'\] for optimizer 'lion'"):
         validate_optimizer_config(cfg.optimizer)
+
+
+# ---------------------------------------------------------------- the options (C2), each against a
+# float64 transcription of its formula, written here independently of optbench/optim/muon.py
+def _ns64(m, coeffs, steps, eps, norm):
+    """Newton-Schulz as written in the papers/reference scripts, float64."""
+    a, b, c = coeffs
+    x = m.double()
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    fro = torch.sqrt((x * x).sum())
+    x = x / (max(fro.item(), eps) if norm == "clamp" else fro.item() + eps)
+    for _ in range(steps):
+        A = x @ x.T
+        x = a * x + (b * A + c * A @ A) @ x
+    return x.T if tall else x
+
+
+def _muon64(init, grads, lr, mu, wd, nesterov=True, form="lerp", coeffs=(3.4445, -4.7750, 2.0315), steps=5,
+            eps=1e-7, norm="clamp", scale_rule="original", renorm=False):
+    """Several Muon steps on a list of tensors, float64, straight from C2's formulas."""
+    ps = [t.double().clone() for t in init]
+    bufs = [torch.zeros_like(p) for p in ps]
+    for step_grads in grads:
+        for i, g in enumerate(step_grads):
+            g = g.double()
+            if form == "lerp":
+                bufs[i] = bufs[i] + (1 - mu) * (g - bufs[i])           # buf.lerp(g, 1-mu)
+                u = g + mu * (bufs[i] - g) if nesterov else bufs[i]      # g.lerp(buf, mu)
+            else:
+                bufs[i] = mu * bufs[i] + g
+                u = g + mu * bufs[i] if nesterov else bufs[i]
+            rows, cols = u.shape[0], u[0].numel()
+            if renorm:
+                ps[i] = ps[i] * (rows ** 0.5 / torch.sqrt((ps[i] ** 2).sum()))
+            ps[i] = ps[i] * (1 - lr * wd)
+            scale = {"original": max(1, rows / cols) ** 0.5, "none": 1.0,
+                     "match_rms_adamw": 0.2 * max(rows, cols) ** 0.5}[scale_rule]
+            ps[i] = ps[i] - lr * scale * _ns64(u.reshape(rows, cols), coeffs, steps, eps, norm).reshape(u.shape)
+    return ps
+
+
+SHAPES = [(24, 12), (8, 20), (16, 16), (16, 16), (12, 3, 3, 3), (6, 4, 2, 2)]
+
+
+def _ours(init, grads, **kw):
+    ps = [nn.Parameter(t.clone()) for t in init]
+    opt = Muon([{"params": ps, "role": "matrix"}], ns_dtype="fp32", **kw)
+    _run(opt, ps, grads)
+    return ps
+
+
+@pytest.mark.parametrize("case", [
+    dict(momentum_form="lerp", nesterov=True),
+    dict(momentum_form="lerp", nesterov=False),
+    dict(momentum_form="sgd", nesterov=True, momentum=0.6),
+    dict(momentum_form="sgd", nesterov=False, momentum=0.6),
+    dict(ns_coefficients=(2.0, -1.5, 0.5), ns_steps=12, ns_norm="add"),   # modded-nanogpt track 3
+    dict(ns_steps=3, ns_norm="add", scale_rule="none", weight_renorm=True, momentum_form="sgd",
+         momentum=0.6, weight_decay=0.0),                                  # airbench94_muon
+    dict(scale_rule="match_rms_adamw"),
+    dict(scale_rule="none"),
+    dict(weight_renorm=True),
+    dict(ns_norm="clamp", eps=3.0),   # eps above some norms: clamp and add must differ, each exact
+    dict(ns_norm="add", eps=3.0),
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_each_option_matches_its_float64_formula(case):
+    torch.manual_seed(0)
+    init = [torch.randn(s, dtype=torch.float64) for s in SHAPES]
+    grads = [[g.double() * 0.3 for g in step] for step in _grads(SHAPES, 4, seed=5)]
+    kw = dict(lr=0.05, momentum=0.9, weight_decay=0.02, nesterov=True)
+    kw.update(case)
+    ours = _ours(init, grads, **kw)
+    ref = _muon64(init, grads, kw["lr"], kw["momentum"], kw["weight_decay"], kw["nesterov"],
+                  kw.get("momentum_form", "lerp"), kw.get("ns_coefficients", (3.4445, -4.7750, 2.0315)),
+                  kw.get("ns_steps", 5), kw.get("eps", 1e-7), kw.get("ns_norm", "clamp"),
+                  kw.get("scale_rule", "original"), kw.get("weight_renorm", False))
+    for a, b, t in zip(ours, ref, init):
+        assert (b - t).abs().max() > 1e-2  # real updates
+        # NS runs in fp32 on float64 parameters: fp32 round-off only
+        torch.testing.assert_close(a.detach(), b, atol=2e-5, rtol=1e-5)
+
+
+def test_clamp_and_add_norms_differ_where_eps_matters():
+    torch.manual_seed(0)
+    init = [torch.randn(s, dtype=torch.float64) for s in SHAPES]
+    grads = [[g.double() * 0.3 for g in step] for step in _grads(SHAPES, 2, seed=5)]
+    a = _ours(init, grads, lr=0.05, eps=3.0, ns_norm="clamp")
+    b = _ours(init, grads, lr=0.05, eps=3.0, ns_norm="add")
+    assert max((x - y).abs().max().item() for x, y in zip(a, b)) > 1e-3
+
+
+def test_bf16_newton_schulz_runs_in_bf16_and_fp32_in_fp32(monkeypatch):
+    dtypes = []
+    real = muon_module.newton_schulz
+
+    def spy(x, *a, **k):
+        out = real(x, *a, **k)
+        dtypes.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(muon_module, "newton_schulz", spy)
+    torch.manual_seed(0)
+    init = [torch.randn(s) for s in SHAPES]
+    grads = _grads(SHAPES, 2, seed=1)
+    results = {}
+    for name in ("bf16", "fp32"):
+        dtypes.clear()
+        ps = [nn.Parameter(t.clone()) for t in init]
+        _run(Muon([{"params": ps, "role": "matrix"}], lr=0.05, ns_dtype=name), ps, grads)
+        assert set(dtypes) == {torch.bfloat16 if name == "bf16" else torch.float32}
+        assert all(p.dtype == torch.float32 for p in ps)
+        results[name] = ps
+    ref = _muon64(init, grads, 0.05, 0.95, 0.0)
+    err = {k: max((a.double() - b).abs().max().item() for a, b in zip(v, ref)) for k, v in results.items()}
+    assert err["fp32"] < 1e-5 < 1e-3 < err["bf16"] < 5e-2, err
+
+
+def test_match_rms_adamw_matches_torch_muon():
+    shapes = [(64, 32), (16, 64), (48, 48), (48, 48)]
+    torch.manual_seed(0)
+    init = [torch.randn(s) * 0.1 for s in shapes]
+    ours = [nn.Parameter(t.clone()) for t in init]
+    ref = [nn.Parameter(t.clone()) for t in init]
+    kw = dict(lr=0.01, momentum=0.95, nesterov=True, weight_decay=0.1)
+    _run(Muon([{"params": ours, "role": "matrix"}], scale_rule="match_rms_adamw", **kw), ours, _grads(shapes, STEPS))
+    _run(torch.optim.Muon(ref, adjust_lr_fn="match_rms_adamw", **kw), ref, _grads(shapes, STEPS))
+    for a, b, t in zip(ours, ref, init):
+        assert (b - t).abs().max() > 1e-2
+        torch.testing.assert_close(a, b, atol=2e-5 * STEPS * 4, rtol=0)
+
+
+def test_scale_rule_uses_the_flattened_filter():
+    from optbench.optim.muon import shape_scale
+
+    # a (64, 32, 3, 3) filter is a 64 x 288 matrix; a (512, 8, 3, 3) one a 512 x 72 matrix
+    assert shape_scale("original", 64, 288) == 1.0
+    assert shape_scale("original", 512, 72) == pytest.approx((512 / 72) ** 0.5)
+    assert shape_scale("match_rms_adamw", 64, 288) == pytest.approx(0.2 * 288 ** 0.5)
+    assert shape_scale("none", 512, 72) == 1.0
+    # and the optimizer applies it so: one step of a (512, 8, 3, 3) filter from zero momentum
+    p = nn.Parameter(torch.zeros(512, 8, 3, 3))
+    p.grad = torch.randn(512, 8, 3, 3)
+    Muon([{"params": [p], "role": "matrix"}], lr=1.0, momentum=0.0, ns_dtype="fp32").step()
+    expected = -(512 / 72) ** 0.5 * _ns64(p.grad.reshape(512, 72), NS_COEFF, 5, 1e-7, "clamp")
+    torch.testing.assert_close(p.detach().reshape(512, 72).double(), expected, atol=1e-4, rtol=1e-4)
+
+
+NS_COEFF = (3.4445, -4.7750, 2.0315)
+
+
+def test_weight_renorm_sets_each_filter_tensor_to_sqrt_out_channels():
+    p = nn.Parameter(torch.randn(12, 3, 3, 3) * 5)
+    p.grad = torch.randn_like(p)
+    Muon([{"params": [p], "role": "matrix"}], lr=0.0, weight_renorm=True).step()  # lr 0: renorm alone
+    assert p.norm().item() == pytest.approx(12 ** 0.5, rel=1e-6)
+
+
+class _Cnn(nn.Module):
+    def __init__(self, freeze_first=False):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.stem.weight.requires_grad = not freeze_first
+        self.conv = nn.Conv2d(8, 8, 3)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.head = nn.Linear(8, 10)
+
+
+@pytest.mark.parametrize("first_conv, freeze, on_fallback", [
+    ("fallback", False, ["stem.weight"]),
+    ("muon", False, []),
+    ("fallback", True, ["conv.weight"]),   # the first TRAINABLE filter is the input layer's stand-in
+])
+def test_first_conv_goes_to_the_fallback_by_default(first_conv, freeze, on_fallback):
+    from optbench.optim import build_optimizer
+
+    opt = build_optimizer("muon", _Cnn(freeze), first_conv=first_conv)
+    muon = [n for g in opt.param_groups if g["use_muon"] for n in g["param_names"]]
+    emb = [n for g in opt.param_groups if g["role"] == "embedding" for n in g["param_names"]]
+    assert emb == on_fallback
+    assert set(muon) == {"stem.weight", "conv.weight", "conv2.weight"} - set(on_fallback) - ({"stem.weight"} if freeze else set())
+    # the fallback (AdamW) trains it, with the embedding rule's lr
+    group = next((g for g in opt.param_groups if g["role"] == "embedding"), None)
+    assert (group is None) == (not on_fallback)
+    if group is not None:
+        assert not group["use_muon"] and group["lr"] == pytest.approx(3e-4) and "betas" in group
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.momentum_form=heavy", r"optimizer.momentum_form='heavy' is invalid; valid choices: lerp, sgd"),
+    ("optimizer.ns_norm=max", r"optimizer.ns_norm='max' is invalid; valid choices: clamp, add"),
+    ("optimizer.ns_dtype=fp16", r"optimizer.ns_dtype='fp16' is invalid; valid choices: bf16, fp32"),
+    ("optimizer.scale_rule=spectral", r"optimizer.scale_rule='spectral' is invalid; valid choices: original, none, match_rms_adamw"),
+    ("optimizer.weight_renorm=maybe", r"optimizer.weight_renorm='maybe' is invalid; valid choices: true, false"),
+    ("optimizer.first_conv=head", r"optimizer.first_conv='head' is invalid; valid choices: fallback, muon"),
+    ("optimizer.ns_coefficients=[1,2]", r"optimizer.ns_coefficients=\[1, 2\] is invalid: must be three numbers"),
+])
+def test_bad_muon_options_are_one_line(make_cfg, override, message):
+    from optbench.errors import ConfigError
+    from optbench.optim import validate_optimizer_config
+
+    with pytest.raises(ConfigError, match=message):
+        validate_optimizer_config(make_cfg(["optimizer=muon", override]).optimizer)
+
+
+def test_first_conv_is_refused_for_other_optimizers(make_cfg):
+    from optbench.errors import ConfigError
+    from optbench.optim import validate_optimizer_config
+
+    with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['first_conv'\] for optimizer 'adamw'"):
+        validate_optimizer_config(make_cfg(["optimizer=adamw", "+optimizer.first_conv=muon"]).optimizer)
+
+
+def test_a_checkpoint_from_before_the_options_loads_with_todays_behaviour():
+    ps = [nn.Parameter(torch.randn(8, 8))]
+    opt = Muon([{"params": ps, "role": "matrix"}])
+    _run(opt, ps, _grads([(8, 8)], 1))
+    state = opt.state_dict()
+    for g in state["param_groups"]:
+        for k in ("momentum_form", "ns_norm", "ns_dtype", "scale_rule", "weight_renorm"):
+            g.pop(k)
+    fresh = Muon([{"params": ps, "role": "matrix"}], momentum_form="sgd")
+    fresh.load_state_dict(state)
+    assert fresh.param_groups[0]["momentum_form"] == "lerp" and fresh.param_groups[0]["ns_dtype"] == "bf16"
+    _run(fresh, ps, _grads([(8, 8)], 1))

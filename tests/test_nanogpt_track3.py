@@ -3,7 +3,6 @@ out here by hand (the reference itself is compared by scripts/fidelity_nanogpt.p
 evaluation cadence, the lr schedule's values, the data order and shard rule, the presets, init_from."""
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
@@ -18,12 +17,6 @@ from optbench.schedules import build_schedule
 from optbench.train.cadence import eval_due
 
 
-def _muon_has_c2_keys() -> bool:
-    from optbench.optim.muon import Muon
-    return "ns_dtype" in inspect.signature(Muon.__init__).parameters
-
-
-needs_c2 = pytest.mark.skipif(not _muon_has_c2_keys(), reason="Muon lacks the C2 options (ns_dtype, ...) here")
 
 
 # --------------------------------------------------------------------------- evaluation cadence
@@ -155,7 +148,6 @@ def test_baseline_optimizer_block_is_result_36(make_cfg):
     assert all(o.groups[r].weight_decay is True for r in ("matrix", "embedding", "head", "scalar"))
 
 
-@needs_c2
 def test_small_cpu_form_validates(make_cfg):
     from optbench.config import validate
 
@@ -185,7 +177,6 @@ def test_trainer_init_from_loads_before_the_optimizer(make_cfg, tmp_path):
     assert {id(p) for g in tr.optimizer.param_groups for p in g["params"]} == {id(p) for p in tr.model.parameters()}
 
 
-@needs_c2
 def test_small_cpu_form_trains(run_train):
     summary, run_dir = run_train(["experiment=nanogpt_track3", "task=fineweb_synthetic", "model.n_layer=1",
                                   "model.n_embd=128", "model.vocab_size=64", "task.seq_len=16", "task.val_tokens=1024",

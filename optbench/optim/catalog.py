@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from optbench.errors import ConfigError
 from optbench.optim.muon import Muon
-from optbench.optim.registry import CODE_DEFAULTS, hyperparameters, register_factory
+from optbench.optim.registry import CODE_DEFAULTS, ROLE_HOOKS, fast_kernels, hyperparameters, register_factory
+
+__all__ = ["fast_kernels"]
 
 
 def _lbfgs(cls, groups, hp):
@@ -88,7 +90,23 @@ def _muon(groups, hp):
     return Muon(groups, **hp, fallback=lambda gs: fb_spec.factory(gs, fb_hp))
 
 
+def _muon_roles(model, cfg: dict) -> dict:
+    """`first_conv: fallback` (default): the first trainable 4-D parameter in model order, the
+    input conv, leaves Muon for the fallback with the `embedding` role's rule: it is the input
+    layer, like an embedding (Muon's authors: every conv filter except the first). `muon`: every
+    trainable filter on Muon (airbench94_muon, whose first conv, the whitening layer, is frozen)."""
+    from optbench.optim.groups import param_roles
+
+    roles = param_roles(model)
+    if cfg.get("first_conv", "fallback") == "fallback":
+        first = next((n for n, p in model.named_parameters() if p.requires_grad and p.ndim == 4), None)
+        if first is not None and roles.get(first) == "matrix":
+            roles[first] = "embedding"
+    return roles
+
+
 register_factory("muon", lambda cls, groups, hp: _muon(groups, hp))
+ROLE_HOOKS["muon"] = _muon_roles
 # what muon.yaml does not say itself (a yaml's own keys win)
 CODE_DEFAULTS["muon"] = {
     "target": "optbench.optim.muon.Muon", "factory": "muon", "source": "optbench", "state": "1x+fb",

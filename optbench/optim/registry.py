@@ -24,12 +24,19 @@ from optbench.optim.groups import build_param_groups, check_rule
 
 # yaml keys that configure optbench, not the optimizer's constructor
 META_KEYS = {"name", "groups", "lr_grid", "lr_scaling", "reference_batch_size", "search_space",
-             "momentum_schedule", "target", "factory", "source", "state", "description", "needs_closure"}
+             "momentum_schedule", "target", "factory", "source", "state", "description", "needs_closure",
+             "first_conv"}
+# of those, the ones only one optimizer reads (Muon's first_conv: which optimizer the input conv gets)
+OWN_META_KEYS = {"first_conv": "muon"}
 
 # factory name -> build(cls, groups, hp); "class" calls the target class with the groups and hp
 FACTORIES: dict[str, Callable] = {}
 # what the code says about an optimizer of ours whose yaml does not (yet) say it itself
 CODE_DEFAULTS: dict[str, dict] = {}
+
+
+# factory name -> roles(model, cfg): an entry that re-assigns roles (Muon's first_conv)
+ROLE_HOOKS: dict[str, Callable] = {}
 
 
 def register_factory(name: str, build: Callable) -> Callable:
@@ -222,10 +229,31 @@ def build_with_class(cls, groups: list[dict], hp: dict):
     """The default factory: the class itself, with the role-tagged groups and the yaml's values."""
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(f"optimizer.target={_path(cls)} is invalid: must be a torch.optim.Optimizer subclass")
-    return cls(groups, **hp)
+    return cls(groups, **{**hp, **fast_kernels(cls, groups, hp)})
 
 
 register_factory("class", build_with_class)
+
+
+def fast_kernels(cls, groups: list[dict], hp: dict) -> dict:
+    """torch.optim's fastest implementation of the same update: `fused=True` where torch has a
+    fused kernel for the parameters' device and dtype (torch 2.13: AdamW, Adam, SGD, Adagrad on cpu
+    and cuda) and every parameter is contiguous, else `foreach=True` (NAdam, RAdam, channels_last
+    nets); torch's own default on CPU is a per-tensor loop. A `fused` or `foreach` given in the yaml
+    or by the user wins. Other libraries: nothing."""
+    if not (isinstance(cls, type) and cls.__module__.startswith("torch.optim")) or {"fused", "foreach"} & set(hp):
+        return {}
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+    args, _ = constructor_args(cls)
+    params = [p for g in groups for p in g["params"]]
+    # fused kernels walk raw memory: torch 2.13's fused SGD on CPU mis-pairs a channels_last weight
+    # with a contiguous momentum/grad, so only tensors in the default layout get them
+    if "fused" in args and params and all(
+            p.is_floating_point() and not p.is_sparse and p.is_contiguous()
+            and p.device.type in _get_fused_kernels_supported_devices() for p in params):
+        return {"fused": True}
+    return {"foreach": True} if "foreach" in args and params else {}
 
 
 def _path(cls) -> str:
@@ -237,8 +265,11 @@ def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Opti
     cfg = as_dict(cfg)
     spec = spec_of(cfg)
     hp = hyperparameters(cfg)
+    # an entry may re-assign roles from the model and its config (Muon: the input conv, first_conv)
+    hook = ROLE_HOOKS.get(spec.factory_name)
+    roles = hook(model, cfg) if hook else None
     groups = build_param_groups(model, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
-                                policy=cfg.get("groups"))
+                                policy=cfg.get("groups"), roles=roles)
     opt = spec.factory(groups, hp)
     if switches_modes(opt):  # the loop switches to eval() around evaluations, and back
         opt.train()
@@ -269,6 +300,7 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
     if spec.factory_name == "class" and not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(f"{key}.target={spec.target!r} is invalid: must be a torch.optim.Optimizer subclass")
     unknown = sorted(set(hyperparameters(cfg)) - {"name"} - set(spec.accepts))
+    unknown += sorted(k for k, owner in OWN_META_KEYS.items() if k in cfg and owner != name)
     if unknown:
         which = f"'{name}'" + (f" ({spec.target})" if spec.target != OPTIMIZERS[name].target else "") + \
             (f" in {key}" if key.endswith("base_args") else "")
@@ -308,11 +340,30 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         base_cfg = {**sf_base_config(cfg.get("base"), cfg.get("base_args")), "lr": lr}
         validate_optimizer_config(base_cfg, key=f"{key}.base_args")
     if name == "muon":
-        steps = cfg.get("ns_steps", 5)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            # ns_steps=0 would skip the orthogonalisation: Muon would silently be SGD-Nesterov
-            raise ConfigError(f"{key}.ns_steps={steps!r} is invalid: must be a whole number >= 1")
+        _validate_muon(cfg, key)
         validate_optimizer_config(fallback_config(cfg.get("fallback")), key=f"{key}.fallback")
+
+
+def _validate_muon(cfg: dict, key: str) -> None:
+    """Muon's own options (C2 in the design notes), each with its valid choices."""
+    from optbench.optim import muon
+
+    steps = cfg.get("ns_steps", 5)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        # ns_steps=0 would skip the orthogonalisation: Muon would silently be SGD-Nesterov
+        raise ConfigError(f"{key}.ns_steps={steps!r} is invalid: must be a whole number >= 1")
+    coeffs = cfg.get("ns_coefficients", muon.NS_COEFFICIENTS)
+    if not isinstance(coeffs, (list, tuple)) or len(coeffs) != 3 or not all(_number(c) for c in coeffs):
+        raise ConfigError(f"{key}.ns_coefficients={coeffs!r} is invalid: must be three numbers [a, b, c], "
+                          f"e.g. {key}.ns_coefficients=[3.4445,-4.7750,2.0315]")
+    for k, valid in (("momentum_form", muon.MOMENTUM_FORMS), ("ns_norm", muon.NS_NORMS),
+                     ("ns_dtype", tuple(muon.NS_DTYPES)), ("scale_rule", muon.SCALE_RULES),
+                     ("first_conv", muon.FIRST_CONV)):
+        if k in cfg:
+            muon.check_choice(k, cfg[k], valid, prefix=key)
+    renorm = cfg.get("weight_renorm", False)
+    if not isinstance(renorm, bool):
+        raise ConfigError(f"{key}.weight_renorm={renorm!r} is invalid; valid choices: true, false")
 
 
 def _number(v) -> bool:
