@@ -5,6 +5,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +73,52 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def cpu_model() -> str:
+    """The CPU's model name: float results on the CPU reproduce bit-exactly only on the same model
+    (vector width and BLAS kernels differ), so it belongs beside the thread count."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Hardware", "cpu model") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_capability() -> str | None:
+    """The vector ISA torch's CPU kernels dispatch to (e.g. AVX512, AVX2, DEFAULT)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # older builds lack it
+        return None
+
+
+def _build_setting(name: str) -> str | None:
+    m = re.search(rf"\b{name}=([^,\s]+)", torch.__config__.show())
+    return m.group(1) if m else None
+
+
+def blas_backend() -> str | None:
+    """The BLAS torch was built with (e.g. mkl, open): matmul results depend on its kernels."""
+    try:
+        return _build_setting("BLAS_INFO")
+    except Exception:
+        return None
+
+
+def parallel_backend() -> str | None:
+    """ATen's intra-op parallel backend (OpenMP, native thread pool, TBB), from parallel_info()."""
+    try:
+        m = re.search(r"ATen parallel backend:\s*(.+)", torch.__config__.parallel_info())
+        return m.group(1).strip() if m else None
+    except Exception:
+        return None
+
+
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -94,6 +141,13 @@ def environment(device: torch.device, world_size: int) -> dict:
         "world_size": world_size,
         # CPU float reductions depend on it: the same seed reproduces exactly only at the same count
         "cpu_threads": torch.get_num_threads(),
+        "cpu_interop_threads": torch.get_num_interop_threads(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": cpu_capability(),
+        "blas": blas_backend(),
+        "parallel_backend": parallel_backend(),
+        # the thread variables as set when the run started (None: unset, the library's default)
+        "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
         "git_commit": git_commit(),
         "python": platform.python_version(),
         "hostname": platform.node(),
