@@ -199,3 +199,38 @@ def test_wandb_failure_does_not_cost_the_run(make_cfg, tmp_path, offline_env, mo
     sink.close()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "service unreachable" in err[0] and "local files only" in err[0]
+
+
+def test_resumed_run_continues_the_same_wandb_run(make_cfg, tmp_path, offline_env, monkeypatch):
+    """A SLURM requeue or a resume opens the W&B run of the directory again (same id, resume="allow"),
+    not a second one; another directory gets another id."""
+    from optbench.train.wandb_sink import ID_FILE, WandbSink
+
+    calls = []
+
+    class FakeRun:
+        def define_metric(self, *a, **k): pass
+        class config:
+            @staticmethod
+            def update(*a, **k): pass
+        def finish(self, **k): pass
+
+    def fake_init(**kwargs):
+        calls.append(kwargs)
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", fake_init)
+    cfg = make_cfg(["logger=wandb", "logger.wandb.mode=offline"])
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    run_a.mkdir(), run_b.mkdir()
+    WandbSink(cfg, run_a).close()
+    WandbSink(cfg, run_a).close()  # the requeued job
+    WandbSink(cfg, run_b).close()
+    assert calls[0]["id"] == calls[1]["id"] and calls[0]["id"] != calls[2]["id"]
+    assert all(c["resume"] == "allow" for c in calls)
+    assert (run_a / ID_FILE).read_text().strip() == calls[0]["id"]
+    # the stored id wins over the path: a moved run directory keeps its W&B run
+    moved = tmp_path / "moved"
+    run_a.rename(moved)
+    WandbSink(cfg, moved).close()
+    assert calls[3]["id"] == calls[0]["id"]

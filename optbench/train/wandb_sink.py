@@ -68,6 +68,34 @@ def _sweep_group(run_dir: Path) -> str | None:
     return None
 
 
+ID_FILE = "wandb_id"
+
+
+def run_id(run_dir: Path) -> str:
+    """The W&B run id of a run directory: stored there at first start, so a SLURM requeue or a
+    resume continues the same W&B run (with resume="allow") instead of opening a second one.
+    The first id is a stable hash of the directory's absolute path, so two processes starting the
+    same directory at once agree even before the file exists."""
+    import hashlib
+
+    run_dir = Path(run_dir)
+    path = run_dir / ID_FILE
+    try:
+        stored = path.read_text().strip()
+        if stored and stored.isalnum():
+            return stored
+    except (OSError, UnicodeDecodeError):
+        pass
+    rid = "ob" + hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:14]
+    try:
+        from optbench.train.rundir import atomic_write_text
+
+        atomic_write_text(path, rid + "\n")
+    except OSError:  # a read-only directory: the hash alone stays stable
+        pass
+    return rid
+
+
 def flatten_record(record: dict, prefix: str) -> dict:
     """{"type": "train", "loss": .., "lr": {"matrix": ..}} -> {"train/loss": .., "train/lr/matrix": ..}."""
     out = {}
@@ -101,6 +129,8 @@ class WandbSink:
 
     def _init(self, wandb, w, mode, overrides, config, cfg):
         run = wandb.init(
+            id=run_id(self.run_dir),
+            resume="allow",  # the same id continues the run after a requeue or resume
             project=w.get("project") or "optbench",
             entity=w.get("entity") or None,
             group=w.get("group") or _sweep_group(self.run_dir),
