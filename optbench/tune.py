@@ -7,7 +7,9 @@ For every optimizer the same number of trials over its search space: the yaml's 
 (grid), or log-uniform draws over the grid's range and any `search_space` the yaml declares
 (random, or scrambled Sobol points for quasi-random). Each trial trains a full schedule; the
 best trial is the one with the best VALIDATION metric at the end of the schedule (the final
-evaluation, never an intermediate peak), so the test set plays no part in the choice. The best
+evaluation, never an intermediate peak), so the test set plays no part in the choice (on a
+language-model task, whose reported metric is already val_loss, the choice is select_loss on a
+held-out slice of the val shard after the reported tokens: task.select_tokens). The best
 configuration is then rerun with N fresh seeds and reported on the test metric. tune.json
 records the budget (trials per optimizer, steps per run, total steps) beside the runs, and
 `optbench report` prints it under the table.
@@ -156,9 +158,36 @@ def base_settings(overrides: list[str], select_metric: str | None) -> tuple[list
     if not any(o.split("=", 1)[0] == "trainer.progress" for o in overrides):
         extra.append("trainer.progress=false")
     test_metric = str(cfg.task.metric)
-    metric = select_metric or ("val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_")
-                               else test_metric)
+    default_metric = "val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_") else test_metric
+    if cfg.task.get("kind") == "language_model":
+        # the reported val_loss is the val shard's first val_tokens: choose on the slice after them
+        if not cfg.task.get("select_tokens"):
+            extra.append(f"task.select_tokens={default_select_tokens(cfg)}")
+        default_metric = "select_loss"
+    metric = select_metric or default_metric
     return [*overrides, *extra], metric, metric_mode(metric, test_metric, str(cfg.task.mode))
+
+
+def default_select_tokens(cfg) -> int:
+    """As many held-out tokens as the reported evaluation uses, or what the val shard holds after
+    them (whole sequences) when it is shorter."""
+    seq_len, val_tokens = int(cfg.task.seq_len), int(cfg.task.val_tokens)
+    d = cfg.data
+    if d.get("synthetic"):
+        shard = int(d.markov.val_tokens)
+    else:
+        try:
+            from optbench.data.token_shards import find_shards, read_header
+
+            shard = read_header(find_shards(d.root, d.val_pattern)[0])
+        except (ConfigError, OSError):  # no shards yet: the run's own check names the problem
+            return val_tokens
+    room = (shard - val_tokens - 2) // seq_len * seq_len
+    if room < seq_len:
+        raise ConfigError(f"tune: the val shard ({shard} tokens) holds no held-out selection slice after "
+                          f"task.val_tokens={val_tokens}; lower task.val_tokens so that tune does not "
+                          "select on the reported tokens")
+    return min(val_tokens, room)
 
 
 def metric_mode(metric: str, test_metric: str, task_mode: str) -> str:

@@ -7,7 +7,9 @@ reader and loader (token_loader.py).
 
 Evaluation protocol (fixed by config, recorded in summary.json): the loss over the first
 task.val_tokens tokens of the val shard, cut into sequences of task.seq_len, the same for every
-optimizer, run outside the train clock.
+optimizer, run outside the train clock. With task.select_tokens > 0 the next select_tokens tokens
+of the val shard (after those) are scored too, as select_loss: `tune` chooses on them, so the
+choice never sees the tokens the report scores.
 """
 from __future__ import annotations
 
@@ -140,7 +142,7 @@ def evaluate_language_model(model, inputs: torch.Tensor, targets: torch.Tensor, 
 
 
 def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, world_size: int):
-    from optbench.data.token_loader import TokenLoader, validation_tokens
+    from optbench.data.token_loader import TokenLoader, selection_tokens, validation_tokens
     from optbench.models import build_model
     from optbench.tasks import Task
 
@@ -155,6 +157,10 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
     val = validation_tokens(val_shard, val_tokens, seq_len)
     val_t = torch.from_numpy(val).to(device)
     val_inputs, val_targets = val_t[:-1].view(-1, seq_len), val_t[1:].view(-1, seq_len)
+    select_n = int(task.get("select_tokens") or 0)
+    if select_n:
+        sel_t = torch.from_numpy(selection_tokens(val_shard, val_tokens, select_n, seq_len)).to(device)
+        sel_inputs, sel_targets = sel_t[:-1].view(-1, seq_len), sel_t[1:].view(-1, seq_len)
 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg.setdefault("max_seq_len", seq_len)
@@ -175,11 +181,17 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
         out = {"val_loss": value}
         if floor is not None:
             out["excess_loss"] = value - floor
+        if select_n:  # the held-out slice `tune` chooses on; val_loss stays the reported metric
+            out["select_loss"] = evaluate_language_model(model, sel_inputs, sel_targets, eval_batch, rank,
+                                                         world_size)
         return out
 
     extra = {"seq_len": seq_len, "val_tokens": val_tokens, "val_shard": val_shard.name,
              "train_shards": len(train_shards), "train_tokens_available": int(sum(loader.lengths)),
              "tokens_per_step": t.batch_size * seq_len}
+    if select_n:  # [start, stop) token offsets in the val shard, beside the val set's [0, val_tokens + 1)
+        extra["select_tokens"] = select_n
+        extra["select_slice"] = [val_tokens + 1, val_tokens + 2 + select_n]
     if source is not None:
         extra.update({"entropy_floor": floor,
                       # the true model's loss on these very tokens: the floor up to sampling noise
@@ -215,6 +227,10 @@ def validate_language_model_config(cfg: DictConfig) -> None:
         raise ConfigError(f"task.val_tokens={val_tokens} is invalid: must be a multiple of "
                           f"task.seq_len={seq_len} (e.g. {max(1, val_tokens // seq_len) * seq_len})")
     _whole(cfg, "task.eval_batch_size")
+    select_tokens = _whole(cfg, "task.select_tokens", 0) if cfg.task.get("select_tokens") is not None else 0
+    if select_tokens % seq_len:
+        raise ConfigError(f"task.select_tokens={select_tokens} is invalid: must be a multiple of "
+                          f"task.seq_len={seq_len} (e.g. {max(1, select_tokens // seq_len) * seq_len})")
     from optbench.data.token_loader import ORDERS
     if d.get("order", "interleaved") not in ORDERS:
         raise ConfigError(f"data.order={d.get('order')!r} is invalid; valid choices: {', '.join(ORDERS)}")
@@ -236,6 +252,10 @@ def validate_language_model_config(cfg: DictConfig) -> None:
         if d.markov.val_tokens < val_tokens + 1:
             raise ConfigError(f"task.val_tokens={val_tokens} is more than the synthetic val shard holds "
                               f"(data.markov.val_tokens={d.markov.val_tokens}; need val_tokens + 1)")
+        if select_tokens and d.markov.val_tokens < val_tokens + select_tokens + 2:
+            raise ConfigError(f"task.select_tokens={select_tokens} is more than the synthetic val shard holds "
+                              f"after task.val_tokens={val_tokens} (data.markov.val_tokens={d.markov.val_tokens}; "
+                              f"need val_tokens + select_tokens + 2)")
     else:
         vocab = _whole(cfg, "data.vocab_size", 2)
         if not Path(d.root).exists():

@@ -125,3 +125,19 @@ def validation_tokens(path: Path, val_tokens: int, seq_len: int) -> np.ndarray:
         raise ConfigError(f"task.val_tokens={val_tokens} is more than the val shard {path} holds "
                           f"({len(tokens)} tokens; at most {(len(tokens) - 1) // seq_len * seq_len})")
     return np.array(tokens[:val_tokens + 1], dtype=np.int64)
+
+
+def selection_tokens(path: Path, val_tokens: int, select_tokens: int, seq_len: int) -> np.ndarray:
+    """The held-out selection slice: select_tokens + 1 tokens of the val shard starting right after
+    the reported evaluation set's val_tokens + 1, so no token scored for the choice is scored in
+    the report (what `tune` selects on; the CIFAR tasks' val split plays this part)."""
+    if select_tokens <= 0 or select_tokens % seq_len:
+        raise ConfigError(f"task.select_tokens={select_tokens} is invalid: must be a positive multiple of "
+                          f"task.seq_len={seq_len}")
+    tokens = read_shard(path)
+    start = val_tokens + 1
+    if len(tokens) < start + select_tokens + 1:
+        room = max(0, (len(tokens) - start - 1) // seq_len * seq_len)
+        raise ConfigError(f"task.select_tokens={select_tokens} is more than the val shard {path} holds after "
+                          f"task.val_tokens={val_tokens} ({len(tokens)} tokens; at most {room})")
+    return np.array(tokens[start:start + select_tokens + 1], dtype=np.int64)
