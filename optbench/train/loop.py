@@ -13,6 +13,7 @@ import json
 import math
 import random
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -284,10 +285,20 @@ class Trainer:
         if self.finished():
             # the same command again on a finished run: report it, change nothing (no retraining past a
             # stop-at-target point, no summary rewritten with this process's memory and clock)
+            try:
+                summary = json.loads((self.run_dir / "summary.json").read_text())
+            except (ValueError, OSError):  # torn or overwritten after the run (JSON or UTF-8 errors)
+                summary = None
+            if summary is not None:
+                if self.is_main:
+                    print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do",
+                          flush=True)
+                return summary
+            # the final checkpoint holds the finished run: write its summary again rather than fail
             if self.is_main:
-                print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do",
-                      flush=True)
-            return json.loads((self.run_dir / "summary.json").read_text())
+                print(f"optbench: warning: {self.run_dir / 'summary.json'} is unreadable; rewritten from the "
+                      f"final checkpoint (step {self.step})", file=sys.stderr, flush=True)
+            return self.write_summary()
         self.status, self.stop_reason = "running", None  # an interrupted run goes on
         set_optimizer_mode(self.optimizer, "train")  # Schedule-Free: train at y (a checkpoint holds x)
         if self.is_main:
