@@ -159,14 +159,16 @@ def test_damaged_summary_is_rewritten_by_the_same_command(run_train, tmp_path, d
 
 @pytest.mark.xfail(strict=False, reason="issue 12 item 4 (report robustness, helper I2): an unreadable "
                                         "summary.json is listed, the rest reported")
-def test_report_survives_a_truncated_summary(run_train, tmp_path):
+def test_report_survives_a_damaged_summary_and_metrics(run_train, tmp_path):
     from optbench.report.cli import main
 
     sweep = tmp_path / "sweep"
     for seed in (0, 1):
         run_train([*TINY, "trainer.max_steps=2", f"seed={seed}"], sweep / f"seed={seed}")
     path = sweep / "seed=1" / "summary.json"
-    path.write_bytes(bytes(len(path.read_bytes())))  # zero-filled: used to abort the whole report
+    path.write_bytes(bytes(len(path.read_bytes())))  # zero-filled
+    with open(sweep / "seed=0" / "metrics.jsonl", "ab") as f:  # non-UTF-8 bytes: used to abort the report
+        f.write(b"\xff\xfe\x80 not utf-8\n")
     main([str(sweep), "--name", "r", "--out", str(tmp_path / "res"), "--no-plots"])
     assert (tmp_path / "res" / "r" / "table.md").exists()
 
