@@ -212,8 +212,15 @@ def remount(where: Path, options: str) -> None:
 
 
 @pytest.fixture
-def read_only_dir():
-    with tmpfs("4m") as where:
+def read_only_dir(tmp_path):
+    if os.geteuid() != 0:  # permissions stop a non-root writer: chmod is enough
+        run = tmp_path / "ro" / "run"
+        run.mkdir(parents=True)
+        run.chmod(0o555)
+        yield run
+        run.chmod(0o755)
+        return
+    with tmpfs("4m") as where:  # root ignores permissions: a read-only mount
         (where / "run").mkdir()
         remount(where, "ro")
         yield where / "run"
