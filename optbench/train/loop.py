@@ -285,20 +285,11 @@ class Trainer:
         if self.finished():
             # the same command again on a finished run: report it, change nothing (no retraining past a
             # stop-at-target point, no summary rewritten with this process's memory and clock)
-            try:
-                summary = json.loads((self.run_dir / "summary.json").read_text())
-            except (ValueError, OSError):  # torn or overwritten after the run (JSON or UTF-8 errors)
-                summary = None
-            if summary is not None:
-                if self.is_main:
-                    print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do",
-                          flush=True)
-                return summary
-            # the final checkpoint holds the finished run: write its summary again rather than fail
             if self.is_main:
-                print(f"optbench: warning: {self.run_dir / 'summary.json'} is unreadable; rewritten from the "
-                      f"final checkpoint (step {self.step})", file=sys.stderr, flush=True)
-            return self.write_summary()
+                self.repair_summary()
+                print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do",
+                      flush=True)
+            return json.loads((self.run_dir / "summary.json").read_text())
         self.status, self.stop_reason = "running", None  # an interrupted run goes on
         set_optimizer_mode(self.optimizer, "train")  # Schedule-Free: train at y (a checkpoint holds x)
         if self.is_main:
@@ -401,6 +392,19 @@ class Trainer:
         t = self.t
         return eval_due(step, t.max_steps, t.eval_every, t.get("eval_every_late"), t.get("eval_late_fraction", 0.9),
                         t.get("eval_at_start", False))
+
+    def repair_summary(self) -> None:
+        """A finished run's summary.json torn or overwritten afterwards (invalid JSON or UTF-8): the
+        final checkpoint holds the run, so write the summary again from it rather than fail."""
+        path = self.run_dir / "summary.json"
+        try:
+            json.loads(path.read_text())
+            return
+        except (ValueError, OSError):
+            pass
+        print(f"optbench: warning: {path} is unreadable; rewritten from the final checkpoint (step {self.step})",
+              file=sys.stderr, flush=True)
+        self.write_summary()
 
     def finished(self) -> bool:
         """Resumed from the final checkpoint of a run that has nothing left to do."""
