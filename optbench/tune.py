@@ -157,14 +157,14 @@ def base_settings(overrides: list[str], select_metric: str | None) -> tuple[list
         extra.append(f"data.val_split={int(data.n_train) // 10 if data.get('n_train') else 5000}")
     if not any(o.split("=", 1)[0] == "trainer.progress" for o in overrides):
         extra.append("trainer.progress=false")
-    test_metric = str(cfg.task.metric)
-    default_metric = "val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_") else test_metric
     if cfg.task.get("kind") == "language_model":
         # the reported val_loss is the val shard's first val_tokens: choose on the slice after them
         if not cfg.task.get("select_tokens"):
             extra.append(f"task.select_tokens={default_select_tokens(cfg)}")
-        default_metric = "select_loss"
-    metric = select_metric or default_metric
+        select_metric = select_metric or "select_loss"
+    test_metric = str(cfg.task.metric)
+    metric = select_metric or ("val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_")
+                               else test_metric)
     return [*overrides, *extra], metric, metric_mode(metric, test_metric, str(cfg.task.mode))
 
 

@@ -249,13 +249,13 @@ def validate_language_model_config(cfg: DictConfig) -> None:
             raise ConfigError(f"data.markov.successors={succ} is invalid: must be in [2, vocab_size={vocab}]")
         for key in ("train_tokens", "val_tokens", "shard_tokens"):
             _whole(cfg, f"data.markov.{key}")
-        if d.markov.val_tokens < val_tokens + 1:
-            raise ConfigError(f"task.val_tokens={val_tokens} is more than the synthetic val shard holds "
-                              f"(data.markov.val_tokens={d.markov.val_tokens}; need val_tokens + 1)")
-        if select_tokens and d.markov.val_tokens < val_tokens + select_tokens + 2:
+        if select_tokens and d.markov.val_tokens >= val_tokens + 1 > d.markov.val_tokens - select_tokens - 1:
             raise ConfigError(f"task.select_tokens={select_tokens} is more than the synthetic val shard holds "
                               f"after task.val_tokens={val_tokens} (data.markov.val_tokens={d.markov.val_tokens}; "
                               f"need val_tokens + select_tokens + 2)")
+        if d.markov.val_tokens < val_tokens + 1:
+            raise ConfigError(f"task.val_tokens={val_tokens} is more than the synthetic val shard holds "
+                              f"(data.markov.val_tokens={d.markov.val_tokens}; need val_tokens + 1)")
     else:
         vocab = _whole(cfg, "data.vocab_size", 2)
         if not Path(d.root).exists():
