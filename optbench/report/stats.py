@@ -223,7 +223,9 @@ def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | N
     keys = keys or default_group_keys(runs)
     for k in keys:
         if all(r.value(k) is None for r in runs):
-            known = sorted({c for r in runs for c in r.config if not is_ignored(c)} | {"optimizer", "task", "lr"})
+            # only keys some run has a value for: a key listed here must not be refused next time
+            known = sorted({c for r in runs for c, v in r.config.items() if v is not None and not is_ignored(c)}
+                           | {"optimizer", "task"} | ({"lr"} if any(r.value("lr") is not None for r in runs) else set()))
             raise ConfigError(f"report: --by key '{k}' is in no run; valid keys include: {', '.join(known[:40])}")
     from optbench.report.benchmarks import claim  # benchmarks builds on this module's statistics
 

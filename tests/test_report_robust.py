@@ -1,0 +1,81 @@
+"""`optbench report` against damaged, duplicated and foreign files (issue 12 items 4, 5, 8 and the
+report's messages and plots). Run directories are written by tests/benchmark_runs.py from hand-made
+numbers; nothing trains here."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from optbench.errors import ConfigError
+from optbench.report.cli import build_report, main
+from tests.benchmark_runs import write_run
+
+
+def _runs(root, n=3, **kw):
+    return [write_run(root / f"{i}", None, {0: 4.0, 10: 3.5 - i / 100}, seed=i, **kw) for i in range(n)]
+
+
+@pytest.mark.parametrize("damage", [
+    b'{"status": "compl',            # killed mid-write
+    b"\x00" * 512,                   # zero-filled (a crash before the data reached the disk)
+    bytes(range(256)) * 4,           # binary
+    b"[1, 2, 3]",                    # JSON, but not an object
+])
+def test_one_bad_summary_is_listed_with_its_path_and_the_rest_is_reported(tmp_path, capsys, damage):
+    dirs = _runs(tmp_path / "runs")
+    (dirs[1] / "summary.json").write_bytes(damage)
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "res"), "--name", "r"])
+    out = capsys.readouterr().out
+    assert str(dirs[1] / "summary.json") in out and "unreadable" in out
+    md = (tmp_path / "res" / "r" / "table.md").read_text()
+    assert str(dirs[1] / "summary.json") in md
+    # the two good runs are the row's statistics; the bad one counts as failed
+    row = [line for line in md.splitlines() if line.startswith("| muon")]
+    assert len(row) == 1 and "| 2 |" not in row[0]
+    _, rows, _, _ = build_report([str(tmp_path / "runs")], "r2", out=tmp_path / "res", plots=False)
+    s = next(r for r in rows if r.label == "muon").stats
+    assert s["completed"] == 2 and s["failed"] == 1 and s["final"]["n"] == 2
+
+
+def test_bad_metrics_lines_are_skipped_with_a_note(tmp_path, capsys):
+    dirs = _runs(tmp_path / "runs")
+    m = dirs[0] / "metrics.jsonl"
+    m.write_bytes(m.read_bytes() + b'{"type": "eval", "step": 11, "val_loss": \xff\xfe 3.1}\n')  # non-UTF-8
+    m2 = dirs[2] / "metrics.jsonl"
+    m2.write_bytes(m2.read_bytes() + b'{"type": "train", "step": 12, "lo')  # truncated last line
+    main([str(tmp_path / "runs"), "--out", str(tmp_path / "res"), "--name", "m"])
+    out = capsys.readouterr().out
+    assert f"{m}: 1 unreadable line skipped" in out and f"{m2}: 1 unreadable line skipped" in out
+    _, rows, _, plots = build_report([str(tmp_path / "runs")], "m2", out=tmp_path / "res")
+    assert rows[0].stats["completed"] == 3 and plots  # every run is in; the curves are drawn
+    assert max(e["step"] for e in rows[0].runs[0].evals) == 10
+
+
+def test_binary_metrics_file_does_not_kill_the_report(tmp_path, capsys):
+    dirs = _runs(tmp_path / "runs")
+    (dirs[1] / "metrics.jsonl").write_bytes(bytes(range(256)) * 64)
+    _, rows, md, plots = build_report([str(tmp_path / "runs")], "b", out=tmp_path / "res")
+    assert rows[0].stats["completed"] == 3 and "unreadable line" in md and plots
+
+
+def test_by_optimizer_works_when_summaries_have_no_optimizer_field(tmp_path):
+    """A summary without the field (a failed job's, an unreadable one) used to make `--by optimizer`
+    say "'optimizer' is in no run; valid keys include: ..., optimizer"."""
+    dirs = _runs(tmp_path / "runs", n=2)
+    for d in dirs:
+        s = json.loads((d / "summary.json").read_text())
+        s["optimizer"] = None
+        (d / "summary.json").write_text(json.dumps(s))
+    _, rows, _, _ = build_report([str(tmp_path / "runs")], "o", by=["optimizer"], out=tmp_path / "res", plots=False)
+    assert [r.label for r in rows] == ["muon"] and rows[0].stats["runs"] == 2
+    # all summaries unreadable and no config: still one row named '?', not a refusal
+    for d in dirs:
+        (d / "summary.json").write_bytes(b"\x00" * 16)
+        (d / "config.yaml").unlink()
+    _, rows, md, _ = build_report([str(tmp_path / "runs")], "o", by=["optimizer"], out=tmp_path / "res", plots=False)
+    assert rows[0].stats["failed"] == 2
+    # a key that really is in no run is refused, and the keys it offers are ones that exist
+    with pytest.raises(ConfigError, match="'optimiser' is in no run") as e:
+        build_report([str(tmp_path / "runs")], "o", by=["optimiser"], out=tmp_path / "res", plots=False)
+    assert "optimizer.lr" not in str(e.value) and "lr," not in str(e.value)
