@@ -79,3 +79,27 @@ def test_by_optimizer_works_when_summaries_have_no_optimizer_field(tmp_path):
     with pytest.raises(ConfigError, match="'optimiser' is in no run") as e:
         build_report([str(tmp_path / "runs")], "o", by=["optimiser"], out=tmp_path / "res", plots=False)
     assert "optimizer.lr" not in str(e.value) and "lr," not in str(e.value)
+
+
+def test_report_removes_only_the_plots_it_wrote(tmp_path):
+    from optbench.report.cli import PLOTS_MANIFEST
+
+    _runs(tmp_path / "runs", n=2)
+    plots_dir = tmp_path / "res" / "p" / "plots"
+    plots_dir.mkdir(parents=True)
+    mine = plots_dir / "my_figure.png"
+    mine.write_bytes(b"\x89PNG user's own figure")
+    _, _, _, first = build_report([str(tmp_path / "runs")], "p", out=tmp_path / "res")
+    assert first and mine.exists()
+    assert sorted(json.loads((plots_dir / PLOTS_MANIFEST).read_text())["files"]) == sorted(p.name for p in first)
+    # a plot of the first report that the second does not draw is removed; the user's file stays
+    stale = plots_dir / "lr_sensitivity.png"
+    stale.write_bytes(b"old")
+    manifest = json.loads((plots_dir / PLOTS_MANIFEST).read_text())
+    manifest["files"] += ["lr_sensitivity.png", "../../../outside.png"]
+    (plots_dir / PLOTS_MANIFEST).write_text(json.dumps(manifest))
+    (tmp_path / "outside.png").write_bytes(b"x")
+    build_report([str(tmp_path / "runs")], "p", out=tmp_path / "res", plots=False)
+    assert mine.exists() and not stale.exists() and (tmp_path / "outside.png").exists()
+    assert not any(p.exists() for p in first)
+    assert sorted(x.name for x in plots_dir.iterdir()) == ["my_figure.png"]

@@ -92,14 +92,44 @@ def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseli
     if command:
         (out_dir / "command.txt").write_text(command + "\n")
     written = []
-    # the plots of an earlier report into the same folder must not pass for this one's
-    for stale in (out_dir / "plots").glob("*.png"):
-        stale.unlink()
+    # the plots of an earlier report into the same folder must not pass for this one's; files
+    # someone else put there are theirs, so only what the manifest says we wrote goes
+    remove_our_plots(out_dir / "plots")
     if plots:
         from optbench.report.plots import all_plots
 
         written = all_plots(rows, out_dir / "plots")
+        write_manifest(out_dir / "plots", written)
     return out_dir, rows, md, written
+
+
+PLOTS_MANIFEST = ".optbench-plots.json"  # the PNGs a report of ours wrote into plots/
+
+
+def remove_our_plots(plots_dir: Path) -> list[Path]:
+    """Delete the files a previous report listed in its manifest (plain names in plots_dir only)."""
+    manifest = plots_dir / PLOTS_MANIFEST
+    try:
+        names = json.loads(manifest.read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):  # none yet, or damaged: delete nothing we cannot vouch for
+        return []
+    removed = []
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            continue  # a manifest entry never reaches outside plots/
+        f = plots_dir / name
+        if f.is_file():
+            f.unlink()
+            removed.append(f)
+    manifest.unlink()
+    return removed
+
+
+def write_manifest(plots_dir: Path, written: list[Path]) -> None:
+    from optbench.train.rundir import write_json
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    write_json(plots_dir / PLOTS_MANIFEST, {"written_by": "optbench report", "files": sorted(p.name for p in written)})
 
 
 def log_to_wandb(rows, name: str, project: str, mode: str) -> None:
