@@ -103,3 +103,36 @@ def test_report_removes_only_the_plots_it_wrote(tmp_path):
     assert mine.exists() and not stale.exists() and (tmp_path / "outside.png").exists()
     assert not any(p.exists() for p in first)
     assert sorted(x.name for x in plots_dir.iterdir()) == ["my_figure.png"]
+
+
+def test_a_sweep_listing_a_value_twice_warns_at_launch(capsys):
+    from optbench.config import precheck
+
+    precheck(["seed=0,1", "trainer.max_steps=3"], multirun=True)
+    assert "warning" not in capsys.readouterr().err
+    precheck(["seed=0,0", "trainer.max_steps=3"], multirun=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "same job twice (seed=0 listed twice)" in err[0]
+    precheck(["optimizer.lr=1e-3,0.001"], multirun=True)  # two spellings of one value
+    assert "same job twice" in capsys.readouterr().err
+
+
+def test_duplicate_runs_are_counted_once_and_named_under_the_table(tmp_path):
+    import csv
+
+    root = tmp_path / "runs"
+    a = write_run(root / "0", None, {0: 4.0, 10: 3.40}, seed=0)
+    b = write_run(root / "1", None, {0: 4.0, 10: 3.40}, seed=0)  # `-m seed=0,0`: the same run again
+    c = write_run(root / "2", None, {0: 4.0, 10: 3.50}, seed=1)
+    _, rows, md, _ = build_report([str(root)], "d", out=tmp_path / "res", plots=False)
+    s = rows[0].stats
+    assert s["runs"] == 2 and s["final"]["n"] == 2 and s["duplicates"] == 1
+    assert s["final"]["mean"] == pytest.approx(3.45)  # not (3.40 + 3.40 + 3.50) / 3
+    assert f"`{b}` has the same configuration as `{a}`" in md
+    assert "each configuration is counted once" in md
+    with open(tmp_path / "res" / "d" / "runs.csv") as f:
+        marks = {r["path"]: r["duplicate_of"] for r in csv.DictReader(f)}
+    assert marks == {str(a): "", str(b): str(a), str(c): ""}
+    # only duplicates: one run, no spread claimed
+    _, rows, md, _ = build_report([str(a), str(b)], "d2", out=tmp_path / "res", plots=False)
+    assert rows[0].stats["runs"] == 1 and "± 0.0000" not in md and "[3.4000, 3.4000]" not in md

@@ -25,15 +25,18 @@ from optbench.report.stats import build_rows
 
 RUN_FIELDS = ["path", "task", "optimizer", "lr", "seed", "status", "stop_reason", "final_metric", "best_metric",
               "reached", "steps_to_target", "time_to_target_s", "steps", "train_time_s",
-              "throughput_samples_per_s", "peak_memory_bytes", "optimizer_state_bytes"]
+              "throughput_samples_per_s", "peak_memory_bytes", "optimizer_state_bytes", "duplicate_of"]
 
 
-def runs_csv(runs) -> str:
+def runs_csv(runs, duplicate_of: dict | None = None) -> str:
+    """One line per run; duplicate_of names the run a repeated configuration repeats (counted once)."""
+    duplicate_of = duplicate_of or {}
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=RUN_FIELDS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in runs:
-        w.writerow({**{k: r.summary.get(k) for k in RUN_FIELDS}, "path": str(r.path)})
+        w.writerow({**{k: r.summary.get(k) for k in RUN_FIELDS}, "path": str(r.path),
+                    "duplicate_of": str(duplicate_of[r.path]) if r.path in duplicate_of else ""})
     return buf.getvalue()
 
 
@@ -88,7 +91,7 @@ def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseli
     (out_dir / "table.md").write_text(md)
     (out_dir / "table.csv").write_text(tables.csv_text(rows))
     (out_dir / "table.tex").write_text(tables.latex(rows, caption=name))
-    (out_dir / "runs.csv").write_text(runs_csv(runs))
+    (out_dir / "runs.csv").write_text(runs_csv(runs, {d.path: o.path for row in rows for d, o in row.duplicates}))
     if command:
         (out_dir / "command.txt").write_text(command + "\n")
     written = []

@@ -20,6 +20,11 @@ IGNORED_KEYS = ("seed", "name", "overrides", "resolved", "versions", "data.root"
                 "trainer.progress", "trainer.device", "trainer.resume", "trainer.checkpoint_every",
                 "trainer.log_every", "hydra", "lr_index")
 
+# Keys that differ between two runs of one configuration (paths, names, bookkeeping, display):
+# runs equal in everything else are the same computation twice (`-m seed=0,0`), not two samples.
+IDENTITY_IGNORED = ("name", "overrides", "versions", "hydra", "logger", "trainer.progress", "trainer.resume",
+                    "trainer.log_every", "trainer.checkpoint_every", "lr_index", "data.root")
+
 
 @dataclass
 class Run:
@@ -182,3 +187,28 @@ def is_ignored(key: str) -> bool:
 
 def finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def identity(run: Run) -> tuple | None:
+    """What makes a run the configuration it is; None when its config or summary could not be read."""
+    if not run.config or run.status == "unreadable":
+        return None
+    ignored = lambda k: any(k == i or k.startswith(i + ".") for i in IDENTITY_IGNORED)  # noqa: E731
+    return tuple(sorted((k, repr(v)) for k, v in run.config.items() if not ignored(k)))
+
+
+def find_duplicates(runs: list[Run]) -> dict[Path, Run]:
+    """path of each repeated run -> the run it repeats (the first completed one of its configuration)."""
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        key = identity(r)
+        if key is not None:
+            groups.setdefault(key, []).append(r)
+    dups = {}
+    for same in groups.values():
+        if len(same) < 2:
+            continue
+        same = sorted(same, key=lambda r: (r.status != "completed", str(r.path)))
+        for r in same[1:]:
+            dups[r.path] = same[0]
+    return dups

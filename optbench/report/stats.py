@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats as sps
 
 from optbench.errors import ConfigError
-from optbench.report.collect import Run, finite, is_ignored
+from optbench.report.collect import Run, find_duplicates, finite, is_ignored
 
 FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running", "unreadable")
 
@@ -30,8 +30,9 @@ FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running", "unreadable"
 class Row:
     key: tuple  # values of the grouping keys
     label: str
-    runs: list[Run]
+    runs: list[Run]  # one per distinct configuration: a repeated run is in duplicates, not here
     stats: dict = field(default_factory=dict)
+    duplicates: list[tuple[Run, Run]] = field(default_factory=list)  # (repeat, the run it repeats)
 
     @property
     def task(self) -> str:
@@ -230,8 +231,14 @@ def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | N
     from optbench.report.benchmarks import claim  # benchmarks builds on this module's statistics
 
     rows = group_runs(runs, keys)
+    dups = find_duplicates(runs)  # the same configuration twice is one result: counted once
     for row in rows:
+        mine = {r.path for r in row.runs}
+        repeats = {r.path for r in row.runs if r.path in dups and dups[r.path].path in mine}
+        row.duplicates = [(r, dups[r.path]) for r in row.runs if r.path in repeats]
+        row.runs = [r for r in row.runs if r.path not in repeats]
         row.stats = row_stats(row)
+        row.stats["duplicates"] = len(row.duplicates)
         row.stats["claim"] = claim(row.runs)  # the benchmark's own validity rule, None for other rows
     if baseline and not any(_matches(r, baseline) for r in rows):
         raise ConfigError(f"report: --baseline '{baseline}' matches no row; valid choices: "

@@ -134,7 +134,7 @@ CSV_FIELDS = ["task", "label", "metric", "mode", "target", "runs", "seeds", "com
               "best_ci_low", "best_ci_high", "reached", "reached_fraction", "steps_to_target_median",
               "time_to_target_s_median", "p_beats_target", "baseline", "speedup_steps", "speedup_time",
               "throughput", "throughput_unit", "peak_memory_bytes", "optimizer_state_bytes", "train_time_s",
-              "steps", "lr", "final_nonfinite", *CLAIM_FIELDS]
+              "steps", "lr", "final_nonfinite", *CLAIM_FIELDS, "duplicates"]
 
 
 def csv_text(rows) -> str:
