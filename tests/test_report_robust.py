@@ -136,3 +136,57 @@ def test_duplicate_runs_are_counted_once_and_named_under_the_table(tmp_path):
     # only duplicates: one run, no spread claimed
     _, rows, md, _ = build_report([str(a), str(b)], "d2", out=tmp_path / "res", plots=False)
     assert rows[0].stats["runs"] == 1 and "± 0.0000" not in md and "[3.4000, 3.4000]" not in md
+
+
+def _lr_runs(root, mode_task=None):
+    """adamw at 3 lrs (the largest diverged, one seed of the middle one NaN), sgd at 2 (the largest off
+    to 10.0, diverged): the x axis must reach 10 and the crosses sit at the worst edge."""
+    import math
+
+    i = 0
+    for opt, lrs in (("adamw", [1e-3, 1e-2, 1e-1]), ("sgd", [1e-2, 10.0])):
+        for lr in lrs:
+            for seed in (0, 1):
+                status = "diverged" if lr in (1e-1, 10.0) else "completed"
+                final = math.nan if (opt, lr, seed) == ("adamw", 1e-2, 1) else 3.0 + lr
+                write_run(root / f"{i}", None, {0: 4.0, 10: final}, seed=seed, optimizer=opt, lr=lr, status=status)
+                i += 1
+
+
+def test_lr_sensitivity_keeps_diverged_and_non_finite_runs_on_the_figure(tmp_path, monkeypatch):
+    from optbench.report import plots as P
+
+    _lr_runs(tmp_path / "runs")
+    seen = {}
+    real_save = P.save_figure
+
+    def spy(fig, path):
+        if path.name.startswith("lr_sensitivity"):
+            ax = fig.axes[0]
+            seen["xlim"] = ax.get_xlim()
+            seen["crosses"] = {c.get_label(): c.get_offsets().tolist() for c in ax.collections
+                               if "diverged" in str(c.get_label())}
+            seen["notes"] = [t.get_text() for t in ax.texts]
+        return real_save(fig, path)
+
+    monkeypatch.setattr(P, "save_figure", spy)
+    _, _, _, plots = build_report([str(tmp_path / "runs")], "lr", out=tmp_path / "res")
+    assert any(p.name == "lr_sensitivity.png" for p in plots)
+    lo, hi = seen["xlim"]
+    assert lo < 1e-3 and hi > 10.0  # every lr tried is on the figure
+    # a loss (mode min): crosses at the top edge (axes fraction 1), at each lr with a bad run
+    adamw = seen["crosses"]["adamw: diverged / failed / non-finite"]
+    assert sorted(x for x, _ in adamw) == pytest.approx([1e-2, 1e-1]) and all(y == 1.0 for _, y in adamw)
+    assert [x for x, _ in seen["crosses"]["sgd: diverged / failed / non-finite"]] == pytest.approx([10.0])
+    assert sorted(seen["notes"]) == ["1/2", "2/2", "2/2"]
+
+
+def test_no_performance_profile_when_no_task_reached_its_target(tmp_path):
+    for task in ("task_a", "task_b"):  # val_loss target 3.28 in write_run: 3.5 never reaches it
+        for seed in (0, 1):
+            write_run(tmp_path / "runs" / f"{task}{seed}", None, {0: 4.0, 10: 3.5}, seed=seed, task=task)
+    _, rows, md, plots = build_report([str(tmp_path / "runs")], "pp", out=tmp_path / "res")
+    assert {r.task for r in rows} == {"task_a", "task_b"}
+    assert "performance_profile.png" not in {p.name for p in plots}
+    assert "performance_profile.png not drawn: no row of the 2 tasks reached its target" in md
+    assert not (tmp_path / "res" / "pp" / "plots" / "performance_profile.png").exists()

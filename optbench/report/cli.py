@@ -78,6 +78,12 @@ def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseli
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     md = tables.markdown(rows)
+    if plots:
+        from optbench.report.plots import profile_skipped
+
+        why = profile_skipped(rows)
+        if why:  # said in the report, since the figure is missing on purpose
+            md += "\n" + why + "\n"
     budgets = tuning_budget(dirs)
     if budgets:
         md += "\n" + budget_markdown(budgets)
