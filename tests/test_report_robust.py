@@ -190,3 +190,14 @@ def test_no_performance_profile_when_no_task_reached_its_target(tmp_path):
     assert "performance_profile.png" not in {p.name for p in plots}
     assert "performance_profile.png not drawn: no row of the 2 tasks reached its target" in md
     assert not (tmp_path / "res" / "pp" / "plots" / "performance_profile.png").exists()
+
+
+@pytest.mark.parametrize("field", [{"seed": "x"}, {"seed": [1]}, {"status": 5}, {"final_metric": "abc"},
+                                   {"mode": 3}, {"steps_to_target": "x"}])
+def test_a_summary_with_wrongly_typed_fields_does_not_kill_the_report(tmp_path, field):
+    dirs = _runs(tmp_path / "runs")
+    s = json.loads((dirs[1] / "summary.json").read_text())
+    s.update(field)
+    (dirs[1] / "summary.json").write_text(json.dumps(s))
+    _, rows, md, _ = build_report([str(tmp_path / "runs")], "w", out=tmp_path / "res")
+    assert sum(r.stats["runs"] for r in rows) == 3

@@ -43,6 +43,12 @@ def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
 
 
+def seed_order(v) -> tuple:
+    """Numbers in order, then anything else a damaged summary holds (as text), then no seed."""
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (v is None, not number, v if number else 0, "" if number else str(v))
+
+
 def default_group_keys(runs: list[Run]) -> list[str]:
     """task (when several) + optimizer + every config key that varies among the runs of one
     (task, optimizer) -- e.g. optimizer.lr in an lr sweep. Seeds never split rows."""
@@ -95,7 +101,7 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Row]:
     def order(item):
         return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in item[0])
 
-    return [Row(key=k, label=label(k), runs=sorted(v, key=lambda r: (r.summary.get("seed") or 0, str(r.path))))
+    return [Row(key=k, label=label(k), runs=sorted(v, key=lambda r: (seed_order(r.summary.get("seed")), str(r.path))))
             for k, v in sorted(rows.items(), key=order)]
 
 
@@ -166,7 +172,7 @@ def row_stats(row: Row) -> dict:
     throughput_key = "throughput_tokens_per_s" if first.get("throughput_tokens_per_s") else "throughput_samples_per_s"
     s = {
         "label": row.label, "task": row.task, "metric": first.get("metric"), "mode": mode, "target": target,
-        "runs": len(runs), "seeds": sorted({r.summary.get("seed") for r in runs}, key=lambda v: (v is None, v)),
+        "runs": len(runs), "seeds": sorted({_hashable(r.summary.get("seed")) for r in runs}, key=seed_order),
         "completed": len(completed), "diverged": statuses.count("diverged"),
         "failed": statuses.count("failed") + statuses.count("unreadable"),  # unreadable: a summary no one can trust
         "interrupted": statuses.count("interrupted") + statuses.count("running"),
