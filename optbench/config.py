@@ -186,7 +186,8 @@ def warn_duplicate_jobs(repeats: list[tuple[list[str], list[str]]], overrides: l
         shown = f"{', '.join(twice)} listed twice"
     else:  # two spellings of one value (optimizer.lr=1e-3,0.001), or an experiment's own sweep
         a, b = repeats[0]
-        shown = f"'{' '.join(o for o in a if o not in b)}' and '{' '.join(o for o in b if o not in a)}' are one configuration"
+        only_a, only_b = " ".join(o for o in a if o not in b), " ".join(o for o in b if o not in a)
+        shown = f"'{only_a}' and '{only_b}' are one configuration"
     print(f"optbench: warning: this sweep runs the same job twice ({shown}); repeats are not independent "
           "runs, and the report counts each configuration once", file=sys.stderr, flush=True)
 

@@ -231,8 +231,9 @@ def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | N
     for k in keys:
         if all(r.value(k) is None for r in runs):
             # only keys some run has a value for: a key listed here must not be refused next time
+            has_lr = {"lr"} if any(r.value("lr") is not None for r in runs) else set()
             known = sorted({c for r in runs for c, v in r.config.items() if v is not None and not is_ignored(c)}
-                           | {"optimizer", "task"} | ({"lr"} if any(r.value("lr") is not None for r in runs) else set()))
+                           | {"optimizer", "task"} | has_lr)
             raise ConfigError(f"report: --by key '{k}' is in no run; valid keys include: {', '.join(known[:40])}")
     from optbench.report.benchmarks import claim  # benchmarks builds on this module's statistics
 
