@@ -138,9 +138,14 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
         first = next(o for o in overrides if "," in o)
         raise ConfigError(f"'{first}' lists several values: add -m to run a sweep")
     first_cfg = None
+    seen: dict[str, list[str]] = {}  # composed config (hydra aside) -> the first variant giving it
+    repeats: list[tuple[list[str], list[str]]] = []
     for variant in variants:
         cfg = compose(variant)
         first_cfg = first_cfg or cfg
+        same = seen.setdefault(_fingerprint(cfg), variant)
+        if same is not variant:
+            repeats.append((same, variant))
         for key in ("hydra.run.dir", "hydra.sweep.dir"):
             explicit = any(o.lstrip("+").split("=", 1)[0] == key for o in variant)
             if explicit and not str(OmegaConf.select(cfg, key) or "").strip():
@@ -154,7 +159,37 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
             extra = [f"{k}={v}" for k, v in params.items() if k not in explicit]
             for sub in _sweep_variants(extra)[1:] + [_sweep_variants(extra)[0]]:
                 validate(compose(variant + sub))
+    if multirun and repeats:
+        warn_duplicate_jobs(repeats, overrides)
     return first_cfg
+
+
+def _fingerprint(cfg: DictConfig) -> str:
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)  # the job's own dir and number: every job differs there
+    return OmegaConf.to_yaml(OmegaConf.create(plain))
+
+
+def warn_duplicate_jobs(repeats: list[tuple[list[str], list[str]]], overrides: list[str]) -> None:
+    """`-m seed=0,0`: the sweep runs one configuration twice. Not an error (a timing study may want
+    it), but the runs are not independent samples: std 0 and a zero-width CI would say nothing."""
+    import sys
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    twice = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            values = list(islice(o.sweep_string_iterator(), MAX_SWEEP_VALUES_CHECKED))
+            twice += [f"{o.get_key_element()}={v}" for v in dict.fromkeys(values) if values.count(v) > 1]
+    if twice:
+        shown = f"{', '.join(twice)} listed twice"
+    else:  # two spellings of one value (optimizer.lr=1e-3,0.001), or an experiment's own sweep
+        a, b = repeats[0]
+        only_a, only_b = " ".join(o for o in a if o not in b), " ".join(o for o in b if o not in a)
+        shown = f"'{only_a}' and '{only_b}' are one configuration"
+    print(f"optbench: warning: this sweep runs the same job twice ({shown}); repeats are not independent "
+          "runs, and the report counts each configuration once", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- values

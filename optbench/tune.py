@@ -165,6 +165,11 @@ def base_settings(overrides: list[str], select_metric: str | None) -> tuple[list
     test_metric = str(cfg.task.metric)
     metric = select_metric or ("val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_")
                                else test_metric)
+    known = final_eval_metrics(cfg)
+    if select_metric is not None and known is not None and metric not in known:
+        # refused here, not after the first trial has trained a full schedule
+        raise ConfigError(f"tune: --select-metric {metric} is invalid: the final evaluation of task "
+                          f"{cfg.task.name} gives {', '.join(known)}")
     return [*overrides, *extra], metric, metric_mode(metric, test_metric, str(cfg.task.mode))
 
 
@@ -190,6 +195,19 @@ def default_select_tokens(cfg) -> int:
     return min(val_tokens, room)
 
 
+def final_eval_metrics(cfg) -> list[str] | None:
+    """The metric names a run's evaluation reports, as tasks.py and data/fineweb.py write them
+    (validation ones given the split base_settings adds); None for a task kind not known here,
+    whose metrics only a trained run can tell (score() checks them then)."""
+    kind = str(cfg.task.get("kind", ""))
+    if kind == "image_classification":
+        return ["test_acc", "test_loss", "val_acc", "val_loss"]
+    if kind == "language_model":
+        # select_loss: the held-out slice base_settings always gives a language-model tune
+        return ["val_loss", *(["excess_loss"] if (cfg.get("data") or {}).get("synthetic") else []), "select_loss"]
+    return None
+
+
 def metric_mode(metric: str, test_metric: str, task_mode: str) -> str:
     """Whether the selection metric is maximised or minimised. The task's mode belongs to its own
     metric (test_acc: max); `--select-metric val_loss` on that task must still be minimised."""
@@ -211,6 +229,11 @@ def tune(optimizers: list[str], overrides: list[str], out_dir: Path, search: str
         raise ConfigError(f"--search={search} is invalid; valid choices: {', '.join(SEARCHES)}")
     if seeds < 1:
         raise ConfigError(f"--seeds={seeds} is invalid: must be >= 1")
+    if not optimizers:
+        from optbench.confdir import group_options
+
+        raise ConfigError(f"tune: --optimizers names no optimizer; give a comma-separated list, e.g. adamw,sgd "
+                          f"(valid choices: {choices(group_options('optimizer'))})")
     for o in overrides:
         if o.split("=", 1)[0].lstrip("+~") in ("optimizer", "seed", "optimizer.lr"):
             raise ConfigError(f"tune: '{o}' is chosen by the protocol; name optimizers with --optimizers")

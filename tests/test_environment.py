@@ -22,11 +22,10 @@ def test_environment_records_cpu_model_and_thread_settings(monkeypatch):
     assert env["parallel_backend"] and env["parallel_backend"] in torch.__config__.parallel_info()
 
 
-def test_cpu_model_is_read_from_proc_cpuinfo(monkeypatch, tmp_path):
-    from optbench.train import rundir
+def test_cpu_model_is_read_from_proc_cpuinfo(tmp_path):
+    from optbench.train.rundir import cpu_model
 
     fake = tmp_path / "cpuinfo"
     fake.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Test CPU @ 3.0GHz\n")
-    real_path = rundir.Path
-    monkeypatch.setattr(rundir, "Path", lambda p, *a: real_path(fake) if str(p) == "/proc/cpuinfo" else real_path(p, *a))
-    assert rundir.cpu_model() == "Test CPU @ 3.0GHz"
+    assert cpu_model(fake) == "Test CPU @ 3.0GHz"
+    assert cpu_model(tmp_path / "missing")  # no /proc (macOS): platform's processor or machine name

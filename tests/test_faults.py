@@ -157,9 +157,7 @@ def test_damaged_summary_is_rewritten_by_the_same_command(run_train, tmp_path, d
     assert json.loads(path.read_text())["final_eval"] == first["final_eval"]
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 item 4 (report robustness, helper I2): an unreadable "
-                                        "summary.json is listed, the rest reported")
-def test_report_survives_a_damaged_summary_and_metrics(run_train, tmp_path):
+def test_report_survives_a_damaged_summary_and_metrics(run_train, tmp_path, capsys):
     from optbench.report.cli import main
 
     sweep = tmp_path / "sweep"
@@ -171,6 +169,8 @@ def test_report_survives_a_damaged_summary_and_metrics(run_train, tmp_path):
         f.write(b"\xff\xfe\x80 not utf-8\n")
     main([str(sweep), "--name", "r", "--out", str(tmp_path / "res"), "--no-plots"])
     assert (tmp_path / "res" / "r" / "table.md").exists()
+    out = capsys.readouterr()
+    assert f"{sweep / 'seed=1' / 'summary.json'}" in out.out + out.err  # the bad run is named, with its path
 
 
 # --------------------------------------------------------------------------- concurrent runs

@@ -151,3 +151,28 @@ def test_one_grid_trial_is_the_default_lr():
     cfg = load_option("optimizer", "adamw")
     assert grid_points(cfg["lr_grid"], 1) == [{"lr": cfg["lr"]}]
 
+
+@pytest.mark.parametrize("names", ["", ",", " , "])
+def test_no_optimizer_named_is_one_line_exit_2(names, tmp_path, capsys):
+    """Used to end in a StopIteration traceback."""
+    from optbench.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as e:
+        cli_main(["tune", "--optimizers", names, "--out", str(tmp_path / "t")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--optimizers names no optimizer" in err[0] and "adamw" in err[0]
+    assert not (tmp_path / "t").exists()
+
+
+def test_bad_select_metric_is_refused_before_any_trial(tmp_path, monkeypatch, data_root):
+    import optbench.train as train_pkg
+    from optbench.errors import ConfigError
+    from optbench.tune import tune
+
+    monkeypatch.setattr(train_pkg, "train", lambda *a, **k: pytest.fail("a trial trained"))
+    with pytest.raises(ConfigError, match=r"--select-metric val_accc is invalid.*val_acc, val_loss"):
+        tune(["adamw"], TINY, tmp_path / "t", trials=1, seeds=1, select_metric="val_accc")
+    with pytest.raises(ConfigError, match=r"--select-metric val_acc is invalid.*gives val_loss, excess_loss"):
+        tune(["adamw"], ["task=fineweb_synthetic"], tmp_path / "t", trials=1, seeds=1, select_metric="val_acc")
+    assert not (tmp_path / "t").exists()

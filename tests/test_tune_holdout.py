@@ -63,6 +63,8 @@ def test_tune_on_a_language_model_selects_on_the_held_out_slice(tmp_path):
 
     overrides, metric, mode = base_settings(FW_TINY, None)
     assert (metric, mode) == ("select_loss", "min") and "task.select_tokens=1024" in overrides
+    assert base_settings(FW_TINY, "select_loss")[1] == "select_loss"  # named explicitly: accepted too
+    assert base_settings(FW_TINY, "val_loss")[1] == "val_loss"  # the old choice, only when asked for
     # a val shard with little room after the reported tokens: the slice is what fits, whole sequences
     short = base_settings([*FW_TINY, "task.val_tokens=3584"], None)[0]
     assert "task.select_tokens=480" in short
@@ -71,6 +73,7 @@ def test_tune_on_a_language_model_selects_on_the_held_out_slice(tmp_path):
           "--out", str(tmp_path / "tune"), "--results", str(tmp_path / "results"), *FW_TINY])
     record = json.loads((tmp_path / "tune" / "lm" / "tune.json").read_text())
     assert record["select_metric"] == "select_loss"
-    trials = [json.loads((d / "summary.json").read_text()) for d in (tmp_path / "tune" / "lm" / "trials" / "adamw").iterdir()]
+    trial_dirs = (tmp_path / "tune" / "lm" / "trials" / "adamw").iterdir()
+    trials = [json.loads((d / "summary.json").read_text()) for d in trial_dirs]
     best = min(trials, key=lambda s: s["final_eval"]["select_loss"])
     assert record["best"]["adamw"]["value"] == pytest.approx(best["final_eval"]["select_loss"])

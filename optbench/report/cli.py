@@ -25,15 +25,18 @@ from optbench.report.stats import build_rows
 
 RUN_FIELDS = ["path", "task", "optimizer", "lr", "seed", "status", "stop_reason", "final_metric", "best_metric",
               "reached", "steps_to_target", "time_to_target_s", "steps", "train_time_s",
-              "throughput_samples_per_s", "peak_memory_bytes", "optimizer_state_bytes"]
+              "throughput_samples_per_s", "peak_memory_bytes", "optimizer_state_bytes", "duplicate_of"]
 
 
-def runs_csv(runs) -> str:
+def runs_csv(runs, duplicate_of: dict | None = None) -> str:
+    """One line per run; duplicate_of names the run a repeated configuration repeats (counted once)."""
+    duplicate_of = duplicate_of or {}
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=RUN_FIELDS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in runs:
-        w.writerow({**{k: r.summary.get(k) for k in RUN_FIELDS}, "path": str(r.path)})
+        w.writerow({**{k: r.summary.get(k) for k in RUN_FIELDS}, "path": str(r.path),
+                    "duplicate_of": str(duplicate_of[r.path]) if r.path in duplicate_of else ""})
     return buf.getvalue()
 
 
@@ -75,6 +78,12 @@ def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseli
     out_dir = Path(out) / name
     out_dir.mkdir(parents=True, exist_ok=True)
     md = tables.markdown(rows)
+    if plots:
+        from optbench.report.plots import profile_skipped
+
+        why = profile_skipped(rows)
+        if why:  # said in the report, since the figure is missing on purpose
+            md += "\n" + why + "\n"
     budgets = tuning_budget(dirs)
     if budgets:
         md += "\n" + budget_markdown(budgets)
@@ -88,18 +97,48 @@ def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseli
     (out_dir / "table.md").write_text(md)
     (out_dir / "table.csv").write_text(tables.csv_text(rows))
     (out_dir / "table.tex").write_text(tables.latex(rows, caption=name))
-    (out_dir / "runs.csv").write_text(runs_csv(runs))
+    (out_dir / "runs.csv").write_text(runs_csv(runs, {d.path: o.path for row in rows for d, o in row.duplicates}))
     if command:
         (out_dir / "command.txt").write_text(command + "\n")
     written = []
-    # the plots of an earlier report into the same folder must not pass for this one's
-    for stale in (out_dir / "plots").glob("*.png"):
-        stale.unlink()
+    # the plots of an earlier report into the same folder must not pass for this one's; files
+    # someone else put there are theirs, so only what the manifest says we wrote goes
+    remove_our_plots(out_dir / "plots")
     if plots:
         from optbench.report.plots import all_plots
 
         written = all_plots(rows, out_dir / "plots")
+        write_manifest(out_dir / "plots", written)
     return out_dir, rows, md, written
+
+
+PLOTS_MANIFEST = ".optbench-plots.json"  # the PNGs a report of ours wrote into plots/
+
+
+def remove_our_plots(plots_dir: Path) -> list[Path]:
+    """Delete the files a previous report listed in its manifest (plain names in plots_dir only)."""
+    manifest = plots_dir / PLOTS_MANIFEST
+    try:
+        names = json.loads(manifest.read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):  # none yet, or damaged: delete nothing we cannot vouch for
+        return []
+    removed = []
+    for name in names:
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            continue  # a manifest entry never reaches outside plots/
+        f = plots_dir / name
+        if f.is_file():
+            f.unlink()
+            removed.append(f)
+    manifest.unlink()
+    return removed
+
+
+def write_manifest(plots_dir: Path, written: list[Path]) -> None:
+    from optbench.train.rundir import write_json
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    write_json(plots_dir / PLOTS_MANIFEST, {"written_by": "optbench report", "files": sorted(p.name for p in written)})
 
 
 def log_to_wandb(rows, name: str, project: str, mode: str) -> None:

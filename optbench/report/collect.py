@@ -20,6 +20,11 @@ IGNORED_KEYS = ("seed", "name", "overrides", "resolved", "versions", "data.root"
                 "trainer.progress", "trainer.device", "trainer.resume", "trainer.checkpoint_every",
                 "trainer.log_every", "hydra", "lr_index")
 
+# Keys that differ between two runs of one configuration (paths, names, bookkeeping, display):
+# runs equal in everything else are the same computation twice (`-m seed=0,0`), not two samples.
+IDENTITY_IGNORED = ("name", "overrides", "versions", "hydra", "logger", "trainer.progress", "trainer.resume",
+                    "trainer.log_every", "trainer.checkpoint_every", "lr_index", "data.root")
+
 
 @dataclass
 class Run:
@@ -28,6 +33,7 @@ class Run:
     config: dict  # flattened "a.b.c" -> value
     train: list[dict] = field(default_factory=list)  # metrics.jsonl lines of type train
     evals: list[dict] = field(default_factory=list)  # ... and of type eval
+    notes: list[str] = field(default_factory=list)  # what could not be read, said under the report's table
 
     @property
     def status(self) -> str:
@@ -54,12 +60,13 @@ class Run:
 
     def value(self, key: str):
         """A grouping key: a config key ("optimizer.lr") or a summary field ("optimizer")."""
-        if key in self.config:
+        if key in ("task", "optimizer"):  # the properties: summary field, else the config's name
+            return getattr(self, key)
+        if self.config.get(key) is not None:
             return self.config[key]
-        if key in self.summary:
+        if self.summary.get(key) is not None:  # a null field (a failed run's summary) is no value
             return self.summary[key]
-        alias = {"optimizer": "optimizer.name", "task": "task.name", "scheduler": "scheduler.name",
-                 "lr": "optimizer.lr"}.get(key)
+        alias = {"scheduler": "scheduler.name", "lr": "optimizer.lr"}.get(key)
         return self.config.get(alias) if alias else None
 
 
@@ -80,39 +87,78 @@ def flatten(node, prefix: str = "") -> dict:
     return out
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, notes: list[str] | None = None) -> list[dict]:
+    """The whole lines of a metrics.jsonl. A line that is not a JSON object (a run killed mid-line,
+    non-UTF-8 bytes from a bad disk) is skipped, and `notes` gets one line saying how many and where."""
     rows = []
-    if not path.exists():
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return rows
-    for line in path.read_text().splitlines():
+    except OSError as e:
+        if notes is not None:
+            notes.append(f"{path}: unreadable ({e.strerror or e}); its curves are missing")
+        return rows
+    bad: list[int] = []
+    for i, line in enumerate(raw.splitlines(), start=1):
         line = line.strip()
         if not line:
             continue
         try:
-            rows.append({k: _number(v) for k, v in json.loads(line).items()})
-        except json.JSONDecodeError:  # a run killed mid-line: keep what is whole
-            continue
+            obj = json.loads(line.decode("utf-8"))
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            rows.append({str(k): _number(v) for k, v in obj.items()})
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            bad.append(i)
+    if bad and notes is not None:
+        where = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        notes.append(f"{path}: {len(bad)} unreadable line{'s' if len(bad) > 1 else ''} skipped (line {where})")
     return rows
 
 
+def _summary_problem(path: Path) -> tuple[dict | None, str]:
+    """(summary, "") or (None, why it cannot be read)."""
+    f = path / "summary.json"
+    try:
+        raw = f.read_bytes()
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror or e})"
+    if not raw.strip(b"\x00 \t\r\n"):
+        return None, "is empty or zero-filled"
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "is not text (binary or corrupted bytes)"
+    except ValueError as e:
+        return None, f"is not valid JSON (truncated?: {e})"
+    if not isinstance(obj, dict):
+        return None, f"is not a JSON object (a {type(obj).__name__})"
+    return {str(k): _number(v) for k, v in obj.items()}, ""
+
+
 def load_run(path: Path) -> Run:
-    """A run whose summary.json or config.yaml cannot be read stays in the report as status
-    'unreadable' (a failure that counts), with whatever of its config could be read."""
+    """A run whose summary.json cannot be read stays in the report as status 'unreadable' (a
+    failure that counts, listed with its path under the table), with whatever of its config
+    could be read; bad metrics.jsonl lines are skipped with a note."""
     config = {}
+    notes: list[str] = []
     try:
         if (path / "config.yaml").exists():
-            config = flatten(OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=False))
+            loaded = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=False)
+            config = flatten(loaded) if isinstance(loaded, dict) else {}
     except Exception:  # noqa: BLE001 - any parse error means the same: the run's config is unknown
         config = {}
-    try:
-        summary = {k: _number(v) for k, v in json.loads((path / "summary.json").read_text()).items()}
-    except (ValueError, AttributeError, OSError, UnicodeDecodeError):
+    summary, why = _summary_problem(path)
+    if summary is None:
+        notes.append(f"{path / 'summary.json'} {why}: the run counts as failed (unreadable)")
         summary = {"status": "unreadable", "stop_reason": "summary.json unreadable",
+                   "task": config.get("task.name"), "optimizer": config.get("optimizer.name"),
                    "benchmark": config.get("task.benchmark"), "seed": config.get("seed")}
-    lines = read_jsonl(path / "metrics.jsonl")
+    lines = read_jsonl(path / "metrics.jsonl", notes)
     return Run(path=path, summary=summary, config=config,
                train=[r for r in lines if r.get("type") == "train"],
-               evals=[r for r in lines if r.get("type") == "eval"])
+               evals=[r for r in lines if r.get("type") == "eval"], notes=notes)
 
 
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
@@ -141,3 +187,28 @@ def is_ignored(key: str) -> bool:
 
 def finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def identity(run: Run) -> tuple | None:
+    """What makes a run the configuration it is; None when its config or summary could not be read."""
+    if not run.config or run.status == "unreadable":
+        return None
+    ignored = lambda k: any(k == i or k.startswith(i + ".") for i in IDENTITY_IGNORED)  # noqa: E731
+    return tuple(sorted((k, repr(v)) for k, v in run.config.items() if not ignored(k)))
+
+
+def find_duplicates(runs: list[Run]) -> dict[Path, Run]:
+    """path of each repeated run -> the run it repeats (the first completed one of its configuration)."""
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        key = identity(r)
+        if key is not None:
+            groups.setdefault(key, []).append(r)
+    dups = {}
+    for same in groups.values():
+        if len(same) < 2:
+            continue
+        same = sorted(same, key=lambda r: (r.status != "completed", str(r.path)))
+        for r in same[1:]:
+            dups[r.path] = same[0]
+    return dups

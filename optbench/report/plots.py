@@ -69,34 +69,52 @@ def curves(rows, out_dir: Path, metric: str, task: str) -> list[Path]:
 
 
 def lr_sensitivity(rows, out_dir: Path, metric: str, task: str) -> Path | None:
-    """Final metric vs lr, one line per optimizer; only when some optimizer has several lrs."""
+    """Final metric vs lr, one line per optimizer; only when some optimizer has several lrs.
+
+    A run that diverged, failed or ended on a non-finite metric has no point on the metric axis:
+    it is drawn as a cross at the axis' worst edge (top for a loss, bottom for an accuracy), at its
+    lr, and the x axis spans every lr tried, so no run falls off the figure."""
     by_opt: dict[str, dict[float, list]] = {}
     for row in rows:
         for r in row.runs:
-            if r.lr is not None:
+            if r.lr is not None and r.lr > 0:
                 by_opt.setdefault(r.optimizer, {}).setdefault(r.lr, []).append(r)
     if not any(len(lrs) > 1 for lrs in by_opt.values()):
         return None
+    worst_edge = 1.0 if rows[0].stats.get("mode") == "min" else 0.0  # axes fraction
+
+    def ok(r) -> bool:
+        return r.status == "completed" and finite(r.summary.get("final_metric"))
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for opt, lrs in sorted(by_opt.items()):
         xs = sorted(lrs)
-        done = [[r.summary.get("final_metric") for r in lrs[lr] if r.status == "completed"
-                 and finite(r.summary.get("final_metric"))] for lr in xs]
+        done = [[float(r.summary["final_metric"]) for r in lrs[lr] if ok(r)] for lr in xs]
         pts = [(lr, np.mean(v), np.std(v)) for lr, v in zip(xs, done) if v]
+        color = None
         if pts:
-            x, m, s = map(np.array, zip(*pts))
-            line = ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=opt)
+            x, m, sd = map(np.array, zip(*pts))
+            line = ax.errorbar(x, m, yerr=sd, marker="o", capsize=3, label=opt)
             color = line[0].get_color()
-        else:
-            color = None
-        bad = [lr for lr in xs if any(r.status != "completed" for r in lrs[lr])]
-        if bad:  # diverged/failed lrs stay visible: a cross on the axis
-            ax.scatter(bad, [0.0] * len(bad), marker="x", color=color or "red", zorder=3,
-                       transform=ax.get_xaxis_transform(), clip_on=False, label=f"{opt}: diverged/failed")
+        bad = {lr: sum(not ok(r) for r in lrs[lr]) for lr in xs}
+        bad = {lr: k for lr, k in bad.items() if k}
+        if bad:  # kept on the figure: a cross at the worst edge, with how many runs of that lr
+            color = color or ax._get_lines.get_next_color()
+            ax.scatter(list(bad), [worst_edge] * len(bad), marker="X", s=60, color=color, zorder=4,
+                       edgecolor="black", linewidth=0.5, transform=ax.get_xaxis_transform(), clip_on=False,
+                       label=f"{opt}: diverged / failed / non-finite")
+            for lr, k in bad.items():
+                ax.annotate(f"{k}/{len(lrs[lr])}", (lr, worst_edge), xycoords=ax.get_xaxis_transform(),
+                            xytext=(6, -12 if worst_edge else 6), textcoords="offset points", fontsize=7,
+                            color=color, annotation_clip=False)
+    all_lrs = [lr for lrs in by_opt.values() for lr in lrs]
+    lo, hi = min(all_lrs), max(all_lrs)
     ax.set_xscale("log")
+    ax.set_xlim(lo / 10 ** 0.25, hi * 10 ** 0.25)  # every lr tried is on the figure, the edges too
     ax.set_xlabel("learning rate")
     ax.set_ylabel(f"final {metric}")
-    ax.set_title(f"{rows[0].task}: lr sensitivity (mean ± std over seeds)", fontsize=9)
+    ax.set_title(f"{rows[0].task}: lr sensitivity (mean ± std over the seeds that finished; "
+                 f"x at the {'top' if worst_edge else 'bottom'}: runs that did not)", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return save_figure(fig, out_dir / f"lr_sensitivity{'_' + _slug(task) if task else ''}.png")
@@ -120,10 +138,23 @@ def profile_curve(ratios: list[float], taus: np.ndarray) -> np.ndarray:
     return np.array([(r <= tau).mean() for tau in taus])
 
 
+def profile_skipped(rows) -> str | None:
+    """The line saying why performance_profile.png is not drawn over several tasks, or None. With
+    no target reached every curve would be a flat zero: a figure that looks like a result and
+    says nothing. (With one task there is nothing to profile over, and nothing to say.)"""
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    if len(tasks) < 2:
+        return None
+    if not any(finite(r.stats.get("time_to_target_s")) for r in rows):
+        return (f"performance_profile.png not drawn: no row of the {len(tasks)} tasks reached its target "
+                "(a median time-to-target needs more than half a row's runs to reach it)")
+    return None
+
+
 def performance_profile(rows, out_dir: Path) -> Path | None:
     """AlgoPerf-style profile over tasks, using the median time-to-target of each row."""
     tasks = list(dict.fromkeys(r.task for r in rows))
-    if len(tasks) < 2:
+    if len(tasks) < 2 or profile_skipped(rows):
         return None
     times: dict[str, dict[str, float]] = {t: {} for t in tasks}
     for row in rows:

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats as sps
 
 from optbench.errors import ConfigError
-from optbench.report.collect import Run, finite, is_ignored
+from optbench.report.collect import Run, find_duplicates, finite, is_ignored
 
 FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running", "unreadable")
 
@@ -30,8 +30,9 @@ FAILURE_STATUSES = ("diverged", "failed", "interrupted", "running", "unreadable"
 class Row:
     key: tuple  # values of the grouping keys
     label: str
-    runs: list[Run]
+    runs: list[Run]  # one per distinct configuration: a repeated run is in duplicates, not here
     stats: dict = field(default_factory=dict)
+    duplicates: list[tuple[Run, Run]] = field(default_factory=list)  # (repeat, the run it repeats)
 
     @property
     def task(self) -> str:
@@ -40,6 +41,12 @@ class Row:
 
 def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
+
+
+def seed_order(v) -> tuple:
+    """Numbers in order, then anything else a damaged summary holds (as text), then no seed."""
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (v is None, not number, v if number else 0, "" if number else str(v))
 
 
 def default_group_keys(runs: list[Run]) -> list[str]:
@@ -94,7 +101,7 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Row]:
     def order(item):
         return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in item[0])
 
-    return [Row(key=k, label=label(k), runs=sorted(v, key=lambda r: (r.summary.get("seed") or 0, str(r.path))))
+    return [Row(key=k, label=label(k), runs=sorted(v, key=lambda r: (seed_order(r.summary.get("seed")), str(r.path))))
             for k, v in sorted(rows.items(), key=order)]
 
 
@@ -165,7 +172,7 @@ def row_stats(row: Row) -> dict:
     throughput_key = "throughput_tokens_per_s" if first.get("throughput_tokens_per_s") else "throughput_samples_per_s"
     s = {
         "label": row.label, "task": row.task, "metric": first.get("metric"), "mode": mode, "target": target,
-        "runs": len(runs), "seeds": sorted({r.summary.get("seed") for r in runs}, key=lambda v: (v is None, v)),
+        "runs": len(runs), "seeds": sorted({_hashable(r.summary.get("seed")) for r in runs}, key=seed_order),
         "completed": len(completed), "diverged": statuses.count("diverged"),
         "failed": statuses.count("failed") + statuses.count("unreadable"),  # unreadable: a summary no one can trust
         "interrupted": statuses.count("interrupted") + statuses.count("running"),
@@ -223,13 +230,22 @@ def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | N
     keys = keys or default_group_keys(runs)
     for k in keys:
         if all(r.value(k) is None for r in runs):
-            known = sorted({c for r in runs for c in r.config if not is_ignored(c)} | {"optimizer", "task", "lr"})
+            # only keys some run has a value for: a key listed here must not be refused next time
+            has_lr = {"lr"} if any(r.value("lr") is not None for r in runs) else set()
+            known = sorted({c for r in runs for c, v in r.config.items() if v is not None and not is_ignored(c)}
+                           | {"optimizer", "task"} | has_lr)
             raise ConfigError(f"report: --by key '{k}' is in no run; valid keys include: {', '.join(known[:40])}")
     from optbench.report.benchmarks import claim  # benchmarks builds on this module's statistics
 
     rows = group_runs(runs, keys)
+    dups = find_duplicates(runs)  # the same configuration twice is one result: counted once
     for row in rows:
+        mine = {r.path for r in row.runs}
+        repeats = {r.path for r in row.runs if r.path in dups and dups[r.path].path in mine}
+        row.duplicates = [(r, dups[r.path]) for r in row.runs if r.path in repeats]
+        row.runs = [r for r in row.runs if r.path not in repeats]
         row.stats = row_stats(row)
+        row.stats["duplicates"] = len(row.duplicates)
         row.stats["claim"] = claim(row.runs)  # the benchmark's own validity rule, None for other rows
     if baseline and not any(_matches(r, baseline) for r in rows):
         raise ConfigError(f"report: --baseline '{baseline}' matches no row; valid choices: "

@@ -78,6 +78,28 @@ NOTES = ("final/best: mean ± std over completed runs, 95% t-interval; a complet
          "row median. diverged/failed runs are counted here and as misses, never dropped.")
 
 
+def duplicates_markdown(rows) -> list[str]:
+    """Runs of one configuration repeated (`-m seed=0,0`) are one result, not independent seeds."""
+    lines = []
+    for r in rows:
+        for dup, orig in getattr(r, "duplicates", []):
+            lines.append(f"- duplicate: `{dup.path}` has the same configuration as `{orig.path}` "
+                         f"(seed {dup.summary.get('seed')})")
+    if lines:
+        lines.insert(0, f"\n{len(lines)} duplicate run{'s' if len(lines) > 1 else ''} (identical configuration, "
+                        "run dir aside): each configuration is counted once in the statistics above.")
+    return lines
+
+
+def problems_markdown(rows) -> list[str]:
+    """What could not be read, with the path: a damaged run is listed, never a silent gap."""
+    notes = [n for row in rows for r in [*row.runs, *(d for d, _ in getattr(row, "duplicates", []))]
+             for n in r.notes]
+    if not notes:
+        return []
+    return ["", "Files that could not be read:", *(f"- {n}" for n in notes)]
+
+
 def markdown(rows, title: str | None = None) -> str:
     out = []
     for task in dict.fromkeys(r.task for r in rows):
@@ -92,8 +114,10 @@ def markdown(rows, title: str | None = None) -> str:
         out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
         out += ["| " + " | ".join(c) + " |" for c in cells]
         out += claims_markdown(same)  # a community benchmark's own rule, under its task's table
+        out += duplicates_markdown(same)
         out.append("")
     out.append(NOTES)
+    out += problems_markdown(rows)
     if any(r.summary.get("peak_memory_kind") == "cpu_peak_rss" for row in rows for r in row.runs):
         out.append("peak mem on a CPU is the run's peak resident memory of the whole process (Python, torch, "
                    "data), not tensor memory alone.")
@@ -110,7 +134,7 @@ CSV_FIELDS = ["task", "label", "metric", "mode", "target", "runs", "seeds", "com
               "best_ci_low", "best_ci_high", "reached", "reached_fraction", "steps_to_target_median",
               "time_to_target_s_median", "p_beats_target", "baseline", "speedup_steps", "speedup_time",
               "throughput", "throughput_unit", "peak_memory_bytes", "optimizer_state_bytes", "train_time_s",
-              "steps", "lr", "final_nonfinite", *CLAIM_FIELDS]
+              "steps", "lr", "final_nonfinite", *CLAIM_FIELDS, "duplicates"]
 
 
 def csv_text(rows) -> str:

@@ -76,11 +76,11 @@ def device_name(device: torch.device) -> str:
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def cpu_model() -> str:
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name: float results on the CPU reproduce bit-exactly only on the same model
     (vector width and BLAS kernels differ), so it belongs beside the thread count."""
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
             if key.strip() in ("model name", "Hardware", "cpu model") and value.strip():
                 return value.strip()
