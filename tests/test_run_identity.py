@@ -212,3 +212,16 @@ def test_sweep_stopped_by_sigterm_exits_143(data_root, tmp_path):
     first = json.loads(next(sweep.glob("0-*/summary.json")).read_text())
     assert first["status"] == "interrupted" and not list(sweep.glob("1-*"))  # the sweep stopped there
     assert runlock.holder(next(sweep.glob("0-*"))) is None
+
+
+def test_a_run_that_failed_before_training_does_not_block_a_corrected_rerun(data_root, tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    run_dir = tmp_path / "run"
+    first = optbench_cli("train", *TINY, "trainer.max_steps=2", "trainer.resume=bad.pt",
+                         f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert first.returncode == 2, first.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
+    fixed = optbench_cli("train", *TINY, "trainer.max_steps=2", "optimizer.lr=0.01", f"hydra.run.dir={run_dir}",
+                         cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"

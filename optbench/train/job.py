@@ -108,6 +108,8 @@ def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
     if (str(cfg.trainer.resume) == "never" or not (run_dir / "summary.json").exists()
             or not saved.exists() or ckpt.checkpoint_path(run_dir).exists()):
         return
+    if _failed_before_training(run_dir / "summary.json"):  # nothing there to lose: a fixed rerun goes ahead
+        return
     before, now = ckpt.run_definition(OmegaConf.load(saved)), ckpt.run_definition(cfg)
     # the most telling difference first: optimizer.name=adamw rather than one of AdamW's betas
     for key in sorted(set(before) | set(now), key=lambda k: (not k.endswith(".name"), k)):
@@ -115,6 +117,16 @@ def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
             raise ConfigError(f"{run_dir} already holds a run made with {key}={before.get(key)!r}, this run "
                               f"has {key}={now.get(key)!r}; use another hydra.run.dir, or pass "
                               "trainer.resume=never to overwrite it")
+
+
+def _failed_before_training(summary_path: Path) -> bool:
+    import json
+
+    try:
+        s = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(s, dict) and s.get("status") == "failed" and not s.get("steps")
 
 
 def _same_run_dir_on_every_rank(cfg: DictConfig, run_dir: Path, dist) -> Path:
