@@ -225,3 +225,14 @@ def test_a_run_that_failed_before_training_does_not_block_a_corrected_rerun(data
                          cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("value", ["outputs/2026-01-01/10-00-00-t-adamw-1a2b3c", "a b,c", "it's", "x\\y", "end\\",
+                                   "a\\'b"])
+def test_claimed_directory_reaches_hydra_unchanged(value):
+    """A run name (part of the default directory) may hold spaces, commas, quotes, backslashes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from optbench.train.app import _quoted
+
+    assert OverridesParser.create().parse_override(f"hydra.run.dir={_quoted(value)}").value() == value

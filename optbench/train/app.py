@@ -102,7 +102,12 @@ def main(argv: list[str]) -> None:
 
 def _quoted(value: str) -> str:
     """A value for Hydra's override grammar whatever it holds (a name with spaces or commas)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    import re
+
+    # Hydra reads a backslash as an escape only before a quote (or the closing quote)
+    inner = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    inner = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, inner)
+    return f"'{inner}'"
 
 
 def _claim_output_dir(cfg, argv: list[str], multirun: bool):
