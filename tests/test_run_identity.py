@@ -236,3 +236,23 @@ def test_claimed_directory_reaches_hydra_unchanged(value):
     from optbench.train.app import _quoted
 
     assert OverridesParser.create().parse_override(f"hydra.run.dir={_quoted(value)}").value() == value
+
+
+def test_ddp_run_into_a_held_directory_stops_every_rank(data_root, tmp_path):
+    """trainer.nproc=2 stops in the parent, in one line; torchrun started by hand stops all ranks
+    (rank 0 holds the lock, and the others learn it failed rather than wait for it)."""
+    run_dir = tmp_path / "run"
+    holder = _hold_in_another_process(run_dir)
+    try:
+        result = optbench_cli("train", *TINY, "trainer.max_steps=2", "trainer.nproc=2", f"hydra.run.dir={run_dir}")
+        assert result.returncode == 2 and f"pid {holder.pid}" in result.stderr, result.stderr
+        assert len([ln for ln in result.stderr.splitlines() if ln.strip()]) == 1, result.stderr
+        by_hand = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  "--nproc-per-node=2", "-m", "optbench.cli", "train", *TINY,
+                                  "trainer.max_steps=2", f"hydra.run.dir={run_dir}"],
+                                 env=ENV, capture_output=True, text=True, timeout=180)
+        assert by_hand.returncode != 0 and f"pid {holder.pid}" in by_hand.stderr, by_hand.stderr[-2000:]
+        assert not (run_dir / "summary.json").exists() and not (run_dir / ".hydra").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -73,6 +73,12 @@ def main(argv: list[str]) -> None:
         cfg = precheck(overrides, multirun=multirun)
         from optbench.train.launch import maybe_relaunch_under_torchrun
 
+        if not multirun and int(cfg.trainer.nproc) > 1 and "LOCAL_RANK" not in os.environ:
+            from omegaconf import OmegaConf
+
+            from optbench.train.runlock import refuse_if_held
+            # rank 0 takes the lock; a busy directory is one line here, not a failed torchrun
+            refuse_if_held(str(OmegaConf.select(cfg, "hydra.run.dir")))
         maybe_relaunch_under_torchrun(cfg, argv)
     else:
         cfg = None

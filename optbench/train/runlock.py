@@ -54,6 +54,18 @@ def _describe(holder: str) -> str:
     return f"pid {pid} on host {host}" if pid and host else "another process"
 
 
+def busy_message(run_dir: Path, holder: str) -> str:
+    return (f"{_key(run_dir)} is in use by another run ({_describe(holder)}); wait for it to finish "
+            "or use another hydra.run.dir")
+
+
+def refuse_if_held(run_dir: Path) -> None:
+    """For a process that hands the run to others (torchrun's parent): stop before launching them."""
+    who = holder(run_dir)
+    if who is not None and not holds(run_dir):
+        raise RunDirLocked(busy_message(run_dir, who))
+
+
 def acquire(run_dir: Path) -> None:
     """Take (or re-enter) the lock of `run_dir`, creating the directory; RunDirLocked if another
     live process holds it."""
@@ -73,8 +85,7 @@ def acquire(run_dir: Path) -> None:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise  # ENOLCK & co.: a file system without locks is an error the user must see
                 if time.monotonic() >= deadline:
-                    raise RunDirLocked(f"{key} is in use by another run ({_describe(_read_holder(fd))}); "
-                                       "wait for it to finish or use another hydra.run.dir") from None
+                    raise RunDirLocked(busy_message(key, _read_holder(fd))) from None
                 time.sleep(0.05)
         previous = _read_holder(fd)
         if previous:  # written by a holder that never released: it died (the kernel freed its lock)
