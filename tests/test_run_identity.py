@@ -200,15 +200,16 @@ def _wait_for_metrics(path: Path, proc: subprocess.Popen, timeout: float = 120) 
     pytest.fail("the sweep's first job did not start")
 
 
-def test_sweep_stopped_by_sigterm_exits_143(data_root, tmp_path):
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sweep_stopped_by_a_signal_exits_non_zero(sig, status, data_root, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen([EXE, "train", "-m", *TINY, "trainer.max_steps=100000", "trainer.log_every=1",
                              "trainer.eval_every=100000", "seed=0,1", f"hydra.sweep.dir={sweep}"],
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_metrics(sweep, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
+    assert proc.returncode == status, err[-2000:]
     first = json.loads(next(sweep.glob("0-*/summary.json")).read_text())
     assert first["status"] == "interrupted" and not list(sweep.glob("1-*"))  # the sweep stopped there
     assert runlock.holder(next(sweep.glob("0-*"))) is None
