@@ -22,8 +22,19 @@ def short_dirname(name: str, limit: int = MAX_NAME) -> str:
     return f"{cut}~{digest}"
 
 
+def unique_tag() -> str:
+    """`${ob_uid:}`: 6 random hex digits ending the default run and sweep directory names, since the
+    time alone (to the second) gives two runs started together one directory. Cached per config like
+    Hydra's ${now:...}, so every mention in one config is the same tag."""
+    import secrets
+
+    return secrets.token_hex(3)
+
+
 def register() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("ob_dirname"):
         OmegaConf.register_new_resolver("ob_dirname", short_dirname)
+    if not OmegaConf.has_resolver("ob_uid"):
+        OmegaConf.register_new_resolver("ob_uid", unique_tag, use_cache=True)

@@ -74,8 +74,10 @@ def test_sigterm_then_same_command_resumes_exactly(run_train, tmp_path):
     assert 10 <= interrupted["steps"] < 150
     assert _final_state(run_dir)["bookkeeping"]["step"] == interrupted["steps"]
 
+    assert (run_dir / ".optbench.lock").read_text() == ""  # the lock released on the way out
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resumed from step {interrupted['steps']}" in again.stderr
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["status"] == "completed"
     assert resumed["steps"] == reference["steps"] == 150

@@ -149,7 +149,16 @@ def load_run(path: Path) -> Run:
             config = flatten(loaded) if isinstance(loaded, dict) else {}
     except Exception:  # noqa: BLE001 - any parse error means the same: the run's config is unknown
         config = {}
-    summary, why = _summary_problem(path)
+    if not (path / "summary.json").exists():  # a run that stopped (or is starting) before it wrote its summary
+        holder = _lock_holder(path)
+        summary = {"status": "running" if holder else "failed",
+                   "stop_reason": f"no summary.json yet (held by {holder})" if holder
+                   else "no summary.json: the run stopped before writing one",
+                   "task": config.get("task.name"), "optimizer": config.get("optimizer.name"),
+                   "benchmark": config.get("task.benchmark"), "seed": config.get("seed")}
+        why = ""
+    else:
+        summary, why = _summary_problem(path)
     if summary is None:
         notes.append(f"{path / 'summary.json'} {why}: the run counts as failed (unreadable)")
         summary = {"status": "unreadable", "stop_reason": "summary.json unreadable",
@@ -161,15 +170,33 @@ def load_run(path: Path) -> Run:
                evals=[r for r in lines if r.get("type") == "eval"], notes=notes)
 
 
+def _lock_holder(path: Path) -> str | None:
+    from optbench.train.runlock import holder
+
+    return holder(path)
+
+
+# What a run directory holds before its summary.json: our config.yaml and metrics.jsonl, and
+# Hydra's .hydra/ from the moment the job starts. A directory with one of them and no summary is a
+# run that died first (kill -9, out of memory): a failure the report counts, never one it drops.
+RUN_MARKERS = ("summary.json", "config.yaml", "metrics.jsonl", ".hydra/config.yaml")
+
+
+def _is_run_dir(p: Path) -> bool:
+    return p.name != ".hydra" and any((p / m).is_file() for m in RUN_MARKERS)
+
+
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
             raise ConfigError(f"report: '{p}' does not exist; pass run directories or multirun directories")
-        if (p / "summary.json").is_file():
+        if _is_run_dir(p):
             found.append(p)
         else:
-            found.extend(sorted(s.parent for s in p.rglob("summary.json")))
+            marks = (m for name in RUN_MARKERS for m in p.rglob(name.rsplit("/", 1)[-1]))
+            owners = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in marks}
+            found.extend(sorted(d for d in owners if _is_run_dir(d)))
     # the same run named twice (a run dir and its multirun) counts once
     unique = list(dict.fromkeys(f.resolve() for f in found))
     if not unique:

@@ -28,27 +28,38 @@ def run_job(cfg: DictConfig) -> float | None:
     from optbench.train.distributed import DistInfo, barrier, destroy_process_group
     from optbench.train.loop import train
 
+    from optbench.train import runlock
+    from optbench.train.rundir import write_failed_summary
+
     run_dir, multirun, overrides = _hydra_context()
     dist = DistInfo.from_env()
     try:
-        validate(cfg, world_size=dist.world_size)
         run_dir = _same_run_dir_on_every_rank(cfg, run_dir, dist)
-        _refuse_to_overwrite_another_run(cfg, run_dir)
-        with open_dict(cfg):
-            cfg.overrides = overrides
-        summary = train(cfg, run_dir, dist)
+        with runlock.hold(run_dir, dist):  # re-entered when app.main locked it before Hydra
+            try:
+                validate(cfg, world_size=dist.world_size)
+                _refuse_to_overwrite_another_run(cfg, run_dir)
+                with open_dict(cfg):
+                    cfg.overrides = overrides
+                summary = train(cfg, run_dir, dist)
+            except Exception as e:  # held by us: a failure before the loop's summary leaves one
+                if dist.is_main:
+                    write_failed_summary(run_dir, cfg, e)
+                raise
         barrier()  # rank 0 hosts the store: leaving before the others are done aborts them
     except ConfigError as e:
         if dist.is_main:  # every rank hits the same config error: say it once
             print(f"optbench: error: {e}", file=sys.stderr)
+        _record(run_dir, "failed" if not isinstance(e, runlock.RunDirLocked) else "locked", dist)
         if multirun:
             return None
         raise SystemExit(2)
     except KeyboardInterrupt:
         raise
-    except Exception as e:  # recorded in summary.json by the loop; the sweep continues
+    except Exception as e:  # recorded in summary.json; the sweep continues
         where = "" if dist.is_main else f" (rank {dist.rank})"
         print(f"optbench: run failed in {run_dir}{where}: {type(e).__name__}: {e}", file=sys.stderr)
+        _record(run_dir, "failed", dist)
         if multirun:
             return None
         raise SystemExit(1)
@@ -59,9 +70,31 @@ def run_job(cfg: DictConfig) -> float | None:
             destroy_process_group()
     if dist.is_main:
         _print_result(summary, run_dir)
+    _record(run_dir, summary["status"], dist)
     if summary["status"] == "interrupted":  # a stop signal stops the whole sweep, not just this job
-        raise SystemExit(0)
+        raise SystemExit(_interrupted_status(summary, multirun))
     return summary.get("final_metric")
+
+
+# (run dir, status) of each job this process ran: app.main counts a sweep's failures from it
+OUTCOMES: list[tuple[Path, str]] = []
+
+
+def _record(run_dir: Path, status: str, dist) -> None:
+    if dist.is_main:
+        OUTCOMES.append((Path(run_dir), status))
+
+
+def _interrupted_status(summary: dict, multirun: bool) -> int:
+    """A sweep stopped by SIGTERM exits 143, as a shell reports a process the signal ended, so a
+    script can tell it from a finished sweep. A single run exits 0 (its summary says interrupted;
+    torchrun's parent relies on it), and so do the SLURM/submitit warning signals (USR1/USR2),
+    whose handler requeues the job."""
+    import signal
+
+    if multirun and "SIGTERM" in str(summary.get("stop_reason") or ""):
+        return 128 + signal.SIGTERM
+    return 0
 
 
 def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
@@ -75,6 +108,8 @@ def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
     if (str(cfg.trainer.resume) == "never" or not (run_dir / "summary.json").exists()
             or not saved.exists() or ckpt.checkpoint_path(run_dir).exists()):
         return
+    if _failed_before_training(run_dir / "summary.json"):  # nothing there to lose: a fixed rerun goes ahead
+        return
     before, now = ckpt.run_definition(OmegaConf.load(saved)), ckpt.run_definition(cfg)
     # the most telling difference first: optimizer.name=adamw rather than one of AdamW's betas
     for key in sorted(set(before) | set(now), key=lambda k: (not k.endswith(".name"), k)):
@@ -82,6 +117,16 @@ def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
             raise ConfigError(f"{run_dir} already holds a run made with {key}={before.get(key)!r}, this run "
                               f"has {key}={now.get(key)!r}; use another hydra.run.dir, or pass "
                               "trainer.resume=never to overwrite it")
+
+
+def _failed_before_training(summary_path: Path) -> bool:
+    import json
+
+    try:
+        s = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(s, dict) and s.get("status") == "failed" and not s.get("steps")
 
 
 def _same_run_dir_on_every_rank(cfg: DictConfig, run_dir: Path, dist) -> Path:

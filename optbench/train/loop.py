@@ -281,7 +281,7 @@ class Trainer:
     def run(self) -> dict:
         cfg, t = self.cfg, self.t
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.maybe_resume(self)
+        resumed = ckpt.maybe_resume(self)
         if self.finished():
             # the same command again on a finished run: report it, change nothing (no retraining past a
             # stop-at-target point, no summary rewritten with this process's memory and clock)
@@ -290,6 +290,8 @@ class Trainer:
                 print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do",
                       flush=True)
             return json.loads((self.run_dir / "summary.json").read_text())
+        if resumed is not None and self.is_main:
+            print(f"optbench: resumed from step {self.step} ({resumed})", file=sys.stderr, flush=True)
         self.status, self.stop_reason = "running", None  # an interrupted run goes on
         set_optimizer_mode(self.optimizer, "train")  # Schedule-Free: train at y (a checkpoint holds x)
         if self.is_main:
@@ -500,5 +502,17 @@ class Trainer:
 
 
 def train(cfg: DictConfig, run_dir: str | Path, dist: DistInfo | None = None) -> dict:
-    """Train one run into `run_dir`; returns the summary (also written to summary.json)."""
-    return Trainer(cfg, Path(run_dir), dist).run()
+    """Train one run into `run_dir`, holding its lock; returns the summary (also written to
+    summary.json, a `failed` one when the run fails before the loop writes its own)."""
+    from optbench.train import runlock
+    from optbench.train.rundir import write_failed_summary
+
+    run_dir, dist = Path(run_dir), dist or DistInfo.from_env()
+    # rank 0 only (run_job has already made every rank agree on it under DDP: this re-enters)
+    with runlock.hold(run_dir) if dist.is_main else contextlib.nullcontext():
+        try:
+            return Trainer(cfg, run_dir, dist).run()
+        except Exception as e:
+            if dist.is_main:
+                write_failed_summary(run_dir, cfg, e)
+            raise

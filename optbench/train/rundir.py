@@ -153,3 +153,40 @@ def environment(device: torch.device, world_size: int) -> dict:
         "hostname": platform.node(),
         "packages": package_versions(),
     }
+
+
+def write_failed_summary(run_dir: Path, cfg, error: BaseException) -> bool:
+    """A job that failed before the loop wrote its summary (building the task, seeding, resuming,
+    a config error found at run time) still leaves one, status failed with the error's first line,
+    so a sweep's report counts it instead of losing it. A summary already there is the loop's own
+    (or another run's, which is not ours to touch) and is kept. Returns whether it wrote one."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or (run_dir / "summary.json").exists():
+        return False
+
+    def get(key):
+        try:
+            return OmegaConf.select(cfg, key, default=None)
+        except Exception:  # noqa: BLE001 - an interpolation that fails is the very error we record
+            return None
+
+    if not (run_dir / "config.yaml").exists():  # for the report's grouping: the run's configuration
+        for resolve in (True, False):
+            try:
+                resolved = OmegaConf.to_container(cfg, resolve=resolve)
+                resolved.pop("hydra", None)
+                atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+                break
+            except Exception:  # noqa: BLE001 - then the summary alone says what ran
+                continue
+    write_json(run_dir / "summary.json", {
+        "status": "failed",
+        "stop_reason": f"{type(error).__name__}: {error}".splitlines()[0][:500],
+        "task": get("task.name"), "optimizer": get("optimizer.name"), "scheduler": get("scheduler.name"),
+        "seed": get("seed"), "lr": get("optimizer.lr"), "metric": get("task.metric"), "mode": get("task.mode"),
+        "target": get("task.target"), "benchmark": get("task.benchmark"), "reached": False, "steps": 0,
+        "max_steps": get("trainer.max_steps"), "final_metric": None, "best_metric": None,
+    })
+    return True
