@@ -233,8 +233,6 @@ def test_read_only_run_dir_fails_and_claims_nothing(run_train, read_only_dir):
     assert list(read_only_dir.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 (read-only run directory message, helper I3): one line, "
-                                        "exit 2, no traceback")
 def test_read_only_run_dir_is_one_line_exit_2(read_only_dir):
     from tests.conftest import optbench_cli
 
