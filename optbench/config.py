@@ -147,6 +147,8 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
                 # an empty run dir is the current directory: the run would write into it
                 raise ConfigError(f"{key} is empty: give the run directory, e.g. {key}=runs/mine")
         validate(cfg)
+        if not multirun:  # before Hydra writes .hydra/ into a finished or interrupted run's directory
+            _check_existing_run_dir(cfg)
         # An experiment may set its own sweep (hydra.sweeper.params): check those values too.
         params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
         if params and variant is variants[0]:
@@ -155,6 +157,17 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
             for sub in _sweep_variants(extra)[1:] + [_sweep_variants(extra)[0]]:
                 validate(compose(variant + sub))
     return first_cfg
+
+
+def _check_existing_run_dir(cfg: DictConfig) -> None:
+    try:
+        run_dir = str(OmegaConf.select(cfg, "hydra.run.dir") or "")
+    except Exception:  # an interpolation Hydra resolves only at run time
+        return
+    if run_dir and Path(run_dir).is_dir():
+        from optbench.train.checkpoint import check_run_dir_length
+
+        check_run_dir_length(cfg, Path(run_dir))
 
 
 # --------------------------------------------------------------------------- values
@@ -242,7 +255,7 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _positive(cfg, "trainer.checkpoint_every", allow_zero=True)
     _positive(cfg, "trainer.divergence_factor", allow_zero=True)
     for key in ("trainer.compile", "trainer.stop_at_target", "trainer.progress",
-                "trainer.deterministic", "trainer.save_final", "trainer.eval_at_start"):
+                "trainer.deterministic", "trainer.save_final", "trainer.eval_at_start", "trainer.extend"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):  # a string such as 'maybe' would count as true
             raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")

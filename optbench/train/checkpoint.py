@@ -28,7 +28,7 @@ from optbench.errors import ConfigError
 
 FORMAT = 1
 BOOKKEEPING = ("step", "best", "best_step", "last_eval", "target_step", "target_time", "initial_loss",
-               "loss_sum", "steps_since_log", "status", "stop_reason", "compile_warmup_s")
+               "loss_sum", "steps_since_log", "status", "stop_reason", "compile_warmup_s", "extensions")
 
 
 # What defines a run's trajectory: resuming under other values would silently train with the checkpoint's
@@ -147,6 +147,7 @@ def trainer_state(trainer) -> dict:
         "ranks": ranks,
         "bookkeeping": {k: _to_cpu(getattr(trainer, k, None)) for k in BOOKKEEPING},
         "run_definition": run_definition(trainer.cfg),
+        "max_steps": int(trainer.t.max_steps),  # a resume under another length is refused or recorded
     }
     if trainer.averager is not None:
         state["averager"] = trainer.averager.state_dict()
@@ -222,9 +223,84 @@ def save(trainer) -> Path | None:
     return path
 
 
+# --------------------------------------------------------------------------- run length
+def _saved_max_steps(run_dir: Path):
+    """trainer.max_steps of the run's last start (config.yaml), for checkpoints older than the key."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "trainer.max_steps")
+    except Exception:
+        return None
+
+
+def check_length(old, new: int, step, extend: bool, where) -> bool:
+    """Resuming a run of trainer.max_steps=old, now at `step`, under max_steps=new. Every schedule
+    (lr, momentum, SWA start, late evaluations) is a function of max_steps, so another length splices
+    two schedules: refused unless trainer.extend=true. Returns whether the run is being extended."""
+    if step is not None and new < step:
+        raise ConfigError(f"trainer.max_steps={new} is below step {step} of the run in {where}: a run cannot "
+                          "be shortened past where it is; use another hydra.run.dir or trainer.resume=never")
+    if old is None or int(old) == int(new):
+        return False
+    if not extend:
+        at = f" at step {step}" if step is not None else ""
+        raise ConfigError(f"{where} holds a run of trainer.max_steps={old}{at}; trainer.max_steps={new} would "
+                          "splice a second lr schedule onto it; pass trainer.extend=true to extend it on "
+                          "purpose (recorded in summary.json), or use another hydra.run.dir")
+    return True
+
+
+def check_run_dir_length(cfg, run_dir: Path) -> None:
+    """The same check from the run directory's files, before anything is written into it (Hydra's
+    .hydra/ included): the max_steps of its last start (config.yaml) and the step it reached
+    (summary.json). A finished run without a checkpoint cannot be extended at all."""
+    import json
+
+    run_dir = Path(run_dir)
+    if str(cfg.trainer.resume) != "auto" or not (run_dir / "config.yaml").exists():
+        return
+    old = _saved_max_steps(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    step = summary.get("steps") if isinstance(summary.get("steps"), int) else None
+    has_checkpoint = checkpoint_path(run_dir).exists() or previous_path(run_dir).exists()
+    if not has_checkpoint and summary.get("status") != "completed":
+        return  # nothing to resume: the run starts over (an unfinished run without a checkpoint)
+    extend = bool(cfg.trainer.get("extend", False))
+    if has_checkpoint:
+        check_length(old, int(cfg.trainer.max_steps), step, extend, str(run_dir))
+    elif old is not None and int(old) != int(cfg.trainer.max_steps):
+        how = ("it has no checkpoint to continue from (trainer.save_final=true keeps one)" if extend else
+               "a rerun would overwrite it")
+        raise ConfigError(f"{run_dir} holds a finished run of trainer.max_steps={old} and this run has "
+                          f"trainer.max_steps={cfg.trainer.max_steps}: {how}; use another hydra.run.dir, "
+                          "or trainer.resume=never to overwrite it")
+
+
+def extension_record(trainer, old: int, step: int) -> dict:
+    """What summary.json and config.yaml record of an extension: where it happened, both lengths and
+    the lr multiplier at that step under the old and the new schedule (the splice's jump)."""
+    from optbench.schedules import build_schedule_from_config
+
+    record = {"from_step": int(step), "old_max_steps": int(old), "new_max_steps": int(trainer.t.max_steps)}
+    if not hasattr(trainer.schedule, "observe"):  # a metric-driven schedule has no fixed value at a step
+        before = build_schedule_from_config(trainer.cfg.scheduler, int(old))
+        record["lr_mult_old_schedule"] = float(before(step))
+        record["lr_mult_new_schedule"] = float(trainer.schedule(step))
+    return record
+
+
 def apply(trainer, state: dict, path: Path) -> None:
     """Restore a trainer from a checkpoint's state."""
     check_same_run(state.get("run_definition"), trainer.cfg, path)
+    step = state["bookkeeping"].get("step")
+    old = state.get("max_steps") or _saved_max_steps(Path(path).parent.parent)
+    extension = None
+    if check_length(old, int(trainer.t.max_steps), step, bool(trainer.t.get("extend", False)), f"checkpoint {path}"):
+        extension = extension_record(trainer, old, step)
     rank, world = trainer.dist.rank, trainer.dist.world_size
     if state.get("optimizer_sharded") and state.get("world_size") != world:
         raise BadCheckpoint(f"checkpoint {path} holds optimizer state sharded over "
@@ -249,6 +325,9 @@ def apply(trainer, state: dict, path: Path) -> None:
         if k == "loss_sum" and v is not None:
             v = v.to(trainer.device)
         setattr(trainer, k, v)
+    trainer.extensions = list(trainer.extensions or [])  # checkpoints older than the key hold None
+    if extension is not None:
+        trainer.extensions.append(extension)
     if trainer.averager is not None and "averager" in state:
         trainer.averager.load_state_dict(state["averager"])
     if "schedule" in state and callable(getattr(trainer.schedule, "load_state_dict", None)):
