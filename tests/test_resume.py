@@ -122,7 +122,9 @@ def test_corrupted_checkpoint_falls_back_to_previous(two_checkpoints, run_train,
     _corrupt(ckpt.checkpoint_path(two_checkpoints))
     overrides = [*TINY, "trainer.max_steps=10", "trainer.checkpoint_every=4", "trainer.eval_every=4",
                  "trainer.log_every=2"]
-    summary, _ = run_train([*overrides, "trainer.on_bad_checkpoint=previous"], two_checkpoints)
+    # an 8-step run resumed as a 10-step one: an extension, on purpose (trainer.extend)
+    summary, _ = run_train([*overrides, "trainer.on_bad_checkpoint=previous", "trainer.extend=true"],
+                           two_checkpoints)
     err = capsys.readouterr().err
     assert "last.pt is corrupted" in err and "resumed from" in err and "prev.pt at step 4" in err
     # resuming from step 4 gives what a run never interrupted gives

@@ -85,7 +85,8 @@ class Trainer:
         # groups with their own lr schedule or a freeze step (airbench's whitening bias)
         self.group_course = GroupCourse.of(self.optimizer, self.t.max_steps)
         self.clock_includes = clock_includes(self.t)
-        self.momentum_schedule = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"))
+        self.momentum_schedule = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"), self.optimizer,
+                                                         f"optimizer={cfg.optimizer.name}")
         self.needs_closure = getattr(getattr(self.optimizer, "optbench_spec", None), "needs_closure", False)
 
         self.amp = amp_mode(self.t.amp)
