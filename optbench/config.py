@@ -25,6 +25,7 @@ AVERAGING_CHOICES = ("none", "ema", "swa", "lookahead")
 CLOCK_INCLUDES = ("data_init", "final_eval")
 ON_BAD_CHECKPOINT_CHOICES = ("previous", "stop", "restart")
 MAX_SWEEP_VALUES_CHECKED = 64
+MAX_SEED = 2**63 - 1
 
 
 def amp_mode(value) -> str:
@@ -234,8 +235,9 @@ def clock_includes(t) -> tuple[str, ...]:
 def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     """Check values the user can get wrong; raise ConfigError with one line."""
     t = cfg.trainer
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer >= 0")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= MAX_SEED:
+        # torch.manual_seed takes a 64-bit integer: a larger one fails only once the run has started
+        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer in [0, 2**63-1]")
     for key in ("trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
                 "trainer.eval_every", "trainer.log_every", "trainer.nproc"):
         _positive(cfg, key)
@@ -265,6 +267,10 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _one_of(cfg, "trainer.averaging.kind", AVERAGING_CHOICES)
     if t.averaging.kind == "lookahead":
         _lookahead(t.averaging)
+    if t.averaging.kind == "ema":
+        decay = t.averaging.get("ema_decay")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ConfigError(f"trainer.averaging.ema_decay={decay!r} is invalid: must be a number in [0, 1)")
     clock_includes(t)
     _one_of(cfg, "trainer.on_bad_checkpoint", ON_BAD_CHECKPOINT_CHOICES)
     world = world_size or t.nproc

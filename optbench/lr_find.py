@@ -151,8 +151,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, help="PNG path (default outputs/lr_find/<task>-<optimizer>.png)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `optbench train`")
     args = parser.parse_args(argv)
-    if not 0 < args.start < args.end:
-        raise ConfigError(f"--start {args.start:g} --end {args.end:g} is invalid: need 0 < start < end")
+    if not 0 < args.start < args.end < math.inf:
+        raise ConfigError(f"--start {args.start:g} --end {args.end:g} is invalid: need 0 < start < end, finite")
     if args.steps < 3:
         raise ConfigError(f"--steps {args.steps} is invalid: must be >= 3")
     if not 0 <= args.smoothing < 1:

@@ -5,7 +5,9 @@ builders below (one per `task.kind`) and in data/ and models/.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -255,8 +257,15 @@ def validate_task_config(cfg: DictConfig) -> None:
     if t.mode not in ("max", "min"):
         raise ConfigError(f"task.mode={t.mode!r} is invalid; valid choices: max, min")
     target = t.get("target")
-    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)):
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
+                               or not math.isfinite(target)):
         raise ConfigError(f"task.target={target!r} is invalid: must be a number (or null for none)")
+    metric = str(t.get("metric") or "")
+    if target is not None and "acc" in metric and not 0 <= target <= 1:  # an accuracy is a fraction
+        raise ConfigError(f"task.target={target!r} is invalid for task.metric={metric}: an accuracy is in [0, 1]")
+    root = OmegaConf.select(cfg, "data.root")
+    if root and Path(str(root)).exists() and not Path(str(root)).is_dir():
+        raise ConfigError(f"data.root={root!r} is a file, not a directory; pass data.root=DIR")
     reduction = t.get("loss_reduction", "mean")
     if reduction not in LOSS_REDUCTIONS:
         raise ConfigError(f"task.loss_reduction={reduction!r} is invalid; valid choices: {', '.join(LOSS_REDUCTIONS)}")

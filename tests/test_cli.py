@@ -142,6 +142,14 @@ def run_in_process(capsys, *argv):
     (["schedule", "--bogus"], ["--bogus"]),
     (["schedule", "trainer.max_steps=0"], ["trainer.max_steps=0", ">= 1"]),
     (["schedule", "optimizer.lr=abc"], ["optimizer.lr='abc'"]),
+    # issue 12: caught only once the run had started (exit 1), or not at all
+    (["train", "seed=99999999999999999999"], ["seed=99999999999999999999", "2**63-1"]),
+    (["train", "seed=-1"], ["seed=-1", "[0, 2**63-1]"]),
+    (["train", "trainer.averaging.kind=ema", "trainer.averaging.ema_decay=1.5"], ["ema_decay=1.5", "[0, 1)"]),
+    (["train", "task.target=1.5"], ["task.target=1.5", "accuracy", "[0, 1]"]),
+    (["train", "optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
+    (["lr-find", "--end", "inf"], ["--end inf", "finite"]),
+    (["train", "--cfg", "job", "optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
 ])
 def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, capsys):
     status, out, err = run_in_process(capsys, *argv)
@@ -151,6 +159,13 @@ def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, ca
     assert "Traceback" not in out + err and "usage:" not in err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def test_data_root_that_is_a_file_is_refused_before_the_run(tmp_path, capsys, data_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    status, _, err = run_in_process(capsys, "train", f"data.root={blocker}")
+    assert status == 2 and err.count("\n") == 1 and "is a file, not a directory" in err, err
 
 
 def test_unwritable_output_path_is_one_line(tmp_path, capsys):
