@@ -145,13 +145,12 @@ def input_dtype(cfg: DictConfig, model_dtype: str | None = None) -> torch.dtype:
 def image_classification(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
     from optbench.data.cifar10 import read_cifar10
     from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader, Normaliser, normalise
-    from optbench.data.synthetic import ensure_synthetic_cifar10
+    from optbench.data.synthetic import read_synthetic_cifar10
     from optbench.models import build_model
 
     d, t = cfg.data, cfg.trainer
-    if d.get("synthetic"):
-        ensure_synthetic_cifar10(d.root, n_train=d.n_train, n_test=d.n_test, noise=d.noise)
-    arrays = read_cifar10(d.root)
+    arrays = read_synthetic_cifar10(d.root, n_train=d.n_train, n_test=d.n_test, noise=d.noise) \
+        if d.get("synthetic") else read_cifar10(d.root)
     train_x, train_y = arrays.train_images, arrays.train_labels
     val_x = val_y = None
     if d.val_split >= len(train_x):
@@ -328,6 +327,11 @@ def _validate_image_data(cfg: DictConfig) -> None:
     if d.tta not in (False, True, 0, 1, 2):
         raise ConfigError(f"data.tta={d.tta!r} is invalid; valid choices: 0 (none), 1 (mirror), "
                           "2 (mirror + translate)")
+    if d.get("synthetic"):  # the generated set's sizes (before val_split, which is checked against them)
+        for key in ("n_train", "n_test"):
+            v = d.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"data.{key}={v!r} is invalid: must be a whole number >= 1")
     if d.val_split < 0 or (d.get("n_train") and d.val_split >= d.n_train):
         raise ConfigError(f"data.val_split={d.val_split} is invalid: must be >= 0 and below the "
                           "training-set size")

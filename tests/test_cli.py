@@ -201,3 +201,31 @@ def test_airbench_presets_train_on_a_cpu_from_the_cli(preset, data_root, tmp_pat
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 4
     assert summary["clock_includes"] == ["data_init", "final_eval"] and summary["model_dtype"] == "fp32"
+
+
+def test_fineweb_synthetic_target_below_the_entropy_floor_is_refused(capsys, data_root):
+    status, _, err = run_in_process(capsys, "train", "task=fineweb_synthetic", "task.target=0.5")
+    assert status == 2 and err.count("\n") == 1 and "entropy floor 1.0902" in err, err
+
+
+def test_damaged_synthetic_dataset_is_generated_again(tmp_path, capsys):
+    """A corrupt synthetic.json or batch file used to fail after start (or send the user to download
+    the real CIFAR-10); it is a cache of a fixed-seed generator, so it is made again."""
+    from optbench.data.cifar10 import batch_dir
+    from optbench.data.synthetic import read_synthetic_cifar10
+
+    root = tmp_path / "syn"
+    first = read_synthetic_cifar10(root, n_train=50, n_test=20)
+    (root / "synthetic.json").write_bytes(b"\x00\x00{not json")
+    again = read_synthetic_cifar10(root, n_train=50, n_test=20)
+    assert (again.train_images == first.train_images).all()
+    (batch_dir(root) / "data_batch_2").write_bytes(b"garbage")
+    third = read_synthetic_cifar10(root, n_train=50, n_test=20)
+    assert (third.train_images == first.train_images).all()
+    err = capsys.readouterr().err
+    assert "regenerating the synthetic dataset" in err and "optbench data cifar10" not in err
+
+
+def test_synthetic_n_train_zero_names_n_train(capsys, data_root):
+    status, _, err = run_in_process(capsys, "train", "data.n_train=0")
+    assert status == 2 and "data.n_train=0 is invalid" in err and "val_split" not in err, err
