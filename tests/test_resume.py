@@ -207,3 +207,18 @@ def test_on_bad_checkpoint_choices_are_checked(make_cfg):
     with pytest.raises(ConfigError, match=r"trainer.on_bad_checkpoint='skip' is invalid; valid choices: "
                                           r"previous, stop, restart"):
         validate(make_cfg(["trainer.on_bad_checkpoint=skip"]))
+
+
+def test_both_checkpoints_bad_says_so_without_promising_another(two_checkpoints, run_train, capsys):
+    _corrupt(ckpt.checkpoint_path(two_checkpoints))
+    _corrupt(ckpt.previous_path(two_checkpoints))
+    with pytest.raises(ckpt.BadCheckpoint, match="prev.pt is corrupted .*no good previous checkpoint"):
+        run_train([*TINY, "trainer.max_steps=8"], two_checkpoints)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "trying the previous checkpoint" in ln]
+    assert len(warnings) == 1 and "last.pt" in warnings[0]  # not after prev.pt, the last one there is
+
+
+def test_another_optimizer_is_named_as_such(two_checkpoints, run_train):
+    """An adamw checkpoint resumed by an sgd run named optimizer.betas, the first key in sorted order."""
+    with pytest.raises(ConfigError, match=r"made with optimizer.name='adamw', this run has optimizer.name='sgd'"):
+        run_train([*TINY, "trainer.max_steps=8", "optimizer=sgd"], two_checkpoints)

@@ -60,7 +60,8 @@ def check_same_run(saved: dict | None, cfg, path: Path) -> None:
     if saved is None:
         return
     now = run_definition(cfg)
-    for key in sorted(set(saved) | set(now)):
+    # the most telling difference first: optimizer.name=sgd rather than one of AdamW's betas
+    for key in sorted(set(saved) | set(now), key=lambda k: (not k.endswith(".name"), k)):
         if saved.get(key) != now.get(key):
             raise ConfigError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
                               f"{key}={now.get(key)!r}; rerun with the same values, use another "
@@ -371,8 +372,9 @@ def maybe_resume(trainer) -> Path | None:
             if on_bad == "restart":
                 _warn(trainer, f"{e}; starting from step 0 (trainer.on_bad_checkpoint=restart)")
                 return None
-            _warn(trainer, f"{e}; trying the previous checkpoint")
             bad = e
+            if path != candidates[-1]:  # the last candidate's failure is said once, by the error below
+                _warn(trainer, f"{e}; trying the previous checkpoint")
             continue
         apply(trainer, state, path)
         if bad is not None or path != candidates[0]:
