@@ -186,6 +186,8 @@ def main(argv: list[str]) -> None:
                            needs_closure=bool(getattr(spec, "needs_closure", False)))
     name = f"{cfg.task.name}-{cfg.optimizer.name}"
     out = args.out or Path("outputs") / "lr_find" / f"{name}.png"
+    if not out.suffix:  # matplotlib adds .png to a bare name: say the file it writes
+        out = out.with_name(out.name + ".png")
     title = (f"lr range test: task={cfg.task.name} optimizer={cfg.optimizer.name} "
              f"batch {cfg.trainer.batch_size}, {len(result.lrs)} steps")
     plot(result, title, out)

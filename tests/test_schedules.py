@@ -362,3 +362,12 @@ def test_momentum_schedule_that_would_change_nothing_is_refused(make_cfg, tmp_pa
         Trainer(cfg, tmp_path / "run")
     assert message in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_schedule_plot_without_a_suffix_says_the_file_it_wrote(tmp_path, capsys, data_root):
+    """--out X wrote X.png but printed `wrote X`."""
+    from optbench.schedule_plot import main
+
+    main(["--plot", "--out", str(tmp_path / "X"), "trainer.max_steps=20"])
+    assert f"wrote {tmp_path / 'X.png'}\n" in capsys.readouterr().out
+    assert (tmp_path / "X.png").exists() and not (tmp_path / "X").exists()
