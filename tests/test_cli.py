@@ -229,3 +229,24 @@ def test_damaged_synthetic_dataset_is_generated_again(tmp_path, capsys):
 def test_synthetic_n_train_zero_names_n_train(capsys, data_root):
     status, _, err = run_in_process(capsys, "train", "data.n_train=0")
     assert status == 2 and "data.n_train=0 is invalid" in err and "val_split" not in err, err
+
+
+def test_help_into_a_closed_pipe_has_no_traceback(tmp_path):
+    """`optbench train --help | head` ended in a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: every write is EPIPE
+    exe = Path(sys.executable).with_name("optbench")
+    proc = subprocess.run([str(exe), "train", "--help"], stdout=write, stderr=subprocess.PIPE, text=True,
+                          cwd=tmp_path, timeout=120)
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
+
+
+def test_help_shows_amp_choices_not_yaml_false():
+    result = optbench_cli("train", "--help")
+    assert "amp: 'off'" in result.stdout and "amp: false" not in result.stdout

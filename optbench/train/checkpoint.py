@@ -53,6 +53,9 @@ def run_definition(cfg) -> dict:
     for key in RUN_DEFINING:
         value = OmegaConf.select(cfg, key)
         walk(key, OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+    if "trainer.amp" in flat:  # YAML's bare `off` is false, the command line's is 'off': one value
+        from optbench.config import amp_mode
+        flat["trainer.amp"] = amp_mode(flat["trainer.amp"])
     return flat
 
 
