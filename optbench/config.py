@@ -81,6 +81,14 @@ def _composition_message(text: str, overrides: list[str]) -> str:
     m = re.search(r"Error parsing override '([^']+)'", text)
     if m:
         return f"cannot parse override '{m.group(1)}' (expected key=value)"
+    if "LexerNoViableAlt" in text or "no viable alternative" in text:
+        # Hydra's grammar has no unquoted non-ASCII (or other special) characters: quoting the value works
+        bad = next((o for o in overrides if not o.isascii() and o.split("=", 1)[-1] in text), None) or next(
+            (o for o in overrides if o in text), None)
+        if bad and "=" in bad:
+            key, _, value = bad.partition("=")
+            return (f"cannot parse override '{bad}': Hydra needs such a value quoted, e.g. "
+                    f"\"{key}='{value}'\" (single quotes inside the shell's double quotes)")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " ".join(lines[:2])
 

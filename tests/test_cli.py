@@ -150,6 +150,7 @@ def run_in_process(capsys, *argv):
     (["train", "optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
     (["lr-find", "--end", "inf"], ["--end inf", "finite"]),
     (["train", "--cfg", "job", "optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
+    (["train", "data.root=/tmp/données"], ["\"data.root='/tmp/données'\"", "quoted"]),  # not LexerNoViableAlt...
 ])
 def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, capsys):
     status, out, err = run_in_process(capsys, *argv)

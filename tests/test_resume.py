@@ -222,3 +222,35 @@ def test_another_optimizer_is_named_as_such(two_checkpoints, run_train):
     """An adamw checkpoint resumed by an sgd run named optimizer.betas, the first key in sorted order."""
     with pytest.raises(ConfigError, match=r"made with optimizer.name='adamw', this run has optimizer.name='sgd'"):
         run_train([*TINY, "trainer.max_steps=8", "optimizer=sgd"], two_checkpoints)
+
+
+@pytest.mark.parametrize("failure", ["oserror", "torch_runtime_error"])
+def test_disk_full_while_checkpointing_says_so(two_checkpoints, monkeypatch, failure):
+    """Disk full gave torch's `[enforce fail at inline_container.cc:672] . unexpected pos ...`."""
+    import errno
+    import io
+    import shutil
+    from collections import namedtuple
+
+    last = ckpt.checkpoint_path(two_checkpoints)
+    before = last.read_bytes()
+    state = _final_state(two_checkpoints)
+    real_save = torch.save
+
+    def full(obj, f, *args, **kwargs):
+        if isinstance(f, io.BytesIO):  # the in-memory serialisation works; the file write fails
+            return real_save(obj, f, *args, **kwargs)
+        if failure == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1234 vs 1100")
+
+    monkeypatch.setattr(torch, "save", full)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 100))
+    with pytest.raises(ckpt.NoSpaceLeft) as e:
+        ckpt.write_checkpoint(state, last)
+    assert str(e.value).startswith(f"no space left on {last.parent} while writing checkpoint last.pt")
+    assert "\n" not in str(e.value) and "inline_container" not in str(e.value)
+    monkeypatch.undo()
+    assert last.read_bytes() == before
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt", "prev.pt"]

@@ -13,6 +13,7 @@ previous (fall back to prev.pt) | stop (exit with the reason) | restart (from st
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -174,6 +175,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class NoSpaceLeft(OSError):
+    """The disk filled up while a checkpoint was written: one line naming the directory, instead of
+    torch's `[enforce fail at inline_container.cc] . unexpected pos`."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_full(e: BaseException, where: Path, needed: int) -> bool:
+    """ENOSPC/EDQUOT from our own writes, or torch's zip writer failing (it reports a short write as
+    a RuntimeError) while the disk has less room than the checkpoint needs."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, RuntimeError) and ("inline_container" in str(e) or "file write failed" in str(e)):
+        import shutil
+
+        try:
+            return shutil.disk_usage(where).free < 2 * needed
+        except OSError:
+            return True
+    return False
+
+
 def write_checkpoint(state: dict, path: Path) -> None:
     """Atomically write `state` (hashed) to `path`, keeping the file it replaces as prev.pt."""
     buf = io.BytesIO()
@@ -188,8 +212,12 @@ def write_checkpoint(state: dict, path: Path) -> None:
             torch.save(envelope, f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # the checkpoints already there stay as they were
+        if _disk_full(e, path.parent, len(payload)):
+            raise NoSpaceLeft(errno.ENOSPC, f"no space left on {path.parent} while writing checkpoint "
+                                            f"{path.name} ({len(payload) / 2**20:.1f} MiB); the checkpoints "
+                                            "already there are kept", str(path.parent)) from None
         raise
     # from here on a crash leaves prev.pt, last.pt or both complete: never neither
     if path.exists():
