@@ -156,6 +156,7 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
                 # an empty run dir is the current directory: the run would write into it
                 raise ConfigError(f"{key} is empty: give the run directory, e.g. {key}=runs/mine")
         validate(cfg)
+        _check_writable(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
         if not multirun:  # before Hydra writes .hydra/ into a finished or interrupted run's directory
             _check_existing_run_dir(cfg)
         # An experiment may set its own sweep (hydra.sweeper.params): check those values too.
@@ -166,6 +167,27 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
             for sub in _sweep_variants(extra)[1:] + [_sweep_variants(extra)[0]]:
                 validate(compose(variant + sub))
     return first_cfg
+
+
+def _check_writable(cfg: DictConfig, key: str) -> None:
+    """A run or sweep directory that cannot be made or written would end in Hydra's traceback once
+    Hydra creates it: the directory, or the nearest one above it that exists, must be writable."""
+    import os
+
+    try:
+        given = str(OmegaConf.select(cfg, key) or "")
+    except Exception:  # an interpolation Hydra resolves only at run time (the job's number)
+        return
+    if not given:
+        return
+    path = Path(given).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise ConfigError(f"{key}={given!r} is invalid: {path} is a file, not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={given!r} is invalid: {path} is not writable (read-only); "
+                          f"choose another {key}")
 
 
 def _check_existing_run_dir(cfg: DictConfig) -> None:

@@ -251,3 +251,23 @@ def test_help_into_a_closed_pipe_has_no_traceback(tmp_path):
 def test_help_shows_amp_choices_not_yaml_false():
     result = optbench_cli("train", "--help")
     assert "amp: 'off'" in result.stdout and "amp: false" not in result.stdout
+
+
+@pytest.mark.parametrize("flag, key", [([], "hydra.run.dir"), (["-m"], "hydra.sweep.dir")])
+def test_read_only_run_or_sweep_dir_is_one_line(tmp_path, capsys, monkeypatch, data_root, flag, key):
+    """A read-only run or sweep directory gave Hydra's traceback (exit 1) once Hydra made it. The
+    test may run as root, for whom chmod does not bite: os.access is what the check asks."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real(p, mode, **kw))
+    status, _, err = run_in_process(capsys, "train", *flag, f"{key}={locked}/run", "trainer.max_steps=2")
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{locked} is not writable" in err and key in err
+    assert not (locked / "run").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status, _, err = run_in_process(capsys, "train", *flag, f"{key}={blocker}/run", "trainer.max_steps=2")
+    assert status == 2 and "is a file, not a directory" in err, err
