@@ -297,7 +297,10 @@ def check_run_dir_length(cfg, run_dir: Path) -> None:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         summary = {}
-    step = summary.get("steps") if isinstance(summary.get("steps"), int) else None
+    # a finished run's last checkpoint is at its last step; an unfinished one's may be behind the
+    # summary (a crash after it): that step is checked against the checkpoint itself, in apply
+    step = summary.get("steps") if isinstance(summary.get("steps"), int) and summary.get("status") == "completed" \
+        else None
     has_checkpoint = checkpoint_path(run_dir).exists() or previous_path(run_dir).exists()
     if not has_checkpoint and summary.get("status") != "completed":
         return  # nothing to resume: the run starts over (an unfinished run without a checkpoint)
