@@ -101,3 +101,27 @@ def test_another_max_steps_is_refused_before_hydra_writes(run_train, tmp_path):
     _, bare = run_train([*QUICK[:-1], "trainer.max_steps=4"], run_dir=tmp_path / "bare")
     r = optbench_cli("train", *QUICK[:-1], "trainer.max_steps=6", "trainer.extend=true", f"hydra.run.dir={bare}")
     assert r.returncode == 2 and "no checkpoint to continue from" in r.stderr, r.stderr
+
+
+def test_interrupted_run_under_another_max_steps(make_cfg, tmp_path):
+    """An interrupted run resumed with another max_steps: refused; with trainer.extend=true it goes on and
+    the change is recorded; shorter than its checkpoint's step: refused even so."""
+    import signal
+
+    first = Trainer(make_cfg([*LEN, "trainer.max_steps=10"]), tmp_path / "run")
+    real_step = first.train_step
+
+    def stop_after_4(micro_batches, want_grad_norm):
+        out = real_step(micro_batches, want_grad_norm)
+        if first.step == 3:
+            first._stop_signal = signal.SIGTERM
+        return out
+    first.train_step = stop_after_4
+    assert first.run()["status"] == "interrupted" and first.step == 4
+    with pytest.raises(ConfigError, match="trainer.max_steps=10 at step 4; trainer.max_steps=8"):
+        Trainer(make_cfg([*LEN, "trainer.max_steps=8"]), tmp_path / "run").run()
+    with pytest.raises(ConfigError, match="trainer.max_steps=3 is below step 4"):
+        Trainer(make_cfg([*LEN, "trainer.max_steps=3", "trainer.extend=true"]), tmp_path / "run").run()
+    done = Trainer(make_cfg([*LEN, "trainer.max_steps=8", "trainer.extend=true"]), tmp_path / "run").run()
+    assert done["status"] == "completed" and done["steps"] == 8
+    assert [(e["from_step"], e["old_max_steps"], e["new_max_steps"]) for e in done["extensions"]] == [(4, 10, 8)]
