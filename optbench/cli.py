@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         getattr(module, func_name)(rest)
     except ConfigError as e:
         fail(str(e))
+    except BrokenPipeError:  # `optbench train --help | head`: before OSError, of which it is one
+        _quiet_broken_pipe()
     except OSError as e:
         if not e.filename:  # not a path the user gave (a broken pipe, a socket): a real error
             raise
@@ -63,8 +65,18 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("optbench: interrupted", file=sys.stderr)
         raise SystemExit(130)
-    except BrokenPipeError:  # `optbench list | head`
-        sys.stderr.close()
+
+
+def _quiet_broken_pipe() -> NoReturn:
+    """The reader went away: no traceback, and none at exit either when Python flushes stdout
+    (pointed at /dev/null, as the Python docs advise); the status is a SIGPIPE death's, 141."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(141)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ AVERAGING_CHOICES = ("none", "ema", "swa", "lookahead")
 CLOCK_INCLUDES = ("data_init", "final_eval")
 ON_BAD_CHECKPOINT_CHOICES = ("previous", "stop", "restart")
 MAX_SWEEP_VALUES_CHECKED = 64
+MAX_SEED = 2**63 - 1
 
 
 def amp_mode(value) -> str:
@@ -80,6 +81,14 @@ def _composition_message(text: str, overrides: list[str]) -> str:
     m = re.search(r"Error parsing override '([^']+)'", text)
     if m:
         return f"cannot parse override '{m.group(1)}' (expected key=value)"
+    if "LexerNoViableAlt" in text or "no viable alternative" in text:
+        # Hydra's grammar has no unquoted non-ASCII (or other special) characters: quoting the value works
+        bad = next((o for o in overrides if not o.isascii() and o.split("=", 1)[-1] in text), None) or next(
+            (o for o in overrides if o in text), None)
+        if bad and "=" in bad:
+            key, _, value = bad.partition("=")
+            return (f"cannot parse override '{bad}': Hydra needs such a value quoted, e.g. "
+                    f"\"{key}='{value}'\" (single quotes inside the shell's double quotes)")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " ".join(lines[:2])
 
@@ -152,6 +161,9 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
                 # an empty run dir is the current directory: the run would write into it
                 raise ConfigError(f"{key} is empty: give the run directory, e.g. {key}=runs/mine")
         validate(cfg)
+        _check_writable(cfg, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+        if not multirun:  # before Hydra writes .hydra/ into a finished or interrupted run's directory
+            _check_existing_run_dir(cfg)
         # An experiment may set its own sweep (hydra.sweeper.params): check those values too.
         params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
         if params and variant is variants[0]:
@@ -190,6 +202,36 @@ def warn_duplicate_jobs(repeats: list[tuple[list[str], list[str]]], overrides: l
         shown = f"'{only_a}' and '{only_b}' are one configuration"
     print(f"optbench: warning: this sweep runs the same job twice ({shown}); repeats are not independent "
           "runs, and the report counts each configuration once", file=sys.stderr, flush=True)
+def _check_writable(cfg: DictConfig, key: str) -> None:
+    """A run or sweep directory that cannot be made or written would end in Hydra's traceback once
+    Hydra creates it: the directory, or the nearest one above it that exists, must be writable."""
+    import os
+
+    try:
+        given = str(OmegaConf.select(cfg, key) or "")
+    except Exception:  # an interpolation Hydra resolves only at run time (the job's number)
+        return
+    if not given:
+        return
+    path = Path(given).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise ConfigError(f"{key}={given!r} is invalid: {path} is a file, not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={given!r} is invalid: {path} is not writable (read-only); "
+                          f"choose another {key}")
+
+
+def _check_existing_run_dir(cfg: DictConfig) -> None:
+    try:
+        run_dir = str(OmegaConf.select(cfg, "hydra.run.dir") or "")
+    except Exception:  # an interpolation Hydra resolves only at run time
+        return
+    if run_dir and Path(run_dir).is_dir():
+        from optbench.train.checkpoint import check_run_dir_length
+
+        check_run_dir_length(cfg, Path(run_dir))
 
 
 # --------------------------------------------------------------------------- values
@@ -256,8 +298,9 @@ def clock_includes(t) -> tuple[str, ...]:
 def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     """Check values the user can get wrong; raise ConfigError with one line."""
     t = cfg.trainer
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer >= 0")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= MAX_SEED:
+        # torch.manual_seed takes a 64-bit integer: a larger one fails only once the run has started
+        raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer in [0, 2**63-1]")
     for key in ("trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
                 "trainer.eval_every", "trainer.log_every", "trainer.nproc"):
         _positive(cfg, key)
@@ -277,7 +320,7 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _positive(cfg, "trainer.checkpoint_every", allow_zero=True)
     _positive(cfg, "trainer.divergence_factor", allow_zero=True)
     for key in ("trainer.compile", "trainer.stop_at_target", "trainer.progress",
-                "trainer.deterministic", "trainer.save_final", "trainer.eval_at_start"):
+                "trainer.deterministic", "trainer.save_final", "trainer.eval_at_start", "trainer.extend"):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):  # a string such as 'maybe' would count as true
             raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")
@@ -287,6 +330,10 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _one_of(cfg, "trainer.averaging.kind", AVERAGING_CHOICES)
     if t.averaging.kind == "lookahead":
         _lookahead(t.averaging)
+    if t.averaging.kind == "ema":
+        decay = t.averaging.get("ema_decay")
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ConfigError(f"trainer.averaging.ema_decay={decay!r} is invalid: must be a number in [0, 1)")
     clock_includes(t)
     _one_of(cfg, "trainer.on_bad_checkpoint", ON_BAD_CHECKPOINT_CHOICES)
     world = world_size or t.nproc

@@ -151,8 +151,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, help="PNG path (default outputs/lr_find/<task>-<optimizer>.png)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `optbench train`")
     args = parser.parse_args(argv)
-    if not 0 < args.start < args.end:
-        raise ConfigError(f"--start {args.start:g} --end {args.end:g} is invalid: need 0 < start < end")
+    if not 0 < args.start < args.end < math.inf:
+        raise ConfigError(f"--start {args.start:g} --end {args.end:g} is invalid: need 0 < start < end, finite")
     if args.steps < 3:
         raise ConfigError(f"--steps {args.steps} is invalid: must be >= 3")
     if not 0 <= args.smoothing < 1:
@@ -186,6 +186,8 @@ def main(argv: list[str]) -> None:
                            needs_closure=bool(getattr(spec, "needs_closure", False)))
     name = f"{cfg.task.name}-{cfg.optimizer.name}"
     out = args.out or Path("outputs") / "lr_find" / f"{name}.png"
+    if not out.suffix:  # matplotlib adds .png to a bare name: say the file it writes
+        out = out.with_name(out.name + ".png")
     title = (f"lr range test: task={cfg.task.name} optimizer={cfg.optimizer.name} "
              f"batch {cfg.trainer.batch_size}, {len(result.lrs)} steps")
     plot(result, title, out)

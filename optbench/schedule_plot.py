@@ -88,6 +88,8 @@ def main(argv: list[str]) -> None:
         print(f"  step {s:>7}  x{m:.4g}  lr={m * curves['base_lr']:.4g}{extra}")
     if args.plot:
         out = args.out or Path(f"schedule-{name}.png")
+        if not out.suffix:  # matplotlib adds .png to a bare name: say the file it writes
+            out = out.with_name(out.name + ".png")
         overrides = " ".join(o for o in args.overrides)
-        plot_curves(curves, f"optbench schedule {overrides}".strip(), out)
+        out = plot_curves(curves, f"optbench schedule {overrides}".strip(), out)
         print(f"wrote {out}")

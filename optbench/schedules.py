@@ -410,10 +410,33 @@ class MomentumSchedule:
         return v
 
 
-def build_momentum_schedule(block) -> MomentumSchedule | None:
+    def check(self, optimizer: torch.optim.Optimizer, name: str = "this optimizer") -> None:
+        """A schedule that would change no param group would be recorded as applied and do nothing:
+        refuse it, naming the keys the groups do have."""
+        groups = [g for g in optimizer.param_groups if self.roles is None or g.get("role") in self.roles]
+        where = f"optimizer.momentum_schedule.key={self.key}"
+        if not groups:
+            roles = sorted({str(g.get("role")) for g in optimizer.param_groups})
+            raise ConfigError(f"{where}: no param group of {name} has a role in {sorted(self.roles)}; "
+                              f"its groups' roles: {', '.join(roles)}")
+        field = "momentum" if self.key == "momentum" else "betas"
+        if not any(field in g for g in groups):
+            have = [k for k in MOMENTUM_KEYS if (k == "momentum" and any("momentum" in g for g in groups))
+                    or (k.startswith("betas") and any("betas" in g for g in groups))]
+            raise ConfigError(f"{where} is invalid: {name}'s param groups have no '{field}'; valid choices: "
+                              f"{', '.join(have) if have else 'none (drop optimizer.momentum_schedule)'}")
+
+
+def build_momentum_schedule(block, optimizer: torch.optim.Optimizer | None = None,
+                            name: str = "this optimizer") -> MomentumSchedule | None:
+    """The schedule of an optimizer.momentum_schedule block; given the optimizer, checked against
+    its param groups (the keys it ramps must exist there)."""
     if not block:
         return None
-    return MomentumSchedule(**as_dict(block))
+    schedule = MomentumSchedule(**as_dict(block))
+    if optimizer is not None:
+        schedule.check(optimizer, name)
+    return schedule
 
 
 def validate_optimizer_schedules(optimizer_cfg, max_steps: int) -> None:

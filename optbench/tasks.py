@@ -5,7 +5,9 @@ builders below (one per `task.kind`) and in data/ and models/.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -143,13 +145,12 @@ def input_dtype(cfg: DictConfig, model_dtype: str | None = None) -> torch.dtype:
 def image_classification(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
     from optbench.data.cifar10 import read_cifar10
     from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader, Normaliser, normalise
-    from optbench.data.synthetic import ensure_synthetic_cifar10
+    from optbench.data.synthetic import read_synthetic_cifar10
     from optbench.models import build_model
 
     d, t = cfg.data, cfg.trainer
-    if d.get("synthetic"):
-        ensure_synthetic_cifar10(d.root, n_train=d.n_train, n_test=d.n_test, noise=d.noise)
-    arrays = read_cifar10(d.root)
+    arrays = read_synthetic_cifar10(d.root, n_train=d.n_train, n_test=d.n_test, noise=d.noise) \
+        if d.get("synthetic") else read_cifar10(d.root)
     train_x, train_y = arrays.train_images, arrays.train_labels
     val_x = val_y = None
     if d.val_split >= len(train_x):
@@ -255,8 +256,15 @@ def validate_task_config(cfg: DictConfig) -> None:
     if t.mode not in ("max", "min"):
         raise ConfigError(f"task.mode={t.mode!r} is invalid; valid choices: max, min")
     target = t.get("target")
-    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)):
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
+                               or not math.isfinite(target)):
         raise ConfigError(f"task.target={target!r} is invalid: must be a number (or null for none)")
+    metric = str(t.get("metric") or "")
+    if target is not None and "acc" in metric and not 0 <= target <= 1:  # an accuracy is a fraction
+        raise ConfigError(f"task.target={target!r} is invalid for task.metric={metric}: an accuracy is in [0, 1]")
+    root = OmegaConf.select(cfg, "data.root")
+    if root and Path(str(root)).exists() and not Path(str(root)).is_dir():
+        raise ConfigError(f"data.root={root!r} is a file, not a directory; pass data.root=DIR")
     reduction = t.get("loss_reduction", "mean")
     if reduction not in LOSS_REDUCTIONS:
         raise ConfigError(f"task.loss_reduction={reduction!r} is invalid; valid choices: {', '.join(LOSS_REDUCTIONS)}")
@@ -319,6 +327,11 @@ def _validate_image_data(cfg: DictConfig) -> None:
     if d.tta not in (False, True, 0, 1, 2):
         raise ConfigError(f"data.tta={d.tta!r} is invalid; valid choices: 0 (none), 1 (mirror), "
                           "2 (mirror + translate)")
+    if d.get("synthetic"):  # the generated set's sizes (before val_split, which is checked against them)
+        for key in ("n_train", "n_test"):
+            v = d.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"data.{key}={v!r} is invalid: must be a whole number >= 1")
     if d.val_split < 0 or (d.get("n_train") and d.val_split >= d.n_train):
         raise ConfigError(f"data.val_split={d.val_split} is invalid: must be >= 0 and below the "
                           "training-set size")

@@ -142,6 +142,15 @@ def run_in_process(capsys, *argv):
     (["schedule", "--bogus"], ["--bogus"]),
     (["schedule", "trainer.max_steps=0"], ["trainer.max_steps=0", ">= 1"]),
     (["schedule", "optimizer.lr=abc"], ["optimizer.lr='abc'"]),
+    # issue 12: caught only once the run had started (exit 1), or not at all
+    (["train", "seed=99999999999999999999"], ["seed=99999999999999999999", "2**63-1"]),
+    (["train", "seed=-1"], ["seed=-1", "[0, 2**63-1]"]),
+    (["train", "trainer.averaging.kind=ema", "trainer.averaging.ema_decay=1.5"], ["ema_decay=1.5", "[0, 1)"]),
+    (["train", "task.target=1.5"], ["task.target=1.5", "accuracy", "[0, 1]"]),
+    (["train", "optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
+    (["lr-find", "--end", "inf"], ["--end inf", "finite"]),
+    (["train", "--cfg", "job", "optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
+    (["train", "data.root=/tmp/données"], ["\"data.root='/tmp/données'\"", "quoted"]),  # not LexerNoViableAlt...
 ])
 def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, capsys):
     status, out, err = run_in_process(capsys, *argv)
@@ -151,6 +160,13 @@ def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, ca
     assert "Traceback" not in out + err and "usage:" not in err
     for needle in needles:
         assert needle in lines[0], lines[0]
+
+
+def test_data_root_that_is_a_file_is_refused_before_the_run(tmp_path, capsys, data_root):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    status, _, err = run_in_process(capsys, "train", f"data.root={blocker}")
+    assert status == 2 and err.count("\n") == 1 and "is a file, not a directory" in err, err
 
 
 def test_unwritable_output_path_is_one_line(tmp_path, capsys):
@@ -186,3 +202,72 @@ def test_airbench_presets_train_on_a_cpu_from_the_cli(preset, data_root, tmp_pat
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 4
     assert summary["clock_includes"] == ["data_init", "final_eval"] and summary["model_dtype"] == "fp32"
+
+
+def test_fineweb_synthetic_target_below_the_entropy_floor_is_refused(capsys, data_root):
+    status, _, err = run_in_process(capsys, "train", "task=fineweb_synthetic", "task.target=0.5")
+    assert status == 2 and err.count("\n") == 1 and "entropy floor 1.0902" in err, err
+
+
+def test_damaged_synthetic_dataset_is_generated_again(tmp_path, capsys):
+    """A corrupt synthetic.json or batch file used to fail after start (or send the user to download
+    the real CIFAR-10); it is a cache of a fixed-seed generator, so it is made again."""
+    from optbench.data.cifar10 import batch_dir
+    from optbench.data.synthetic import read_synthetic_cifar10
+
+    root = tmp_path / "syn"
+    first = read_synthetic_cifar10(root, n_train=50, n_test=20)
+    (root / "synthetic.json").write_bytes(b"\x00\x00{not json")
+    again = read_synthetic_cifar10(root, n_train=50, n_test=20)
+    assert (again.train_images == first.train_images).all()
+    (batch_dir(root) / "data_batch_2").write_bytes(b"garbage")
+    third = read_synthetic_cifar10(root, n_train=50, n_test=20)
+    assert (third.train_images == first.train_images).all()
+    err = capsys.readouterr().err
+    assert "regenerating the synthetic dataset" in err and "optbench data cifar10" not in err
+
+
+def test_synthetic_n_train_zero_names_n_train(capsys, data_root):
+    status, _, err = run_in_process(capsys, "train", "data.n_train=0")
+    assert status == 2 and "data.n_train=0 is invalid" in err and "val_split" not in err, err
+
+
+def test_help_into_a_closed_pipe_has_no_traceback(tmp_path):
+    """`optbench train --help | head` ended in a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: every write is EPIPE
+    exe = Path(sys.executable).with_name("optbench")
+    proc = subprocess.run([str(exe), "train", "--help"], stdout=write, stderr=subprocess.PIPE, text=True,
+                          cwd=tmp_path, timeout=120)
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
+
+
+def test_help_shows_amp_choices_not_yaml_false():
+    result = optbench_cli("train", "--help")
+    assert "amp: 'off'" in result.stdout and "amp: false" not in result.stdout
+
+
+@pytest.mark.parametrize("flag, key", [([], "hydra.run.dir"), (["-m"], "hydra.sweep.dir")])
+def test_read_only_run_or_sweep_dir_is_one_line(tmp_path, capsys, monkeypatch, data_root, flag, key):
+    """A read-only run or sweep directory gave Hydra's traceback (exit 1) once Hydra made it. The
+    test may run as root, for whom chmod does not bite: os.access is what the check asks."""
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == locked else real(p, mode, **kw))
+    status, _, err = run_in_process(capsys, "train", *flag, f"{key}={locked}/run", "trainer.max_steps=2")
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{locked} is not writable" in err and key in err
+    assert not (locked / "run").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status, _, err = run_in_process(capsys, "train", *flag, f"{key}={blocker}/run", "trainer.max_steps=2")
+    assert status == 2 and "is a file, not a directory" in err, err

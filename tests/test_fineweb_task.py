@@ -127,7 +127,7 @@ def test_resumed_run_sees_the_same_tokens(run_train, tmp_path, one_thread):
             "optimizer.lr=1e-2"]
     first, run_dir = run_train([*base, "trainer.max_steps=4", "trainer.save_final=true"], tmp_path / "resumed")
     assert first["steps"] == 4
-    resumed, _ = run_train([*base, "trainer.max_steps=8"], run_dir)
+    resumed, _ = run_train([*base, "trainer.max_steps=8", "trainer.extend=true"], run_dir)  # on purpose
     straight, _ = run_train([*base, "trainer.max_steps=8"], tmp_path / "straight")
     assert resumed["steps"] == 8 and resumed["tokens_seen"] == 8 * 8 * 64
     assert resumed["final_eval"] == straight["final_eval"]

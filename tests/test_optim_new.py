@@ -380,7 +380,7 @@ def test_sf_wrap_resumes_a_run_from_its_checkpoint(run_train, tmp_path, data_roo
     common = ["optimizer=sf_wrap", *fast(data_root)[1:]]  # fast() without its max_steps
     full, _ = run_train([*common, "trainer.max_steps=6"], run_dir=tmp_path / "full")
     run_train([*common, "trainer.max_steps=3", "trainer.save_final=true"], run_dir=tmp_path / "split")
-    resumed, _ = run_train([*common, "trainer.max_steps=6"], run_dir=tmp_path / "split")
+    resumed, _ = run_train([*common, "trainer.max_steps=6", "trainer.extend=true"], run_dir=tmp_path / "split")
     assert resumed["steps"] == 6
     # y -> x -> y at the checkpoint is a float round trip: equal to rounding, not bit for bit
     assert resumed["final_eval"]["test_loss"] == pytest.approx(full["final_eval"]["test_loss"], rel=1e-4)

@@ -124,7 +124,9 @@ def test_corrupted_checkpoint_falls_back_to_previous(two_checkpoints, run_train,
     _corrupt(ckpt.checkpoint_path(two_checkpoints))
     overrides = [*TINY, "trainer.max_steps=10", "trainer.checkpoint_every=4", "trainer.eval_every=4",
                  "trainer.log_every=2"]
-    summary, _ = run_train([*overrides, "trainer.on_bad_checkpoint=previous"], two_checkpoints)
+    # an 8-step run resumed as a 10-step one: an extension, on purpose (trainer.extend)
+    summary, _ = run_train([*overrides, "trainer.on_bad_checkpoint=previous", "trainer.extend=true"],
+                           two_checkpoints)
     err = capsys.readouterr().err
     assert "last.pt is corrupted" in err and "resumed from" in err and "prev.pt at step 4" in err
     # resuming from step 4 gives what a run never interrupted gives
@@ -207,3 +209,50 @@ def test_on_bad_checkpoint_choices_are_checked(make_cfg):
     with pytest.raises(ConfigError, match=r"trainer.on_bad_checkpoint='skip' is invalid; valid choices: "
                                           r"previous, stop, restart"):
         validate(make_cfg(["trainer.on_bad_checkpoint=skip"]))
+
+
+def test_both_checkpoints_bad_says_so_without_promising_another(two_checkpoints, run_train, capsys):
+    _corrupt(ckpt.checkpoint_path(two_checkpoints))
+    _corrupt(ckpt.previous_path(two_checkpoints))
+    with pytest.raises(ckpt.BadCheckpoint, match="prev.pt is corrupted .*no good previous checkpoint"):
+        run_train([*TINY, "trainer.max_steps=8"], two_checkpoints)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "trying the previous checkpoint" in ln]
+    assert len(warnings) == 1 and "last.pt" in warnings[0]  # not after prev.pt, the last one there is
+
+
+def test_another_optimizer_is_named_as_such(two_checkpoints, run_train):
+    """An adamw checkpoint resumed by an sgd run named optimizer.betas, the first key in sorted order."""
+    with pytest.raises(ConfigError, match=r"made with optimizer.name='adamw', this run has optimizer.name='sgd'"):
+        run_train([*TINY, "trainer.max_steps=8", "optimizer=sgd"], two_checkpoints)
+
+
+@pytest.mark.parametrize("failure", ["oserror", "torch_runtime_error"])
+def test_disk_full_while_checkpointing_says_so(two_checkpoints, monkeypatch, failure):
+    """Disk full gave torch's `[enforce fail at inline_container.cc:672] . unexpected pos ...`."""
+    import errno
+    import io
+    import shutil
+    from collections import namedtuple
+
+    last = ckpt.checkpoint_path(two_checkpoints)
+    before = last.read_bytes()
+    state = _final_state(two_checkpoints)
+    real_save = torch.save
+
+    def full(obj, f, *args, **kwargs):
+        if isinstance(f, io.BytesIO):  # the in-memory serialisation works; the file write fails
+            return real_save(obj, f, *args, **kwargs)
+        if failure == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1234 vs 1100")
+
+    monkeypatch.setattr(torch, "save", full)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 100))
+    with pytest.raises(ckpt.NoSpaceLeft) as e:
+        ckpt.write_checkpoint(state, last)
+    assert str(e.value).startswith(f"no space left on {last.parent} while writing checkpoint last.pt")
+    assert "\n" not in str(e.value) and "inline_container" not in str(e.value)
+    monkeypatch.undo()
+    assert last.read_bytes() == before
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.pt", "prev.pt"]

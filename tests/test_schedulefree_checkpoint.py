@@ -27,7 +27,7 @@ def test_checkpoint_holds_the_evaluation_point(make_cfg, tmp_path):
 def test_resume_from_a_checkpoint_continues_the_run(run_train, tmp_path):
     full, _ = run_train([*COMMON, "trainer.max_steps=8"], run_dir=tmp_path / "full")
     run_train([*COMMON, "trainer.max_steps=4", "trainer.save_final=true"], run_dir=tmp_path / "split")
-    resumed, _ = run_train([*COMMON, "trainer.max_steps=8"], run_dir=tmp_path / "split")
+    resumed, _ = run_train([*COMMON, "trainer.max_steps=8", "trainer.extend=true"], run_dir=tmp_path / "split")
     assert resumed["steps"] == 8
     # y -> x -> y at the checkpoint is a float round trip: equal to rounding, not bit for bit
     assert resumed["final_eval"]["test_loss"] == pytest.approx(full["final_eval"]["test_loss"], rel=1e-4)

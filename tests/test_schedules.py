@@ -342,3 +342,32 @@ def test_plateau_follows_the_configured_metric(make_cfg, tmp_path):
 
     with pytest.raises(ConfigError, match="scheduler.metric='val_bleu'.*test_acc"):
         Trainer(make_cfg([*common, "scheduler.metric=val_bleu"]), tmp_path / "bad").run()
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer=adamw", "+optimizer.momentum_schedule={key:momentum,start:0.8,end:0.9,steps:4}"],
+     "optimizer=adamw's param groups have no 'momentum'; valid choices: betas[0], betas[1]"),
+    (["optimizer=nesterov", "+optimizer.momentum_schedule={key:'betas[0]',start:0.8,end:0.9,steps:4}"],
+     "param groups have no 'betas'; valid choices: momentum"),
+    (["optimizer=nesterov", "+optimizer.momentum_schedule={key:momentum,start:0.8,end:0.9,steps:4,roles:[embedding]}"],
+     "no param group of optimizer=nesterov has a role in ['embedding']"),
+])
+def test_momentum_schedule_that_would_change_nothing_is_refused(make_cfg, tmp_path, overrides, message):
+    """Issue 12 #7: a schedule on a key no param group has was ignored but recorded as applied."""
+    from optbench.train.loop import Trainer
+
+    cfg = make_cfg([*overrides, "trainer.max_steps=6", "trainer.batch_size=16", "data.n_train=64",
+                    "data.n_test=32", "model.widths=[4,8,8]"])
+    with pytest.raises(ConfigError) as e:
+        Trainer(cfg, tmp_path / "run")
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_schedule_plot_without_a_suffix_says_the_file_it_wrote(tmp_path, capsys, data_root):
+    """--out X wrote X.png but printed `wrote X`."""
+    from optbench.schedule_plot import main
+
+    main(["--plot", "--out", str(tmp_path / "X"), "trainer.max_steps=20"])
+    assert f"wrote {tmp_path / 'X.png'}\n" in capsys.readouterr().out
+    assert (tmp_path / "X.png").exists() and not (tmp_path / "X").exists()

@@ -217,6 +217,24 @@ def _whole(cfg, key: str, minimum: int = 1):
     return value
 
 
+# the entropy rate costs a V x V eigendecomposition (~2 s at 1024): checked at config time up to this vocabulary
+MAX_VOCAB_FLOOR_CHECKED = 256
+
+
+def _target_above_floor(cfg: DictConfig, vocab: int, successors: int) -> None:
+    """A loss target below the Markov source's entropy rate can never be reached: no model's expected
+    loss is below it (only sampling noise on a finite val set could dip under it)."""
+    target, metric = cfg.task.get("target"), str(cfg.task.get("metric") or "")
+    if target is None or not metric.endswith("loss") or cfg.task.get("mode") != "min" or vocab > MAX_VOCAB_FLOOR_CHECKED:
+        return
+    from optbench.data.markov import MarkovSource
+
+    floor = MarkovSource.random(vocab, successors, int(cfg.data.markov.seed)).entropy_rate()
+    if target < floor:
+        raise ConfigError(f"task.target={target} is invalid: below the synthetic source's entropy floor "
+                          f"{floor:.4f} nats ({metric} cannot go under it); choose a target >= {floor:.4f}")
+
+
 def validate_language_model_config(cfg: DictConfig) -> None:
     from optbench.models.gpt import MLPS, NORMS, POSITIONS
 
@@ -256,6 +274,7 @@ def validate_language_model_config(cfg: DictConfig) -> None:
         if d.markov.val_tokens < val_tokens + 1:
             raise ConfigError(f"task.val_tokens={val_tokens} is more than the synthetic val shard holds "
                               f"(data.markov.val_tokens={d.markov.val_tokens}; need val_tokens + 1)")
+        _target_above_floor(cfg, vocab, succ)
     else:
         vocab = _whole(cfg, "data.vocab_size", 2)
         if not Path(d.root).exists():

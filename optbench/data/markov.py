@@ -92,7 +92,11 @@ def ensure_markov_shards(root, vocab_size: int = 64, successors: int = 4, seed: 
     out = Path(root) / key
     source = MarkovSource.random(vocab_size, successors, seed)
     stamp = out / "markov.json"
-    if stamp.exists() and json.loads(stamp.read_text()).get("params") == params:
+    try:  # a damaged stamp: the set is made again (a cache of a fixed-seed generator)
+        done = json.loads(stamp.read_text()).get("params") == params
+    except (OSError, ValueError, AttributeError):
+        done = False
+    if done:
         return out, source
     rng = np.random.default_rng(seed + 1)
     # one chain: val first, then train, so no shard boundary breaks the chain's statistics

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from optbench.data.cifar10 import META_FILE, batch_dir, write_cifar10
+from optbench.data.cifar10 import CACHE_FILE, META_FILE, batch_dir, write_cifar10
 from optbench.train.rundir import atomic_write_text
 
 DATA_SEED = 1234
@@ -39,17 +39,46 @@ def make_images(n: int, rng: np.random.Generator, protos: np.ndarray, noise: flo
     return np.clip(128 + 40 * x, 0, 255).astype(np.uint8), labels.astype(np.int64)
 
 
-def ensure_synthetic_cifar10(root, n_train: int = 10000, n_test: int = 2000, noise: float = 2.0) -> Path:
+def _stamp(path: Path):
+    """The parameters the files were made with; None when the stamp is missing or damaged (the
+    files are then made again: they are a cache of a fixed-seed generator)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_synthetic_cifar10(root, n_train: int = 10000, n_test: int = 2000, noise: float = 2.0,
+                             force: bool = False) -> Path:
     """Generate the files once (atomically per file); later calls find them and return."""
     root = Path(root)
     params = {"n_train": n_train, "n_test": n_test, "noise": noise, "seed": DATA_SEED, "version": 1}
     stamp = root / "synthetic.json"
-    if (batch_dir(root) / META_FILE).exists() and stamp.exists() and json.loads(stamp.read_text()) == params:
+    if not force and (batch_dir(root) / META_FILE).exists() and _stamp(stamp) == params:
         return root
     rng = np.random.default_rng(DATA_SEED)
     protos = _prototypes(rng)
     train_x, train_y = make_images(n_train, rng, protos, noise)
     test_x, test_y = make_images(n_test, rng, protos, noise)
+    (root / CACHE_FILE).unlink(missing_ok=True)  # it would be read instead of the files made here
     write_cifar10(root, train_x, train_y, test_x, test_y)  # batches.meta is written last
     atomic_write_text(stamp, json.dumps(params))
     return root
+
+
+def read_synthetic_cifar10(root, n_train: int = 10000, n_test: int = 2000, noise: float = 2.0):
+    """The synthetic set's arrays, generated if absent; files that are missing or damaged are
+    generated again (once) instead of pointing the user at the real set's download."""
+    from optbench.data.cifar10 import read_cifar10
+    from optbench.errors import ConfigError
+
+    ensure_synthetic_cifar10(root, n_train=n_train, n_test=n_test, noise=noise)
+    try:
+        return read_cifar10(root)
+    except ConfigError as e:
+        import sys
+
+        print(f"optbench: warning: {str(e).split(';')[0]}; regenerating the synthetic dataset in {root}",
+              file=sys.stderr, flush=True)
+        ensure_synthetic_cifar10(root, n_train=n_train, n_test=n_test, noise=noise, force=True)
+        return read_cifar10(root)

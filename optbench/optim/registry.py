@@ -10,6 +10,8 @@ other keys as constructor arguments. Code is only what is ours: a `factory:` a y
 """
 from __future__ import annotations
 
+import math
+
 import functools
 import inspect
 from collections.abc import Mapping
@@ -312,8 +314,8 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         if not _number(mult) or mult < 0:
             raise ConfigError(f"{key}.groups.{role}.lr_mult={mult!r} is invalid: must be a number >= 0")
     lr = cfg.get("lr")
-    if not _number(lr) or not lr > 0:
-        raise ConfigError(f"{key}.lr={lr!r} is invalid: must be a number > 0")
+    if not _number(lr) or not 0 < lr < math.inf:  # NaN fails both; inf the second
+        raise ConfigError(f"{key}.lr={lr!r} is invalid: must be a finite number > 0")
     for k in ("weight_decay", "eps"):
         v = cfg.get(k)
         if v is not None and not isinstance(v, (list, tuple)) and (not _number(v) or v < 0):

@@ -67,6 +67,12 @@ def main(argv: list[str]) -> None:
     _check_flags(argv)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = overrides_of(argv)
+    # `--cfg job` prints the config a run would use: only a config that would run (validated first)
+    printing = any(a in ("--cfg", "-c") for a in argv) and not (_INFO_FLAGS - {"--cfg", "-c", "--resolve"}) & set(argv)
+    if printing:
+        from optbench.config import precheck
+
+        precheck(overrides, multirun=multirun)
     if not _INFO_FLAGS.intersection(argv):
         from optbench.config import precheck
 

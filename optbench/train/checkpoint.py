@@ -13,6 +13,7 @@ previous (fall back to prev.pt) | stop (exit with the reason) | restart (from st
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -28,7 +29,7 @@ from optbench.errors import ConfigError
 
 FORMAT = 1
 BOOKKEEPING = ("step", "best", "best_step", "last_eval", "target_step", "target_time", "initial_loss",
-               "loss_sum", "steps_since_log", "status", "stop_reason", "compile_warmup_s")
+               "loss_sum", "steps_since_log", "status", "stop_reason", "compile_warmup_s", "extensions")
 
 
 # What defines a run's trajectory: resuming under other values would silently train with the checkpoint's
@@ -53,6 +54,9 @@ def run_definition(cfg) -> dict:
     for key in RUN_DEFINING:
         value = OmegaConf.select(cfg, key)
         walk(key, OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
+    if "trainer.amp" in flat:  # YAML's bare `off` is false, the command line's is 'off': one value
+        from optbench.config import amp_mode
+        flat["trainer.amp"] = amp_mode(flat["trainer.amp"])
     return flat
 
 
@@ -60,7 +64,8 @@ def check_same_run(saved: dict | None, cfg, path: Path) -> None:
     if saved is None:
         return
     now = run_definition(cfg)
-    for key in sorted(set(saved) | set(now)):
+    # the most telling difference first: optimizer.name=sgd rather than one of AdamW's betas
+    for key in sorted(set(saved) | set(now), key=lambda k: (not k.endswith(".name"), k)):
         if saved.get(key) != now.get(key):
             raise ConfigError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
                               f"{key}={now.get(key)!r}; rerun with the same values, use another "
@@ -147,6 +152,7 @@ def trainer_state(trainer) -> dict:
         "ranks": ranks,
         "bookkeeping": {k: _to_cpu(getattr(trainer, k, None)) for k in BOOKKEEPING},
         "run_definition": run_definition(trainer.cfg),
+        "max_steps": int(trainer.t.max_steps),  # a resume under another length is refused or recorded
     }
     if trainer.averager is not None:
         state["averager"] = trainer.averager.state_dict()
@@ -169,6 +175,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class NoSpaceLeft(OSError):
+    """The disk filled up while a checkpoint was written: one line naming the directory, instead of
+    torch's `[enforce fail at inline_container.cc] . unexpected pos`."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_full(e: BaseException, where: Path, needed: int) -> bool:
+    """ENOSPC/EDQUOT from our own writes, or torch's zip writer failing (it reports a short write as
+    a RuntimeError) while the disk has less room than the checkpoint needs."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, RuntimeError) and ("inline_container" in str(e) or "file write failed" in str(e)):
+        import shutil
+
+        try:
+            return shutil.disk_usage(where).free < 2 * needed
+        except OSError:
+            return True
+    return False
+
+
 def write_checkpoint(state: dict, path: Path) -> None:
     """Atomically write `state` (hashed) to `path`, keeping the file it replaces as prev.pt."""
     buf = io.BytesIO()
@@ -183,8 +212,12 @@ def write_checkpoint(state: dict, path: Path) -> None:
             torch.save(envelope, f)
             f.flush()
             os.fsync(f.fileno())
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)  # the checkpoints already there stay as they were
+        if _disk_full(e, path.parent, len(payload)):
+            raise NoSpaceLeft(errno.ENOSPC, f"no space left on {path.parent} while writing checkpoint "
+                                            f"{path.name} ({len(payload) / 2**20:.1f} MiB); the checkpoints "
+                                            "already there are kept", str(path.parent)) from None
         raise
     # from here on a crash leaves prev.pt, last.pt or both complete: never neither
     if path.exists():
@@ -222,9 +255,87 @@ def save(trainer) -> Path | None:
     return path
 
 
+# --------------------------------------------------------------------------- run length
+def _saved_max_steps(run_dir: Path):
+    """trainer.max_steps of the run's last start (config.yaml), for checkpoints older than the key."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "trainer.max_steps")
+    except Exception:
+        return None
+
+
+def check_length(old, new: int, step, extend: bool, where) -> bool:
+    """Resuming a run of trainer.max_steps=old, now at `step`, under max_steps=new. Every schedule
+    (lr, momentum, SWA start, late evaluations) is a function of max_steps, so another length splices
+    two schedules: refused unless trainer.extend=true. Returns whether the run is being extended."""
+    if step is not None and new < step:
+        raise ConfigError(f"trainer.max_steps={new} is below step {step} of the run in {where}: a run cannot "
+                          "be shortened past where it is; use another hydra.run.dir or trainer.resume=never")
+    if old is None or int(old) == int(new):
+        return False
+    if not extend:
+        at = f" at step {step}" if step is not None else ""
+        raise ConfigError(f"{where} holds a run of trainer.max_steps={old}{at}; trainer.max_steps={new} would "
+                          "splice a second lr schedule onto it; pass trainer.extend=true to extend it on "
+                          "purpose (recorded in summary.json), or use another hydra.run.dir")
+    return True
+
+
+def check_run_dir_length(cfg, run_dir: Path) -> None:
+    """The same check from the run directory's files, before anything is written into it (Hydra's
+    .hydra/ included): the max_steps of its last start (config.yaml) and the step it reached
+    (summary.json). A finished run without a checkpoint cannot be extended at all."""
+    import json
+
+    run_dir = Path(run_dir)
+    if str(cfg.trainer.resume) != "auto" or not (run_dir / "config.yaml").exists():
+        return
+    old = _saved_max_steps(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    # a finished run's last checkpoint is at its last step; an unfinished one's may be behind the
+    # summary (a crash after it): that step is checked against the checkpoint itself, in apply
+    step = summary.get("steps") if isinstance(summary.get("steps"), int) and summary.get("status") == "completed" \
+        else None
+    has_checkpoint = checkpoint_path(run_dir).exists() or previous_path(run_dir).exists()
+    if not has_checkpoint and summary.get("status") != "completed":
+        return  # nothing to resume: the run starts over (an unfinished run without a checkpoint)
+    extend = bool(cfg.trainer.get("extend", False))
+    if has_checkpoint:
+        check_length(old, int(cfg.trainer.max_steps), step, extend, str(run_dir))
+    elif old is not None and int(old) != int(cfg.trainer.max_steps):
+        how = ("it has no checkpoint to continue from (trainer.save_final=true keeps one)" if extend else
+               "a rerun would overwrite it")
+        raise ConfigError(f"{run_dir} holds a finished run of trainer.max_steps={old} and this run has "
+                          f"trainer.max_steps={cfg.trainer.max_steps}: {how}; use another hydra.run.dir, "
+                          "or trainer.resume=never to overwrite it")
+
+
+def extension_record(trainer, old: int, step: int) -> dict:
+    """What summary.json and config.yaml record of an extension: where it happened, both lengths and
+    the lr multiplier at that step under the old and the new schedule (the splice's jump)."""
+    from optbench.schedules import build_schedule_from_config
+
+    record = {"from_step": int(step), "old_max_steps": int(old), "new_max_steps": int(trainer.t.max_steps)}
+    if not hasattr(trainer.schedule, "observe"):  # a metric-driven schedule has no fixed value at a step
+        before = build_schedule_from_config(trainer.cfg.scheduler, int(old))
+        record["lr_mult_old_schedule"] = float(before(step))
+        record["lr_mult_new_schedule"] = float(trainer.schedule(step))
+    return record
+
+
 def apply(trainer, state: dict, path: Path) -> None:
     """Restore a trainer from a checkpoint's state."""
     check_same_run(state.get("run_definition"), trainer.cfg, path)
+    step = state["bookkeeping"].get("step")
+    old = state.get("max_steps") or _saved_max_steps(Path(path).parent.parent)
+    extension = None
+    if check_length(old, int(trainer.t.max_steps), step, bool(trainer.t.get("extend", False)), f"checkpoint {path}"):
+        extension = extension_record(trainer, old, step)
     rank, world = trainer.dist.rank, trainer.dist.world_size
     if state.get("optimizer_sharded") and state.get("world_size") != world:
         raise BadCheckpoint(f"checkpoint {path} holds optimizer state sharded over "
@@ -249,6 +360,9 @@ def apply(trainer, state: dict, path: Path) -> None:
         if k == "loss_sum" and v is not None:
             v = v.to(trainer.device)
         setattr(trainer, k, v)
+    trainer.extensions = list(trainer.extensions or [])  # checkpoints older than the key hold None
+    if extension is not None:
+        trainer.extensions.append(extension)
     if trainer.averager is not None and "averager" in state:
         trainer.averager.load_state_dict(state["averager"])
     if "schedule" in state and callable(getattr(trainer.schedule, "load_state_dict", None)):
@@ -292,8 +406,9 @@ def maybe_resume(trainer) -> Path | None:
             if on_bad == "restart":
                 _warn(trainer, f"{e}; starting from step 0 (trainer.on_bad_checkpoint=restart)")
                 return None
-            _warn(trainer, f"{e}; trying the previous checkpoint")
             bad = e
+            if path != candidates[-1]:  # the last candidate's failure is said once, by the error below
+                _warn(trainer, f"{e}; trying the previous checkpoint")
             continue
         apply(trainer, state, path)
         if bad is not None or path != candidates[0]:

@@ -86,7 +86,8 @@ class Trainer:
         # groups with their own lr schedule or a freeze step (airbench's whitening bias)
         self.group_course = GroupCourse.of(self.optimizer, self.t.max_steps)
         self.clock_includes = clock_includes(self.t)
-        self.momentum_schedule = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"))
+        self.momentum_schedule = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"), self.optimizer,
+                                                         f"optimizer={cfg.optimizer.name}")
         self.needs_closure = getattr(getattr(self.optimizer, "optbench_spec", None), "needs_closure", False)
 
         self.amp = amp_mode(self.t.amp)
@@ -120,6 +121,8 @@ class Trainer:
         self.target_time: float | None = None
         self.initial_loss: float | None = None
         self.compile_warmup_s = 0.0
+        # trainer.extend: each resume under a longer max_steps (checkpointed: survives later resumes)
+        self.extensions: list[dict] = []
         # the train loss summed since the last metrics line (checkpointed: a resumed run logs the same)
         self.loss_sum = torch.zeros((), device=self.device)
         self.steps_since_log = 0
@@ -439,6 +442,8 @@ class Trainer:
             "lr_by_role": {group_name(g, i): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
         }
         resolved["versions"] = environment(self.device, self.dist.world_size)
+        if self.extensions:  # the run's max_steps was changed on purpose (trainer.extend=true)
+            resolved["extensions"] = self.extensions
         atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
     def summary(self) -> dict:
@@ -469,6 +474,7 @@ class Trainer:
             "steps_to_target": self.target_step,
             "steps": self.step,
             "max_steps": self.t.max_steps,
+            "extensions": self.extensions,
             "samples_seen": samples,
             "tokens_seen": self.step * tokens if tokens else None,
             "train_time_s": train_time,
