@@ -132,7 +132,7 @@ def test_damaged_last_checkpoint_falls_back_to_the_previous(run_train, tmp_path,
     last = ckpt.checkpoint_path(run_dir)
     size = last.stat().st_size
     last.write_bytes(last.read_bytes()[: size // 3] if damage == "truncated" else bytes(size))
-    summary, _ = run_train(RUN, run_dir)
+    summary, _ = run_train([*RUN, "trainer.extend=true"], run_dir)  # 8 -> 12 steps: an extension, on purpose
     err = capsys.readouterr().err
     assert "prev.pt at step 4" in err
     assert summary["status"] == "completed" and summary["final_eval"] == straight[0]["final_eval"]

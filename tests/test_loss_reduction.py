@@ -109,7 +109,7 @@ def test_ddp_two_ranks_give_the_sum_gradient(make_cfg, tmp_path, data_root):
     single._forward_backward(micro)
     ref = _grads(single.model)
     mp.start_processes(_rank_grads, args=(overrides, str(data_root), str(tmp_path), _free_port()), nprocs=2,
-                       start_method="fork")
+                       start_method="spawn")  # not fork: forking a process with torch's threads can deadlock
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         for n in ref:

@@ -242,7 +242,7 @@ def test_build_optimizer_refuses_unknown_names_and_hyperparameters():
 def test_cli_refuses_bad_values_before_training(tmp_path):
     proc = optbench_cli("train", "optimizer=adamw", "optimizer.lr=-0.1", f"hydra.run.dir={tmp_path / 'r'}")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "optbench: error: optimizer.lr=-0.1 is invalid: must be a number > 0"
+    assert proc.stderr.strip() == "optbench: error: optimizer.lr=-0.1 is invalid: must be a finite number > 0"
     assert not (tmp_path / "r" / "summary.json").exists()
 
 
