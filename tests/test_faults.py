@@ -8,9 +8,8 @@ steps, one CPU thread) so the module runs in CI in well under 30 s.
 - a read-only run directory, and a disk that fills up while checkpointing (a small tmpfs; both
   need root and a working `mount`, else they skip).
 
-Behaviour that other items of issue 12 are changing (the one-line read-only and disk-full messages,
-the report's handling of an unreadable summary) is tested as xfail(strict=False) naming the item,
-so it can be made strict once that work is merged.
+The one-line read-only and disk-full messages and the report's handling of an unreadable summary
+are tested here too.
 """
 from __future__ import annotations
 
@@ -274,8 +273,6 @@ def test_full_disk_while_checkpointing_keeps_the_good_checkpoints_and_recovers(r
     assert summary["status"] == "completed" and summary["final_eval"] == straight[0]["final_eval"]
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12 (disk-full message, helper I3): 'no space left on <path>' "
-                                        "instead of torch's inline_container.cc error")
 def test_full_disk_message_names_the_path(run_train, full_disk):
     where, _ = full_disk
     with pytest.raises(Exception) as e:
