@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from optbench.optim._common import closure_loss, moment_step
+
 
 class AdamX(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), beta1_decay: float = 0.999,
@@ -28,10 +30,7 @@ class AdamX(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, wd, decay = group["lr"], group["eps"], group["weight_decay"], group["beta1_decay"]
@@ -40,13 +39,7 @@ class AdamX(torch.optim.Optimizer):
                     continue
                 g = p.grad
                 state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["max_exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"]
+                t = moment_step(state, p, ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"))
                 b1_t = beta1 * decay ** (t - 1)
                 m, v, vhat = state["exp_avg"], state["exp_avg_sq"], state["max_exp_avg_sq"]
                 m.mul_(b1_t).add_(g, alpha=1 - b1_t)

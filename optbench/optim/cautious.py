@@ -14,6 +14,8 @@ import math
 
 import torch
 
+from optbench.optim._common import closure_loss, moment_step
+
 
 class CautiousAdamW(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
@@ -22,10 +24,7 @@ class CautiousAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
@@ -34,12 +33,7 @@ class CautiousAdamW(torch.optim.Optimizer):
                     continue
                 g = p.grad
                 state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = state["step"]
+                t = moment_step(state, p)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 p.mul_(1 - lr * wd)
                 m.lerp_(g, 1 - beta1)

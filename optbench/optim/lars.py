@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from optbench.optim._common import closure_loss
+
 
 class LARS(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -31,10 +33,7 @@ class LARS(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, mom, wd, eta = group["lr"], group["momentum"], group["weight_decay"], group["trust_coefficient"]
             for p in group["params"]:

@@ -37,6 +37,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from optbench.errors import ConfigError
+from optbench.optim._common import closure_loss
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 MOMENTUM_FORMS = ("lerp", "sgd")
@@ -156,10 +157,7 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             if group["use_muon"]:
                 self._muon_group(group)
