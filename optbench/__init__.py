@@ -3,8 +3,9 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# conf/ sits beside the package (editable install, as the Makefile does it).
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+# conf/ ships inside the package (package data), so a wheel installed anywhere composes configs.
+PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = PACKAGE_DIR / "conf"
 
 
 def _register_resolvers() -> None:

@@ -180,7 +180,7 @@ def compare_model(path, n_layer=2, n_embd=256, vocab=1024, seq_len=128, batch=4,
 def preset_config(overrides=()):
     from hydra import compose, initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
+    conf = Path(__file__).resolve().parents[1] / "optbench" / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         return compose(config_name="config", overrides=["experiment=nanogpt_track3", *overrides])
 

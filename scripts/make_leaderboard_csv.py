@@ -1,6 +1,6 @@
-"""Refresh results/leaderboards/nanogpt_track3.csv from the track-3 README's "Notable results history".
+"""Refresh optbench/report/leaderboards/nanogpt_track3.csv from the track-3 README's "Notable results history".
 
-    python scripts/make_leaderboard_csv.py --reference PATH_TO_MODDED_NANOGPT_CHECKOUT [--out results/leaderboards]
+    python scripts/make_leaderboard_csv.py --reference PATH_TO_MODDED_NANOGPT_CHECKOUT [--out optbench/report/leaderboards]
 
 PATH is a KellerJordan/modded-nanogpt checkout (or its records/track_3_optimization folder, or the README
 itself). The table is read at run time and only its facts are kept: number, steps to 3.28, whether the
@@ -88,7 +88,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", required=True, type=Path, help="modded-nanogpt checkout (or the track-3 README)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "results" / "leaderboards")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "optbench" / "report" / "leaderboards")
     args = ap.parse_args(argv)
     rows = parse_table(readme_path(args.reference).read_text(encoding="utf-8"))
     out = args.out / "nanogpt_track3.csv"

@@ -6,9 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from optbench import CONF_DIR
+from optbench import PACKAGE_DIR
 
-SCRIPT = CONF_DIR.parent / "scripts" / "bench_overhead.py"
+SCRIPT = PACKAGE_DIR.parent / "scripts" / "bench_overhead.py"
 
 
 def load_script():

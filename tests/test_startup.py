@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from optbench import CONF_DIR
+from optbench import PACKAGE_DIR
 
 PROBE = """
 import sys
@@ -21,7 +21,7 @@ print(",".join(m for m in ("torch._dynamo", "torch._inductor") if m in sys.modul
 
 
 def test_help_path_skips_torch_and_a_plain_run_skips_inductor():
-    env = {**os.environ, "PYTHONPATH": str(CONF_DIR.parent)}
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parent)}
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "none"

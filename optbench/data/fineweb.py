@@ -128,7 +128,7 @@ def _shard_sources(cfg: DictConfig):
 def evaluate_language_model(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
                             rank: int = 0, world_size: int = 1) -> float:
     """Mean next-token cross-entropy (nats) over all sequences; ranks split them, sums all-reduced."""
-    from optbench.tasks import _dist_sum
+    from optbench.tasks.base import _dist_sum
 
     total = torch.zeros(2, device=inputs.device, dtype=torch.float64)
     share = torch.arange(rank, len(inputs), world_size, device=inputs.device)
@@ -144,7 +144,7 @@ def evaluate_language_model(model, inputs: torch.Tensor, targets: torch.Tensor, 
 def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, world_size: int):
     from optbench.data.token_loader import TokenLoader, selection_tokens, validation_tokens
     from optbench.models import build_model
-    from optbench.tasks import Task
+    from optbench.tasks.base import Task
 
     task, t = cfg.task, cfg.trainer
     seq_len, val_tokens = int(task.seq_len), int(task.val_tokens)
@@ -167,7 +167,7 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
     model = build_model(model_cfg)
     eval_batch = int(task.get("eval_batch_size", 32))
 
-    from optbench.tasks import loss_reduction
+    from optbench.tasks.base import loss_reduction
     reduction = loss_reduction(cfg)  # sum: the modded-nanogpt benchmark's loss, summed over tokens
 
     def loss(model, batch) -> torch.Tensor:

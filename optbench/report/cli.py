@@ -4,7 +4,7 @@ Reads run directories (single runs and multiruns in any mix) and writes results/
 table.md, table.csv, table.tex, runs.csv (one line per run), plots/*.png and command.txt (how
 the report was made). The Markdown table is printed to the terminal. Rows of a community benchmark
 (summary.json "benchmark") also get that benchmark's own rule under the table; --leaderboard L ranks
-them among the published results of results/leaderboards/L.csv (leaderboard_L.md/.csv).
+them among the published results of optbench/report/leaderboards/L.csv (leaderboard_L.md/.csv).
 """
 from __future__ import annotations
 

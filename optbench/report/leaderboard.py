@@ -1,6 +1,6 @@
 """`optbench report DIR --leaderboard NAME`: our rows ranked among a community leaderboard's published ones.
 
-A leaderboard is results/leaderboards/<NAME>.csv (published facts, refreshed by
+A leaderboard is optbench/report/leaderboards/<NAME>.csv (published facts, refreshed by
 scripts/make_leaderboard_csv.py). Ranking (nanogpt_track3): valid results first, by steps to 3.28, then
 by mean val loss; results that are not valid (the README's Ⓧ, or ours failing the z-rule at every
 evaluation step) follow, unranked, as do ours from runs that changed what the benchmark fixes
@@ -12,13 +12,13 @@ import csv
 import io
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime, timezone
 
-from optbench import CONF_DIR
 from optbench.errors import ConfigError, choices
 from optbench.report.collect import finite
 
-LEADERBOARD_DIR = CONF_DIR.parent / "results" / "leaderboards"
+LEADERBOARD_DIR = Path(__file__).resolve().parent / "leaderboards"  # package data
 FIELDS = ["rank", "number", "steps", "mean_val_loss", "n", "valid", "comparable", "description", "date", "log",
           "source"]
 
@@ -143,7 +143,7 @@ def markdown(entries: list[Entry], name: str) -> str:
     out += ["", "Ranked by steps to 3.28, then mean val loss; valid: (3.28 − mean)·√n ≥ 0.004 (one-sided "
                 "z-test, σ = 0.0013, p < 0.001). Ours: the earliest evaluation step every seed shares at which "
                 "the seed mean passes, every run counted in n; when not valid, the loss shown is at the end. "
-                f"Published rows: results/leaderboards/{name}.csv (from the track-3 README's results history).", ""]
+                f"Published rows: optbench/report/leaderboards/{name}.csv (from the track-3 README's results history).", ""]
     return "\n".join(out)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from optbench import CONF_DIR, __version__
+from optbench import PACKAGE_DIR, __version__
 
 
 @contextmanager
@@ -56,11 +56,11 @@ def dumps_line(obj: dict) -> str:
 
 def git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(CONF_DIR.parent), "rev-parse", "HEAD"],
+        out = subprocess.run(["git", "-C", str(PACKAGE_DIR.parent), "rev-parse", "HEAD"],
                              capture_output=True, text=True, timeout=5)
         if out.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(CONF_DIR.parent), "status", "--porcelain",
+        dirty = subprocess.run(["git", "-C", str(PACKAGE_DIR.parent), "status", "--porcelain",
                                 "--untracked-files=no"], capture_output=True, text=True, timeout=5)
         return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

@@ -1,73 +1,16 @@
-"""A Task = model + batches + loss + evaluation metric + target.
-
-The training loop sees only this interface; everything CIFAR- or GPT-specific lives in the
-builders below (one per `task.kind`) and in data/ and models/.
-"""
+"""task.kind=image_classification: CIFAR-10 (real or synthetic) with a CNN, accuracy as the metric."""
 from __future__ import annotations
-
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from optbench.errors import ConfigError, choices
+from optbench.errors import ConfigError
+from optbench.tasks import register_task_kind
+from optbench.tasks.base import Task, _dist_sum, loss_reduction
 
 
-@dataclass
-class Task:
-    name: str
-    model: nn.Module
-    train_batches: Iterator[list[Any]]          # per step: this rank's micro-batches, on device
-    loss: Callable[[nn.Module, Any], torch.Tensor]
-    evaluate: Callable[[nn.Module], dict]        # untimed; includes `metric`
-    metric: str
-    mode: str                                    # "max" or "min"
-    target: float | None
-    samples_per_step: int                        # global, all ranks and micro-steps
-    tokens_per_step: int | None = None
-    state_dict: Callable[[], dict] = dict        # data position, for resume
-    load_state_dict: Callable[[dict], None] = lambda s: None
-    make_train_batches: Callable[[int], Iterator[list[Any]]] | None = None  # fresh stream (BN recompute)
-    summary_extra: dict = field(default_factory=dict)
-    flops_per_token: float | None = None
-    # mean: `loss` is the micro-batch's mean per-example loss; sum: its sum (task.loss_reduction)
-    loss_reduction: str = "mean"
-
-    @property
-    def examples_per_step(self) -> int:
-        """What a per-example loss averages over, per optimizer step, all ranks: tokens or samples."""
-        return self.tokens_per_step or self.samples_per_step
-
-    def better(self, a: float, b: float | None) -> bool:
-        return b is None or (a > b if self.mode == "max" else a < b)
-
-    def reached(self, value: float) -> bool:
-        if self.target is None:
-            return False
-        return value >= self.target if self.mode == "max" else value <= self.target
-
-
-def _dist_sum(values: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(values)
-    return values
-
-
-LOSS_REDUCTIONS = ("mean", "sum")
-BENCHMARKS = ("nanogpt_track3", "airbench94", "airbench94_muon")
-
-
-def loss_reduction(cfg: DictConfig) -> str:
-    """task.loss_reduction: mean (default) or sum of the per-example losses over the global batch."""
-    return str(cfg.task.get("loss_reduction") or "mean")
-
-
-# --------------------------------------------------------------------------- image classification
 def tta_level(value) -> int:
     """data.tta: 0/false = none, 1/true = mirror, 2 = mirror + 1-pixel translations (airbench)."""
     if isinstance(value, bool) or value is None:
@@ -143,6 +86,7 @@ def input_dtype(cfg: DictConfig, model_dtype: str | None = None) -> torch.dtype:
 
 
 def image_classification(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
+    """CIFAR-10 arrays on the device, a DeviceImageLoader, cross-entropy, test (and val) accuracy."""
     from optbench.data.cifar10 import read_cifar10
     from optbench.data.image_pipeline import CIFAR_MEAN, CIFAR_STD, DeviceImageLoader, Normaliser, normalise
     from optbench.data.synthetic import read_synthetic_cifar10
@@ -231,74 +175,7 @@ def image_classification(cfg: DictConfig, device: torch.device, rank: int, world
     )
 
 
-def language_model(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Task:
-    from optbench.data.fineweb import build_language_model_task
-
-    return build_language_model_task(cfg, device, rank, world_size)
-
-
-TASK_KINDS: dict[str, Callable[..., Task]] = {
-    "image_classification": image_classification,
-    "language_model": language_model,
-}
-
-
-def build_task(cfg: DictConfig, device: torch.device, rank: int = 0, world_size: int = 1) -> Task:
-    kind = cfg.task.kind
-    if kind not in TASK_KINDS:
-        raise ConfigError(f"unknown task.kind '{kind}'; valid choices: {choices(TASK_KINDS)}")
-    return TASK_KINDS[kind](cfg, device, rank, world_size)
-
-
-# --------------------------------------------------------------------------- validation
-def validate_task_config(cfg: DictConfig) -> None:
-    t = cfg.task
-    if t.mode not in ("max", "min"):
-        raise ConfigError(f"task.mode={t.mode!r} is invalid; valid choices: max, min")
-    target = t.get("target")
-    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
-                               or not math.isfinite(target)):
-        raise ConfigError(f"task.target={target!r} is invalid: must be a number (or null for none)")
-    metric = str(t.get("metric") or "")
-    if target is not None and "acc" in metric and not 0 <= target <= 1:  # an accuracy is a fraction
-        raise ConfigError(f"task.target={target!r} is invalid for task.metric={metric}: an accuracy is in [0, 1]")
-    root = OmegaConf.select(cfg, "data.root")
-    if root and Path(str(root)).exists() and not Path(str(root)).is_dir():
-        raise ConfigError(f"data.root={root!r} is a file, not a directory; pass data.root=DIR")
-    reduction = t.get("loss_reduction", "mean")
-    if reduction not in LOSS_REDUCTIONS:
-        raise ConfigError(f"task.loss_reduction={reduction!r} is invalid; valid choices: {', '.join(LOSS_REDUCTIONS)}")
-    bench = t.get("benchmark")
-    if bench is not None and bench not in BENCHMARKS:
-        raise ConfigError(f"task.benchmark={bench!r} is invalid; valid choices: null, {', '.join(BENCHMARKS)}")
-    _validate_model_kind(cfg)
-    if t.kind == "image_classification":
-        _validate_image_data(cfg)
-    elif t.kind == "language_model":
-        from optbench.data.fineweb import validate_language_model_config
-
-        validate_language_model_config(cfg)
-
-
-# which model builders (a model yaml's `name`) each task kind can train
-MODEL_KINDS = {"image_classification": ("airbench", "cnn_small", "resnet18"),
-               "language_model": ("gpt", "gpt_track3")}
-
-
-def _validate_model_kind(cfg: DictConfig) -> None:
-    """`task=fineweb_synthetic model=cnn_small` would fail inside the run; refuse it here."""
-    from optbench.confdir import group_options, load_option
-
-    fits = MODEL_KINDS.get(cfg.task.kind)
-    if fits is None or cfg.model.get("name") in fits:
-        return
-    valid = [m for m in group_options("model") if load_option("model", m).get("name") in fits]
-    chosen = OmegaConf.select(cfg, "hydra.runtime.choices.model") or cfg.model.get("name")
-    raise ConfigError(f"model '{chosen}' cannot train task '{cfg.task.name}' ({cfg.task.kind}); "
-                      f"valid choices for model: {', '.join(valid)}")
-
-
-def _validate_image_data(cfg: DictConfig) -> None:
+def validate_image_data(cfg: DictConfig) -> None:
     from pathlib import Path
 
     d = cfg.data
@@ -338,3 +215,8 @@ def _validate_image_data(cfg: DictConfig) -> None:
     smoothing = cfg.task.get("label_smoothing", 0.0)
     if not 0 <= smoothing < 1:
         raise ConfigError(f"task.label_smoothing={smoothing} is invalid: must be in [0, 1)")
+
+
+register_task_kind("image_classification", image_classification, validate=validate_image_data,
+                   models=("airbench", "cnn_small", "resnet18"),
+                   description="CIFAR-10 image classification (real or synthetic), test accuracy")
