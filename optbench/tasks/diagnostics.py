@@ -248,17 +248,23 @@ def delayed(ctx: Context, *, delay: int = 4, kappa: float = 10.0, side: int = 8)
 def saddle(ctx: Context, *, eps: float = 1e-4, lam: float = 0.03, side: int = 4) -> Problem:
     """Σ ½x² + λ Σ (¼y⁴ − ½y²): a strict saddle at y = 0 whose escape direction has curvature
     −λ, λ small against the x curvature 1 (which caps a stable lr); start with x random and
-    y = ±eps (near the saddle). Minimum at y = ±1: scored as (f − f*) / (λ n/4), 1 at the saddle."""
+    y = ±eps (near the saddle). Minimum at y = ±1. Trained on f − f*, scored as (f − f*) / (λ n/4):
+    1 at the saddle point, 0 at a minimum."""
     n = side * side
     x0 = torch.randn(side, side, generator=ctx.start)
     y0 = eps * (torch.randint(0, 2, (side, side), generator=ctx.start).float() * 2 - 1)
     f_star = -lam * n / 4
 
-    def objective(m: Params) -> torch.Tensor:
-        f = 0.5 * m.x.pow(2).sum() + lam * (0.25 * m.y.pow(4) - 0.5 * m.y.pow(2)).sum()
-        return (f - f_star) / (lam * n / 4)
+    def excess(m: Params) -> torch.Tensor:
+        return 0.5 * m.x.pow(2).sum() + lam * (0.25 * m.y.pow(4) - 0.5 * m.y.pow(2)).sum() - f_star
 
-    return Problem(Params(x=x0, y=y0), objective, info={"eps": eps, "lam": lam})
+    def objective(m: Params) -> torch.Tensor:
+        return excess(m) / (lam * n / 4)
+
+    def train_loss(m: Params, step: int, micro: int) -> torch.Tensor:
+        return excess(m)     # the curvatures as stated (1 and −λ), not rescaled by the score's normaliser
+
+    return Problem(Params(x=x0, y=y0), objective, train_loss, info={"eps": eps, "lam": lam})
 
 
 def plateau(ctx: Context, *, radius: float = 3.5, side: int = 4) -> Problem:
