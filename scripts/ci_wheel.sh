@@ -46,13 +46,18 @@ print(f"ci_wheel: the wheel has all {len(want)} yaml/csv data files")
 EOF
 
 # 2. A fresh venv (no system site-packages) with the pinned torch, then the wheel with its core
-#    dependencies (at the pins of constraints.txt); torch first, as `make install` does
-step "fresh venv: torch $TORCH_VERSION, then the wheel (core only)"
+#    dependencies (at the pins of constraints.txt); torch first, as `make install` does. No .pyc
+#    compilation at install time (torch's is most of it; Python compiles what it imports)
+step "fresh venv, torch $TORCH_VERSION"
 "$BASE_PYTHON" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install -q -c "$ROOT/constraints.txt" "torch==$TORCH_VERSION" \
-  ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} 2>&1 | grep -v "^WARNING: Location" || true
-"$VPY" -m pip install -q -c "$ROOT/constraints.txt" "$WHEEL" 2>&1 | grep -v "^WARNING: Location" || true
+pip_install() {
+  "$VPY" -m pip install -q --no-compile -c "$ROOT/constraints.txt" "$@" > "$WORK/pip.log" 2>&1 \
+    || { grep -v "^WARNING: Location" "$WORK/pip.log"; fail "pip install $*"; }
+}
+pip_install "torch==$TORCH_VERSION" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
+step "the wheel and its core dependencies"
+pip_install "$WHEEL"
 "$VPY" - <<'EOF' || fail "the core install"
 import importlib.util, sys
 import optbench
