@@ -5,6 +5,7 @@ huggingface_hub, tiktoken, submitit and scikit-learn are imported only where a f
 through `require` (import it now) or `check` (at config time: is it installed, without paying its
 import). Either raises ConfigError, which every verb prints as one line with exit status 2.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -54,8 +55,7 @@ def require(module: str, what: str, extra: str | None = None) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as e:
         missing = e.name or ""
-        own = not missing or missing == module or module.startswith(missing + ".") \
-            or missing.startswith(module + ".")
+        own = not missing or missing == module or module.startswith(missing + ".") or missing.startswith(module + ".")
         detail = "" if own else f" ({module} could not import {missing})"
         raise ConfigError(message(module, what, extra) + detail) from None
 

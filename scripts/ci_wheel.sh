@@ -96,5 +96,10 @@ set +e
 set -e
 [ "$rc" = 2 ] && [ "$(wc -l < extra.log)" = 1 ] && grep -q "pip install 'optbench\[wandb\]'" extra.log \
   || { cat extra.log; fail "logger=wandb without wandb: exit $rc"; }
+set +e
+"$WORK/venv/bin/optbench" train -m hydra/launcher=local trainer.max_steps=1 > extra.log 2>&1; rc=$?
+set -e
+[ "$rc" = 2 ] && [ "$(wc -l < extra.log)" = 1 ] && grep -q "pip install 'optbench\[cluster\]'" extra.log \
+  || { cat extra.log; fail "hydra/launcher=local without the cluster extra: exit $rc"; }
 
 step "ok"
