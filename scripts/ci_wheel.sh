@@ -2,7 +2,9 @@
 # Wheel CI (`make test-wheel`): what a user gets from `pip install optbench-<ver>.whl`, checked outside
 # the checkout. Builds the wheel from the checkout's files, installs it with its core dependencies only
 # (no extras) into a fresh virtual environment in a temporary folder, and from an empty directory:
-# trains 20 steps of the default task, reports that run, lists the optimizers through `python -m optbench`.
+# trains 20 steps of the default task, reports that run, lists the optimizers through `python -m optbench`,
+# composes an optimizer from a user's config folder (hydra.searchpath) and checks that a feature whose
+# extra is missing (logger=wandb, hydra/launcher=local) stops with one line.
 #
 #   scripts/ci_wheel.sh            PY=python that builds (default .venv/bin/python: setuptools, build)
 #                                  BASE_PYTHON=interpreter of the fresh venv (default python3)
@@ -89,6 +91,13 @@ for f in table.md table.csv runs.csv; do [ -s "report/wheel/$f" ] || fail "repor
 step "python -m optbench list optimizers"
 "$VPY" -m optbench list optimizers > list.log 2>&1 || { cat list.log; fail "python -m optbench list"; }
 grep -q "adamw" list.log || { cat list.log; fail "adamw not listed"; }
+
+step "a user's config folder through hydra.searchpath"
+mkdir -p myconf/optimizer
+CONF=$("$VPY" -c "import optbench; print(optbench.CONF_DIR)")
+sed 's/^name: adamw/name: my_adamw/' "$CONF/optimizer/adamw.yaml" > myconf/optimizer/my_adamw.yaml
+"$WORK/venv/bin/optbench" train --cfg job optimizer=my_adamw "hydra.searchpath=[file://$PWD/myconf]" > cfg.log 2>&1 \
+  && grep -q "name: my_adamw" cfg.log || { cat cfg.log; fail "optimizer=my_adamw from a user folder"; }
 
 step "a missing extra is one line"
 set +e
