@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from optbench import CONF_DIR
 from optbench.confdir import GROUPS, group_options, open_keys, use_overrides, with_searchpath
 from optbench.errors import ConfigError, choices
+from optbench.extras import check, check_launcher
 
 AMP_CHOICES = ("off", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -44,6 +45,7 @@ def compose(overrides: list[str]) -> DictConfig:
     # a user's config folders (hydra.searchpath, OPTBENCH_CONFIG_PATH) count for this command line's
     # option lists (optimizer names in tune, lr-find, list) as they do for Hydra
     use_overrides(overrides)
+    check_launcher(overrides)  # submitit's launchers are the 'cluster' extra: say so, not Hydra's missing config
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -327,6 +329,8 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _one_of(cfg, "trainer.amp", AMP_CHOICES)
     _one_of(cfg, "trainer.device", DEVICE_CHOICES)
     _one_of(cfg, "logger.name", LOGGER_CHOICES)
+    if cfg.logger.name == "wandb":
+        check("wandb", "logger=wandb")
     _one_of(cfg, "trainer.averaging.kind", AVERAGING_CHOICES)
     if t.averaging.kind == "lookahead":
         _lookahead(t.averaging)
