@@ -143,6 +143,15 @@ def _compose_option(group: str, option: str, seen: tuple[str, ...]):
     here = f"{group}/{option}"
     if here in seen:
         raise ConfigError(f"{path}: its defaults list includes itself ({' -> '.join([*seen, here])})")
+    if not path.is_file():  # a schema in Hydra's ConfigStore (trainer/_schema: optbench/schema.py)
+        from hydra.core.config_store import ConfigStore
+        from hydra.plugins.config_source import ConfigLoadError
+
+        try:
+            return ConfigStore.instance().load(f"{here}.yaml").node
+        except ConfigLoadError:  # neither a file nor a stored node
+            raise ConfigError(f"unknown {group} '{option}'; valid choices: "
+                              f"{', '.join(group_options(group))}") from None
     cfg = OmegaConf.load(path)
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} is not a mapping of keys to values")
