@@ -134,7 +134,8 @@ def load_option(group: str, option: str) -> dict:
 
 def _compose_option(group: str, option: str, seen: tuple[str, ...]):
     """The part of Hydra's defaults-list semantics an option yaml uses: entries naming another
-    option of the same group (`_base`) or an absolute one (`/group/name`), and `_self_`."""
+    config merged into this one, of the same group (`_base`) or by absolute path (`/group/name`),
+    and `_self_`; group selections (`- /model: airbench`) belong to other packages and are skipped."""
     from omegaconf import DictConfig, OmegaConf
 
     from optbench.errors import ConfigError
@@ -165,7 +166,6 @@ def _compose_option(group: str, option: str, seen: tuple[str, ...]):
         elif isinstance(entry, str):
             ref_group, _, ref = entry.lstrip("/").rpartition("/") if entry.startswith("/") else (group, "", entry)
             parts.append(_compose_option(ref_group, ref, (*seen, here)))
-        else:
-            raise ConfigError(f"{path}: defaults entry {OmegaConf.to_container(entry)!r} is not supported here; "
-                              "an option's defaults list names options (`_base`, `/optimizer/_base`) and `_self_`")
+        # a mapping (`/model: airbench` in a task yaml) selects another group's option, which Hydra puts
+        # in that group's package, not in this option: it is not part of this option's keys
     return OmegaConf.merge(*parts)
