@@ -135,7 +135,7 @@ def load_option(group: str, option: str) -> dict:
 def _compose_option(group: str, option: str, seen: tuple[str, ...]):
     """The part of Hydra's defaults-list semantics an option yaml uses: entries naming another
     config merged into this one, of the same group (`_base`) or by absolute path (`/group/name`),
-    and `_self_`; group selections (`- /model: airbench`) belong to other packages and are skipped."""
+    and `_self_`; group selections (`- /model: airbench`) and `x@pkg` belong to other packages: skipped."""
     from omegaconf import DictConfig, OmegaConf
 
     from optbench.errors import ConfigError
@@ -163,9 +163,9 @@ def _compose_option(group: str, option: str, seen: tuple[str, ...]):
     for entry in entries:
         if entry == "_self_":
             parts.append(cfg)
-        elif isinstance(entry, str):
+        elif isinstance(entry, str) and "@" not in entry:
             ref_group, _, ref = entry.lstrip("/").rpartition("/") if entry.startswith("/") else (group, "", entry)
             parts.append(_compose_option(ref_group, ref, (*seen, here)))
-        # a mapping (`/model: airbench` in a task yaml) selects another group's option, which Hydra puts
-        # in that group's package, not in this option: it is not part of this option's keys
+        # a mapping (`/model: airbench` in a task yaml) selects another group's option, and `name@pkg`
+        # places a config elsewhere: Hydra puts those in other packages, not in this option's keys
     return OmegaConf.merge(*parts)
