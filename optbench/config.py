@@ -14,7 +14,7 @@ from itertools import islice
 from omegaconf import DictConfig, OmegaConf
 
 from optbench import CONF_DIR
-from optbench.confdir import GROUPS, group_options, open_keys, use_overrides, with_searchpath
+from optbench.confdir import BASE_PREFIX, GROUPS, group_options, open_keys, use_overrides, with_searchpath
 from optbench.errors import ConfigError, choices
 from optbench.schema import OptimizerMetaSchema, SchedulerMetaSchema, check_meta
 
@@ -47,12 +47,23 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=open_keys(with_searchpath(overrides)),
-                                 return_hydra_config=True)
+            cfg = hydra_compose("config", overrides=open_keys(with_searchpath(overrides)),
+                                return_hydra_config=True)
+        _refuse_base_choice(cfg)
+        return cfg
     except HydraException as e:
         raise ConfigError(_composition_message(e, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def _refuse_base_choice(cfg: DictConfig) -> None:
+    """`optimizer=_base` composes (Hydra sees a yaml in the group), but a base or schema is what the
+    options share, not an option: the same line as for an unknown one."""
+    for group, choice in (OmegaConf.select(cfg, "hydra.runtime.choices") or {}).items():
+        if group in GROUPS and str(choice).startswith(BASE_PREFIX):
+            raise ConfigError(f"unknown {group} '{choice}' (the keys its options share, not one of them); "
+                              f"valid choices: {choices(group_options(group))}")
 
 
 def _composition_message(e: Exception, overrides: list[str]) -> str:

@@ -87,6 +87,8 @@ def test_the_trainer_schema_has_exactly_the_yaml_keys():
     ("trainer", "cannot parse override 'trainer' (expected key=value)"),
     ("optimizer.lr=[1,", "cannot parse override 'optimizer.lr=[1,': not Hydra's override grammar"),
     ("optimizer=nope", "unknown optimizer 'nope'; valid choices: adafactor, "),
+    ("optimizer=_base", "unknown optimizer '_base' (the keys its options share, not one of them); valid choices: ada"),
+    ("trainer=_schema", "unknown trainer '_schema' (the keys its options share, not one of them); valid choices: default"),
 ])
 def test_composition_errors_are_one_line_from_the_exception_objects(override, message):
     with pytest.raises(ConfigError) as e:
