@@ -23,16 +23,26 @@ SCHEDULER_SHARED = {"warmup_steps": 0, "warmup_fraction": 0.0}
 OWN_VALUES = {("lars", "groups"): {**ROLE_POLICY, "scalar": {"lr_mult": 1e-3, "weight_decay": False}}}
 
 
-def _composed(group: str, option: str) -> dict:
-    return OmegaConf.to_container(compose([f"{group}={option}"])[group], resolve=False)
+def _composed(group: str, names: list[str]) -> dict[str, dict]:
+    """Each option as Hydra composes it alone (`+group=name`, no primary config: quick), in one session."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return {n: OmegaConf.to_container(hydra_compose(None, [f"+{group}={n}"])[group], resolve=False)
+                    for n in names}
+    finally:
+        GlobalHydra.instance().clear()
 
 
 @pytest.mark.parametrize("group, shared", [("optimizer", OPTIMIZER_SHARED), ("scheduler", SCHEDULER_SHARED)])
 def test_every_option_gets_the_shared_keys_from_its_base_and_lists_only_its_own(group, shared):
     names = group_options(group)
     assert "_base" not in names and len(names) >= (40 if group == "optimizer" else 13)
-    for name in names:
-        cfg = _composed(group, name)
+    for name, cfg in _composed(group, names).items():
         for key, value in shared.items():
             assert cfg[key] == OWN_VALUES.get((name, key), value), (name, key)
         # load_option (tune, list, the registry) composes the defaults list as Hydra does
