@@ -194,7 +194,9 @@ def trial_job(cfg: DictConfig) -> dict:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    job_id = str(hc.job.id) if hc.job.get("id") and not str(hc.job.id).startswith("job_id_for_") else None
+    # submitit's launchers give the job's id (SLURM's 1234_5); Hydra's basic one only its number
+    job_id = str(hc.job.get("id")) if str(hc.job.get("id")) not in ("None", str(hc.job.num),
+                                                                 f"job_id_for_{hc.job.num}") else None
     write_json(run_dir / WHERE_FILE, _where(str(hc.runtime.choices.get("hydra/launcher")), job_id))
     overrides = [_unopened(o) for o in hc.overrides.task]
     try:
@@ -257,6 +259,31 @@ def launch_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: li
                   file=sys.stderr, flush=True)
     finally:
         GlobalHydra.instance().clear()
+
+
+def launcher_choices() -> list[str]:
+    """hydra/launcher options: optbench's yamls (local, slurm) and those Hydra's plugins register."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    from optbench import CONF_DIR
+
+    Plugins.instance()  # registers the installed plugins' configs
+    try:
+        registered = [n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher")]
+    except OSError:
+        registered = []
+    ours = [p.stem for p in (Path(CONF_DIR) / "hydra" / "launcher").glob("*.yaml")]
+    return sorted({*ours, *registered, "basic"})
+
+
+def check_launcher(overrides: list[str], launcher: list[str]) -> None:
+    from optbench.config import precheck
+
+    name = launcher_name(launcher)
+    if name not in launcher_choices():
+        raise ConfigError(f"tune: hydra/launcher={name} is invalid; valid choices: {', '.join(launcher_choices())}")
+    precheck([*overrides, *launcher], multirun=True)
 
 
 def run_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: list[str]) -> list[dict]:
@@ -401,7 +428,7 @@ def run_tune(optimizers: list[str], overrides: list[str], *, search: str = "grid
     from optbench.config import compose, precheck
 
     if launcher:  # a launcher that does not exist or a bad launcher key: one line, before any run
-        precheck([*overrides, *launcher], multirun=True)
+        check_launcher(overrides, launcher)
     for opt in optimizers:  # a bad value is reported as itself, before any run or existing run is touched
         precheck([*overrides, f"optimizer={opt}", f"seed={trial_seed}"])
     points = {opt: trial_points(opt, search, trials, trial_seed) for opt in optimizers}
