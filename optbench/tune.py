@@ -194,6 +194,8 @@ def trial_job(cfg: DictConfig) -> dict:
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    if str(hc.runtime.choices.get("hydra/launcher")) in ("local", "submitit_local"):
+        _one_gpu_per_job(int(hc.job.num))
     # submitit's launchers give the job's id (SLURM's 1234_5); Hydra's basic one only its number
     job_id = str(hc.job.get("id")) if str(hc.job.get("id")) not in ("None", str(hc.job.num),
                                                                  f"job_id_for_{hc.job.num}") else None
@@ -205,6 +207,20 @@ def trial_job(cfg: DictConfig) -> dict:
         print(f"tune: run stopped in {run_dir}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         summary = _read_summary(run_dir)
     return {"status": summary.get("status"), "run_dir": str(run_dir)}
+
+
+def _one_gpu_per_job(job_num: int) -> None:
+    """submitit's local executor shows every job the same GPUs (0..gpus_per_node-1): a round of 8
+    trials with gpus_per_node=8 would all train on GPU 0. A single-process job takes one of them,
+    round-robin by its number (set before CUDA starts in this fresh process). A job of several
+    tasks (tasks_per_node > 1, DDP) keeps them all."""
+    import os
+
+    if int(os.environ.get("SUBMITIT_LOCAL_NTASKS", os.environ.get("WORLD_SIZE", "1")) or 1) > 1:
+        return
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if len(visible) > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[job_num % len(visible)]
 
 
 def _unopened(override: str) -> str:

@@ -90,3 +90,15 @@ def test_cli_splits_launcher_overrides_from_run_overrides(monkeypatch, tmp_path)
     assert seen["optimizers"] == ["adamw", "sgd"] and seen["overrides"] == ["task=cifar10_synthetic"]
     assert seen["launcher"] == ["hydra/launcher=local", "hydra.launcher.timeout_min=5"]
     assert seen["trials"] == 4 and seen["seeds"] == 2 and seen["name"] == "tune"
+
+
+@pytest.mark.parametrize("visible, num, ntasks, expect", [("0,1,2,3", 5, "1", "1"), ("0,1", 0, "1", "0"),
+                                                        ("0,1", 1, "2", "0,1"), ("", 3, "1", "")])
+def test_a_local_job_takes_one_of_the_gpus_it_is_shown(monkeypatch, visible, num, ntasks, expect):
+    """submitit's local executor shows every job GPUs 0..n-1; a single-process job keeps one."""
+    from optbench.tune import _one_gpu_per_job
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", ntasks)
+    _one_gpu_per_job(num)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == expect
