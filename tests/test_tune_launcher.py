@@ -102,3 +102,25 @@ def test_a_local_job_takes_one_of_the_gpus_it_is_shown(monkeypatch, visible, num
     monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", ntasks)
     _one_gpu_per_job(num)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == expect
+
+
+def test_a_failed_trial_is_recorded_and_the_tune_goes_on(tmp_path, monkeypatch, data_root):
+    """In-process (no launcher): a trial whose training raises is status failed, ranks last, and the
+    seed runs still happen for the trial that worked."""
+    import optbench.train as train_pkg
+    from optbench.tune import run_tune
+
+    real = train_pkg.train
+
+    def flaky(cfg, run_dir, *a, **k):
+        if cfg.optimizer.lr < 1e-3:
+            raise RuntimeError("boom")
+        return real(cfg, run_dir, *a, **k)
+
+    monkeypatch.setattr(train_pkg, "train", flaky)
+    record = run_tune(["adamw"], [*TINY, f"data.root={data_root}"], trials=2, seeds=1, out_dir=tmp_path / "t")
+    trials = record["trials"]["adamw"]
+    assert [t["status"] for t in trials] == ["failed", "completed"]
+    assert trials[0]["where"]["launcher"] == "in_process" and trials[0]["where"]["pid"] == os.getpid()
+    assert record["best"]["adamw"]["trial"] == 1
+    assert [r["status"] for r in record["final"]["adamw"]] == ["completed"]
