@@ -118,7 +118,7 @@ def finished_summary(overrides: list[str], run_dir: Path) -> dict | None:
         return None  # torn: the run's own resume repairs or redoes it
     made_with = list(OmegaConf.load(run_dir / "config.yaml").get("overrides") or []) \
         if (run_dir / "config.yaml").exists() else None
-    if made_with is not None and made_with != overrides:
+    if made_with is not None and [_unopened(o) for o in made_with] != overrides:
         raise ConfigError(f"tune: {run_dir} was made with other settings ({' '.join(made_with)}); "
                           "use another --name or delete it")
     if summary.get("status") in FINISHED:
@@ -148,7 +148,7 @@ def _read_where(run_dir: Path) -> dict | None:
         return None
 
 
-def _train_here(overrides: list[str], run_dir: Path, cfg=None) -> dict:
+def _train_here(overrides: list[str], run_dir: Path) -> dict:
     """Train one run into run_dir; a failure is its summary's status (the loop records it), not an
     exception, so the protocol goes on."""
     from optbench.config import compose, validate
@@ -156,8 +156,7 @@ def _train_here(overrides: list[str], run_dir: Path, cfg=None) -> dict:
     from optbench.train.job import _print_result
 
     try:
-        if cfg is None:
-            cfg = compose(overrides)
+        cfg = compose(overrides)
         with open_dict(cfg):
             cfg.pop("hydra", None)
             cfg.overrides = overrides
@@ -187,26 +186,35 @@ def run_one(overrides: list[str], run_dir: Path) -> dict:
 def trial_job(cfg: DictConfig) -> dict:
     """The task function a Hydra launcher runs for each run of a round (in a submitit process, a
     SLURM job, or this process for hydra/launcher=basic): train into the job's output directory.
-    It never raises: a job that raised would make submitit's launcher raise for the whole round."""
+    A run that fails or diverges does not raise: a job that raised would make submitit's launcher
+    raise for the whole round; its summary's status is the result."""
+    import os
+
     from hydra.core.hydra_config import HydraConfig
 
     from optbench.train.rundir import write_json
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    if str(hc.runtime.choices.get("hydra/launcher")) in ("local", "submitit_local"):
+    launcher = str(hc.runtime.choices.get("hydra/launcher"))
+    if launcher in ("local", "submitit_local"):
         _one_gpu_per_job(int(hc.job.num))
     # submitit's launchers give the job's id (SLURM's 1234_5); Hydra's basic one only its number
     job_id = str(hc.job.get("id")) if str(hc.job.get("id")) not in ("None", str(hc.job.num),
                                                                  f"job_id_for_{hc.job.num}") else None
-    write_json(run_dir / WHERE_FILE, _where(str(hc.runtime.choices.get("hydra/launcher")), job_id))
-    overrides = [_unopened(o) for o in hc.overrides.task]
-    try:
-        summary = _train_here(overrides, run_dir, cfg)
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
+        write_json(run_dir / WHERE_FILE, _where(launcher, job_id))
+    from optbench.train.job import run_job
+
+    try:  # `optbench train -m`'s own job: validation, the run lock, DDP ranks (SLURM tasks), the summary
+        run_job(cfg)
+    except KeyboardInterrupt:
+        raise
     except BaseException as e:  # noqa: BLE001 -- a stop signal's SystemExit included: recorded, not raised
+        if launcher == "basic" and _read_summary(run_dir).get("status") == "interrupted":
+            raise  # a stop signal to the tune's own process (the basic launcher's): the tune stops too
         print(f"tune: run stopped in {run_dir}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        summary = _read_summary(run_dir)
-    return {"status": summary.get("status"), "run_dir": str(run_dir)}
+    return {"status": _read_summary(run_dir).get("status"), "run_dir": str(run_dir)}
 
 
 def _one_gpu_per_job(job_num: int) -> None:
