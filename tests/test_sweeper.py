@@ -61,6 +61,8 @@ def test_optuna_sweeper_runs_an_interval_sweep(tmp_path, data_root, monkeypatch)
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # app.main hands Hydra its own
     main(["-m", "hydra/sweeper=optuna", "optimizer.lr=tag(log,interval(1e-4,1e-2))", "hydra.sweeper.n_trials=2",
           "hydra.sweeper.n_jobs=1", "hydra.sweeper.direction=maximize", "hydra.sweeper.sampler.seed=0",
+          # a study kept in sqlite (shared, resumable): what optuna 2.10 cannot do under SQLAlchemy 2
+          f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db", "hydra.sweeper.study_name=t",
           f"hydra.sweep.dir={sweep}", f"data.root={data_root}", *TINY])
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
     assert len(summaries) == 2 and all(s["status"] == "completed" for s in summaries)
