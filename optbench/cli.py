@@ -15,7 +15,7 @@ VERBS = {
     "train": ("optbench.train.app:main", "train one run, or a sweep with -m (Hydra overrides)"),
     "list": ("optbench.listing:main", "list optimizers, schedulers, tasks or experiments"),
     "report": ("optbench.report.cli:main", "comparison tables and plots from run directories"),
-    "tune": ("optbench.tune:main", "equal-budget tuning of several optimizers, then seeds"),
+    "tune": ("optbench.commands.tune:main", "equal-budget tuning of several optimizers, then seeds"),
     "data": ("optbench.data.cli:main", "download and prepare datasets (cifar10, fineweb10B)"),
     "lr-find": ("optbench.lr_find:main", "learning-rate range test with a plot"),
     "schedule": ("optbench.schedule_plot:main", "draw a learning-rate schedule to a PNG"),

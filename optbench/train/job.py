@@ -73,7 +73,19 @@ def run_job(cfg: DictConfig) -> float | None:
     _record(run_dir, summary["status"], dist)
     if summary["status"] == "interrupted":  # a stop signal stops the whole sweep, not just this job
         raise SystemExit(_interrupted_status(summary, multirun))
-    return summary.get("final_metric")
+    return sweep_objective(summary)
+
+
+def sweep_objective(summary: dict) -> float | None:
+    """The job's return value, which a sweeper (Optuna, Nevergrad) optimises: the final metric of a
+    completed run; None for a run that diverged, failed or ended in NaN, which the Optuna sweeper
+    records as a failed trial (a diverged run's last evaluation before it blew up would look good)."""
+    import math
+
+    value = summary.get("final_metric")
+    if summary.get("status") != "completed" or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 # (run dir, status) of each job this process ran: app.main counts a sweep's failures from it

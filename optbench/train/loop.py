@@ -26,6 +26,7 @@ from optbench.optim import build_optimizer_from_config
 from optbench.optim.groups import GroupCourse, group_name
 from optbench.schedules import build_momentum_schedule, build_schedule_from_config, lr_scale
 from optbench.tasks import Task, build_task
+from optbench.train import budget
 from optbench.train import checkpoint as ckpt
 from optbench.train.averaging import evaluation_model
 from optbench.train.clock import TrainClock
@@ -360,6 +361,8 @@ class Trainer:
                         break
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.step < t.max_steps:
                     self.checkpoint()
+                if budget.out_of_time(self):  # trainer.max_time_s (train/budget.py)
+                    break
                 # under DDP agreeing on a stop is a collective (a device sync): only on log steps
                 if (log_now or not self.dist.enabled) and broadcast_flag(self._stop_signal is not None, self.device):
                     self.status = "interrupted"
@@ -415,7 +418,8 @@ class Trainer:
         """Resumed from the final checkpoint of a run that has nothing left to do."""
         if self.status != "completed" or not (self.run_dir / "summary.json").exists():
             return False
-        return self.step >= self.t.max_steps or bool(self.t.stop_at_target and self.target_step is not None)
+        return self.step >= self.t.max_steps or bool(self.t.stop_at_target and self.target_step is not None) \
+            or budget.time_spent(self.clock.read(), self.t.get("max_time_s"))
 
     def diverged(self, loss: float) -> bool:
         factor = self.t.divergence_factor
@@ -455,6 +459,7 @@ class Trainer:
         return {
             "status": self.status,
             "stop_reason": self.stop_reason,
+            "stopped_by": budget.stopped_by(self.status, self.stop_reason),
             "task": self.cfg.task.name,
             "optimizer": self.cfg.optimizer.name,
             "scheduler": self.cfg.scheduler.name,
