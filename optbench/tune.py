@@ -318,7 +318,7 @@ def main(argv: list[str]) -> None:
     out_dir = Path(args.out) / args.name
     record = tune(optimizers, list(args.overrides), out_dir, args.search, args.trials, args.seeds,
                   args.trial_seed, args.select_metric)
-    from optbench.report.cli import build_report
+    from optbench.report.build import build_report
 
     _, _, md, _ = build_report([str(out_dir / "final")], args.name, out=args.results,
                                command="optbench tune " + " ".join(argv))
