@@ -300,6 +300,10 @@ class Trainer:
                 # the data-dependent init (airbench's whitening) ran while the task was built
                 self.clock.elapsed += float(self.task.summary_extra.get("data_init_s", 0.0))
             self.clock.start()
+            # The ways a run stops, all decided in this loop, each setting status and stop_reason:
+            # max_steps (the loop's condition: completed, below), divergence (on log steps), the
+            # target (on eval steps, trainer.stop_at_target), a stop signal (at the end of a step);
+            # an exception (the except clause). summary.json reports them (rundir.build_summary).
             while self.step < t.max_steps:
                 micro_batches = pending if pending is not None else next(self.task.train_batches)
                 pending = None
