@@ -1,1 +1,1 @@
-"""One thin module per `optbench` verb: each parses its arguments and calls the library module that owns the work."""
+"""One module per command-line verb: `optbench <verb>` calls optbench.commands.<verb>.main(argv)."""

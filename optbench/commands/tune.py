@@ -48,7 +48,7 @@ def main(argv: list[str]) -> None:
     record = run_tune(optimizers, overrides, search=args.search, trials=args.trials, seeds=args.seeds,
                       out_dir=out_dir, name=args.name, launcher=launcher, trial_seed=args.trial_seed,
                       select_metric=args.select_metric)
-    from optbench.report.cli import build_report
+    from optbench.report.build import build_report
 
     _, _, md, _ = build_report([str(out_dir / "final")], args.name, out=args.results,
                                command="optbench tune " + " ".join(argv))

@@ -35,7 +35,7 @@ def run_job(cfg: DictConfig) -> float | None:
     dist = DistInfo.from_env()
     try:
         run_dir = _same_run_dir_on_every_rank(cfg, run_dir, dist)
-        with runlock.hold(run_dir, dist):  # re-entered when app.main locked it before Hydra
+        with runlock.hold(run_dir, dist):  # re-entered when commands/train.main locked it before Hydra
             try:
                 validate(cfg, world_size=dist.world_size)
                 _refuse_to_overwrite_another_run(cfg, run_dir)
@@ -88,7 +88,7 @@ def sweep_objective(summary: dict) -> float | None:
     return float(value)
 
 
-# (run dir, status) of each job this process ran: app.main counts a sweep's failures from it
+# (run dir, status) of each job this process ran: commands/train.main counts a sweep's failures from it
 OUTCOMES: list[tuple[Path, str]] = []
 
 
