@@ -261,7 +261,7 @@ def launch_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: li
 
     from optbench import CONF_DIR
     from optbench.confdir import open_keys, with_searchpath
-    from optbench.train.app import _quoted
+    from optbench.commands.train import _quoted
 
     master = [*launcher, f"hydra.sweep.dir={_quoted(str(out_dir.resolve()))}"]
     jobs = [open_keys(with_searchpath([*ov, f"hydra.sweep.subdir={_quoted(str(d.relative_to(out_dir)))}"]))

@@ -54,7 +54,7 @@ def test_the_job_returns_no_objective_for_a_run_that_did_not_complete():
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
                     reason="hydra-optuna-sweeper is not installed (pip install optbench[cluster])")
 def test_optuna_sweeper_runs_an_interval_sweep(tmp_path, data_root, monkeypatch):
-    from optbench.train.app import main
+    from optbench.commands.train import main
 
     sweep = tmp_path / "sweep"
     monkeypatch.chdir(tmp_path)
