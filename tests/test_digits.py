@@ -39,7 +39,9 @@ def test_split_is_fixed_and_disjoint():
 
     x, y = d.load_digits_arrays()
     a, b = d.split(x, y), d.split(x, y)
-    assert len(a[0]) == 1500 and len(a[2]) == 297
+    assert len(a[0]) == 1300 and len(a[2]) == 297
+    tx, _, ex, _, vx, _ = d.split(x, y, with_val=True)
+    assert len(vx) == 200 and len({tuple(r.tolist()) for r in torch.cat([tx, vx, ex])}) >= 1790  # disjoint (a few duplicate images exist)
     assert torch.equal(a[0], b[0]) and torch.equal(a[3], b[3])
 
 
@@ -49,7 +51,7 @@ def test_each_digits_model_learns(run_train, task, lr):
                             "trainer.eval_every=30", "trainer.eval_at_start=true", "trainer.batch_size=64"])
     assert summary["status"] == "completed"
     ev = summary["final_eval"]
-    assert ev["test_acc"] > 0.6
+    assert ev["test_acc"] > 0.6 and ev["val_acc"] > 0.6   # val: what tune selects on
     if task == "digits_logreg":
         assert 0 < ev["excess_loss"] < 0.2 and summary["optimum"] > 0
         assert abs(ev["objective"] - summary["optimum"] - ev["excess_loss"]) < 1e-12
