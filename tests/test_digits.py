@@ -66,3 +66,20 @@ def test_digits_refuses_bad_values(make_cfg):
                                (["task=digits_mlp", "+model=cnn_small"], "builds its own model")]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
             validate(make_cfg(overrides))
+
+
+def test_optimum_is_cached_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    from optbench.tasks import digits as d
+
+    x, y = d.load_digits_arrays()
+    tx, ty, _, _ = d.split(x, y)
+    value = d.logreg_optimum(tx, ty, 2e-3, tmp_path)[0]
+    (path,) = tmp_path.glob("digits_logreg_optimum_*.pt")
+    d._OPTIMA.clear()                       # a new process: nothing in memory, and no solving
+
+    def no_solve(*a, **k):
+        raise AssertionError("solved again instead of reading the cache")
+    monkeypatch.setattr("scipy.optimize.minimize", no_solve)
+    assert d.logreg_optimum(tx, ty, 2e-3, tmp_path)[0] == value
+    saved = torch.load(path, weights_only=True)
+    assert saved["key"] == d.objective_key(tx, ty, 2e-3)
