@@ -20,6 +20,7 @@ VERBS = {
     "lr-find": ("optbench.lr_find:main", "learning-rate range test with a plot"),
     "schedule": ("optbench.schedule_plot:main", "draw a learning-rate schedule to a PNG"),
     "landscape": ("optbench.landscape:main", "optimizer trajectories on 2-D test functions"),
+    "suite": ("optbench.commands.suite:main", "score optimizers across many workloads (tuning, seeds, profiles)"),
 }
 
 

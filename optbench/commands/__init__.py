@@ -1,0 +1,1 @@
+"""One module per command-line verb: `optbench <verb>` calls optbench.commands.<verb>.main(argv)."""
