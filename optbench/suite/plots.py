@@ -20,7 +20,7 @@ def heatmap(scores: list[dict], prof: dict, path: Path) -> Path:
     for i, o in enumerate(optimizers):
         for j, w in enumerate(workloads):
             grid[i, j] = by[(o, w)]["success_rate"]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(workloads) + 2.5), max(2.5, 0.32 * len(optimizers) + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(workloads) + 3.0), max(3.0, 0.32 * len(optimizers) + 1.8)))
     im = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for i, o in enumerate(optimizers):
         for j, w in enumerate(workloads):
@@ -30,7 +30,7 @@ def heatmap(scores: list[dict], prof: dict, path: Path) -> Path:
                     color="white" if not (grid[i, j] > 0.6) else "black")
     ax.set_xticks(range(len(workloads)), workloads, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(optimizers)), optimizers, fontsize=7)
-    ax.set_title(f"success rate (colour) and {prof['by']}-to-target ratio to the best (text; × = not reached)",
+    ax.set_title(f"colour: success rate of the seeds\ntext: {prof['by']} to target / the best's (× = not reached)",
                  fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02).set_label("success rate", fontsize=7)
     return save_figure(fig, path)
