@@ -22,6 +22,11 @@ def conf(tmp_path, monkeypatch, data_root):
     (d / "optimizer").mkdir()
     (d / "suite" / "tiny.yaml").write_text(
         "description: one tiny workload\ntasks: [cifar10_synthetic]\noverrides: [" + ", ".join(TINY) + "]\n")
+    (d / "suite" / "two.yaml").write_text(
+        "description: two tiny workloads\ntasks: [cifar10_synthetic, cifar_tiny2]\noverrides: [" + ", ".join(TINY) + "]\n")
+    (d / "task").mkdir()
+    task = (CONF_DIR / "task" / "cifar10_synthetic.yaml").read_text().replace("name: cifar10_synthetic", "name: cifar_tiny2")
+    (d / "task" / "cifar_tiny2.yaml").write_text(task)
     (d / "suite" / "broken.yaml").write_text("description: names a task that is not there\ntasks: [nope]\n")
     sgd = (CONF_DIR / "optimizer" / "sgd.yaml").read_text()
     wild = sgd.replace("name: sgd\n", "name: sgd_wild\n").replace(
@@ -68,6 +73,22 @@ def test_suite_end_to_end_counts_divergence_and_resumes(conf, tmp_path, monkeypa
     assert (out / "leaderboard.md").read_text() == md
 
 
+def test_jobs_run_workloads_in_parallel_processes(conf, tmp_path):
+    from optbench.commands.suite import main
+
+    out = tmp_path / "s"
+    argv = ["--optimizers", "adamw", "--workloads", "two", "--budget", "1", "--seeds", "1", "--jobs", "2",
+            "--out", str(out)]
+    main(argv)
+    record = json.loads((out / "suite.json").read_text())
+    assert list(record["workloads"]) == ["cifar10_synthetic", "cifar_tiny2"]
+    summaries = sorted((out / "runs").rglob("summary.json"))
+    assert len(summaries) == 4  # 2 workloads x (1 trial + 1 seed)
+    md = (out / "leaderboard.md").read_text()
+    assert "### cifar10_synthetic" in md and "### cifar_tiny2" in md
+    # (resume is tune_workload's, the same in a worker: tested sequentially above, to keep this one short)
+
+
 def test_launcher_overrides_are_split_off_and_need_run_tune(conf, tmp_path):
     from optbench import tune
     from optbench.commands.suite import main, split_launcher
@@ -100,6 +121,7 @@ def test_workloads_groups_and_tasks(conf):
     (["--optimizers", "adamw", "--workloads", "tiny", "--budget", "0"], "--budget=0 is invalid: must be >= 1"),
     (["--optimizers", "adamw", "--workloads", "tiny", "--seeds", "0"], "--seeds=0 is invalid"),
     (["--optimizers", "adamw", "--workloads", "tiny", "--search", "bayes"], "invalid choice: 'bayes'"),
+    (["--optimizers", "adamw", "--workloads", "tiny", "--jobs", "0"], "--jobs=0 is invalid"),
 ])
 def test_bad_input_is_one_line_and_status_2(conf, tmp_path, capsys, args, message):
     from optbench.cli import main

@@ -2,7 +2,7 @@
 
     optbench suite --optimizers adamw,muon,soap,lion --workloads diagnostics,digits,nqm
                    [--budget 8] [--seeds 3] [--search sobol|random|grid] [--profile-by steps|time]
-                   [--out DIR] [hydra/launcher=...] [key=value ...]
+                   [--jobs N] [--out DIR] [hydra/launcher=...] [key=value ...]
 
 For every workload (a task; a group of them from conf/suite/<group>.yaml) every optimizer gets the
 same tuning budget through `optbench tune` (--budget trials, chosen by the final validation metric),
@@ -41,6 +41,8 @@ def main(argv: list[str]) -> None:
                         help="how tune draws the trials (default sobol: AlgoPerf's quasi-random search)")
     parser.add_argument("--profile-by", default="steps", choices=("steps", "time"),
                         help="the profile's time to target: steps (default) or train-clock seconds")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="workloads run at once, each in its own process (default 1)")
     parser.add_argument("--out", default="suite", help="runs (DIR/runs/) and leaderboard (default: suite)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides for every run; hydra/launcher=... runs trials in parallel")
@@ -64,10 +66,12 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"suite: --budget={args.budget} is invalid: must be >= 1 (tuning trials per optimizer and workload)")
     if args.seeds < 1:
         raise ConfigError(f"suite: --seeds={args.seeds} is invalid: must be >= 1")
+    if args.jobs < 1:
+        raise ConfigError(f"suite: --jobs={args.jobs} is invalid: must be >= 1")
     workloads = resolve([w.strip() for w in args.workloads.split(",") if w.strip()])
     out = Path(args.out)
     record = run_suite(optimizers, workloads, out, budget=args.budget, seeds=args.seeds, search=args.search,
-                       overrides=overrides, launcher=launcher)
+                       overrides=overrides, launcher=launcher, jobs=args.jobs)
     md, prof = write_leaderboard(out, record, by=args.profile_by,
                                  command="optbench suite " + " ".join(shlex.quote(a) for a in argv))
     print(md)

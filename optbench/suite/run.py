@@ -51,9 +51,10 @@ def tune_workload(optimizers: list[str], overrides: list[str], out_dir: Path, *,
 
 
 def run_suite(optimizers: list[str], workloads: list[Workload], out_dir: Path, *, budget: int, seeds: int,
-              search: str = "sobol", overrides: list[str] = (), launcher: list[str] = ()) -> dict:
-    """Every workload in turn; suite.json (the protocol and each workload's record) is rewritten
-    after each, so an interrupted suite shows what it had finished."""
+              search: str = "sobol", overrides: list[str] = (), launcher: list[str] = (), jobs: int = 1) -> dict:
+    """Every workload (jobs > 1: that many at once, each in its own process); suite.json (the
+    protocol and each workload's record) is rewritten after each, so an interrupted suite shows what
+    it had finished. Workloads write disjoint folders, so parallel ones never share a run."""
     if budget < 1:
         raise ConfigError(f"suite: --budget={budget} is invalid: must be >= 1 (tuning trials per optimizer and workload)")
     if seeds < 1:
@@ -63,13 +64,46 @@ def run_suite(optimizers: list[str], workloads: list[Workload], out_dir: Path, *
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"optimizers": optimizers, "budget": budget, "seeds": seeds, "search": search,
               "overrides": list(overrides), "launcher": list(launcher), "workloads": {}}
-    for w in workloads:
-        print(f"suite: workload {w.task} ({len(optimizers)} optimizers x ({budget} trials + {seeds} seeds))", flush=True)
-        rec = tune_workload(optimizers, [*w.overrides, *overrides], out_dir / "runs" / w.task,
-                            budget=budget, seeds=seeds, search=search, launcher=launcher)
+    if jobs < 1:
+        raise ConfigError(f"suite: --jobs={jobs} is invalid: must be >= 1")
+    jobs = min(jobs, len(workloads))
+    args = {w.task: (optimizers, [*w.overrides, *overrides], out_dir / "runs" / w.task, budget, seeds, search,
+                     list(launcher), jobs) for w in workloads}
+    if jobs == 1:
+        results = (_tune_job(*args[w.task]) for w in workloads)
+        _gather(record, workloads, results, out_dir)
+        return record
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked copy of a process with torch's thread pools can hang
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_tune_job, *args[w.task]) for w in workloads]
+        _gather(record, workloads, (f.result() for f in futures), out_dir)
+    return record
+
+
+def _gather(record: dict, workloads: list[Workload], results, out_dir: Path) -> None:
+    for w, rec in zip(workloads, results):
         record["workloads"][w.task] = {"group": w.group, "overrides": list(w.overrides), **rec}
         write_record(out_dir, record)
-    return record
+
+
+def _tune_job(optimizers, overrides, out_dir, budget, seeds, search, launcher, jobs) -> dict:
+    """One workload's tuning (in the suite's process, or in a worker of its own)."""
+    import os
+
+    import torch
+
+    from optbench.confdir import use_overrides
+
+    use_overrides(overrides)  # a spawned worker starts without the command line's config folders
+    if jobs > 1:  # the cores shared among the workers
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+    print(f"suite: workload {Path(out_dir).name} ({len(optimizers)} optimizers x ({budget} trials + {seeds} seeds))",
+          flush=True)
+    return tune_workload(optimizers, overrides, Path(out_dir), budget=budget, seeds=seeds, search=search,
+                         launcher=launcher)
 
 
 def write_record(out_dir: Path, record: dict) -> Path:
