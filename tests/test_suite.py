@@ -43,10 +43,11 @@ def test_suite_end_to_end_counts_divergence_and_resumes(conf, tmp_path, monkeypa
     from optbench.suite.leaderboard import FILES, write_leaderboard
     from optbench.suite.run import read_record
 
-    out = tmp_path / "s"
+    runs, out = tmp_path / "s", tmp_path / "board"
     argv = ["--optimizers", "adamw,sgd_wild", "--workloads", "tiny", "--budget", "2", "--seeds", "1",
-            "--out", str(out)]
+            "--out", str(runs), "--results", str(out)]
     main(argv)
+    assert not (runs / "leaderboard.md").exists() and (runs / "suite.json").exists()  # --results: the board there
     for f in FILES:
         assert (out / f).stat().st_size > 0, f
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -59,7 +60,7 @@ def test_suite_end_to_end_counts_divergence_and_resumes(conf, tmp_path, monkeypa
     md = (out / "leaderboard.md").read_text()
     assert "| 1 | adamw | 1.000 | 1/1 |" in md and "| 2 | sgd_wild | 0.000 | 0/1 |" in md
     assert r"\begin{tabular}" in (out / "leaderboard.tex").read_text()
-    record = read_record(out)
+    record = read_record(runs)
     assert record["budget"] == 2 and len(record["workloads"]["cifar10_synthetic"]["optimizers"]["adamw"]["trials"]) == 2
 
     # --profile-by time: the same runs, the profile over train-clock seconds

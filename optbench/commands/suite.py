@@ -2,14 +2,15 @@
 
     optbench suite --optimizers adamw,muon,soap,lion --workloads diagnostics,digits,nqm
                    [--budget 8] [--seeds 3] [--search sobol|random|grid] [--profile-by steps|time]
-                   [--jobs N] [--out DIR] [hydra/launcher=...] [key=value ...]
+                   [--jobs N] [--out DIR] [--results DIR] [hydra/launcher=...] [key=value ...]
 
 For every workload (a task; a group of them from conf/suite/<group>.yaml) every optimizer gets the
 same tuning budget through `optbench tune` (--budget trials, chosen by the final validation metric),
 then --seeds fresh seeds of its choice. DIR/leaderboard.{md,csv,tex}: per workload the success rate,
 steps and time to target, final metric ± 95% CI, attempts needed and every diverged or failed run;
-overall, the area under the AlgoPerf performance profile. DIR/heatmap.png, DIR/profile.png.
-Runs live under DIR/runs/<workload>/; the same command again reads finished runs back.
+overall, the area under the AlgoPerf performance profile. DIR/heatmap.png, DIR/profile.png (--results:
+the leaderboard files go there instead). Runs live under DIR/runs/<workload>/; the same command again
+reads finished runs back. --jobs N: N workloads at once, each in its own process.
 """
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def main(argv: list[str]) -> None:
                         help="the profile's time to target: steps (default) or train-clock seconds")
     parser.add_argument("--jobs", type=int, default=1,
                         help="workloads run at once, each in its own process (default 1)")
-    parser.add_argument("--out", default="suite", help="runs (DIR/runs/) and leaderboard (default: suite)")
+    parser.add_argument("--out", default="suite", help="runs (DIR/runs/, DIR/suite.json) and leaderboard (default: suite)")
+    parser.add_argument("--results", help="write the leaderboard files here instead of --out (e.g. results/suite)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides for every run; hydra/launcher=... runs trials in parallel")
     args = parser.parse_args(argv)
@@ -72,8 +74,9 @@ def main(argv: list[str]) -> None:
     out = Path(args.out)
     record = run_suite(optimizers, workloads, out, budget=args.budget, seeds=args.seeds, search=args.search,
                        overrides=overrides, launcher=launcher, jobs=args.jobs)
-    md, prof = write_leaderboard(out, record, by=args.profile_by,
+    board = Path(args.results) if args.results else out
+    md, prof = write_leaderboard(board, record, by=args.profile_by,
                                  command="optbench suite " + " ".join(shlex.quote(a) for a in argv))
     print(md)
-    print(f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads -> {out}/leaderboard.md, "
+    print(f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads, runs in {out}/ -> {board}/leaderboard.md, "
           f"leaderboard.csv, leaderboard.tex, heatmap.png, profile.png")

@@ -61,6 +61,9 @@ def protocol_line(record: dict, prof: dict) -> str:
             "a workload not reached by more than half the seeds counts as infinity.")
     if prof["excluded"]:
         line += f" Left out of the profile (no target): {', '.join(prof['excluded'])}."
+    nobody = [w for w in prof["workloads"] if not any(math.isfinite(r[w]) for r in prof["ratios"].values())]
+    if nobody:
+        line += f" Reached by no optimizer (0 for all, still counted): {', '.join(nobody)}."
     return line
 
 
