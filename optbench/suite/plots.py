@@ -39,7 +39,8 @@ def heatmap(scores: list[dict], prof: dict, path: Path) -> Path:
 def profile_plot(prof: dict, path: Path) -> Path:
     plt = pyplot()
     taus = np.linspace(1.0, prof["tau_max"], 400)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    n = len(prof["score"])
+    fig, ax = plt.subplots(figsize=(6.4 + (1.6 if n > 20 else 0.0), max(4.2, 0.11 * n + 1.0)))
     order = sorted(prof["score"], key=lambda o: -prof["score"][o] if not math.isnan(prof["score"][o]) else 1)
     for o in order:
         r = list(prof["ratios"][o].values())
@@ -51,5 +52,6 @@ def profile_plot(prof: dict, path: Path) -> Path:
     ax.set_title(f"performance profile over {len(prof['workloads'])} workloads (legend: area, AlgoPerf score)",
                  fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2 if len(order) > 10 else 1, loc="lower right")
+    # outside the axes: with a few dozen optimizers no corner of the plot is free
+    ax.legend(fontsize=6, ncol=2 if n > 20 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return save_figure(fig, path)
