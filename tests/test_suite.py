@@ -90,15 +90,18 @@ def test_jobs_run_workloads_in_parallel_processes(conf, tmp_path):
     # (resume is tune_workload's, the same in a worker: tested sequentially above, to keep this one short)
 
 
-def test_launcher_overrides_are_split_off_and_need_run_tune(conf, tmp_path):
+def test_launcher_overrides_are_split_off_and_go_to_run_tune(conf, tmp_path):
     from optbench import tune
     from optbench.commands.suite import main, split_launcher
     from optbench.errors import ConfigError
 
     assert split_launcher(["a=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]) == \
         (["a=1"], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
-    if hasattr(tune, "run_tune"):
-        pytest.skip("tune has run_tune: the adapter's launcher path is tested with it")
+    if hasattr(tune, "run_tune"):  # the launcher goes to run_tune, which refuses one that does not exist
+        with pytest.raises(ConfigError, match="nosuchlauncher"):
+            main(["--optimizers", "adamw", "--workloads", "tiny", "--budget", "1", "--seeds", "1",
+                  "--out", str(tmp_path / "s"), "hydra/launcher=nosuchlauncher"])
+        return
     with pytest.raises(ConfigError, match="needs optbench.tune.run_tune"):
         main(["--optimizers", "adamw", "--workloads", "tiny", "--budget", "1", "--seeds", "1",
               "--out", str(tmp_path / "s"), "hydra/launcher=joblib"])

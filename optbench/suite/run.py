@@ -1,8 +1,9 @@
 """Run the suite: for every workload, the same tuning budget for every optimizer, then seeds.
 
-All tuning goes through ONE function, `tune_workload`, the adapter to optbench.tune: today it calls
-`optbench.tune.tune` (in-process, sequential); when tune's `run_tune` (CONTRACTS13 K1, launcher
-support) is in, only this function changes. It returns the suite's own record of a workload:
+All tuning goes through ONE function, `tune_workload`, the adapter to optbench.tune: it calls tune's
+`run_tune` (CONTRACTS13 K1: Hydra launcher overrides run the trials in parallel) where the installed
+tune has it, else the older in-process `tune` (sequential, no launcher). It returns the suite's own
+record of a workload:
 
     {"select_metric", "mode", "optimizers": {name: {
         "trials": [{"index", "point", "run_dir", "status", "value"}],   # in the order they were tried
@@ -24,29 +25,35 @@ SEARCHES = ("grid", "random", "sobol")
 
 def tune_workload(optimizers: list[str], overrides: list[str], out_dir: Path, *, budget: int, seeds: int,
                   search: str = "sobol", launcher: list[str] = ()) -> dict:
-    """The adapter to optbench.tune (the one place that knows its record's layout)."""
+    """The adapter to optbench.tune (the one place that knows its record's layout). With tune's
+    `run_tune` (K1) the launcher overrides go to it; the older `tune` runs in-process only."""
     from optbench import tune as tune_mod
 
-    if launcher:
-        # run_tune (K1) takes Hydra launcher overrides; the in-process tune() runs one at a time
-        if not hasattr(tune_mod, "run_tune"):
-            raise ConfigError(f"suite: {' '.join(launcher)} needs optbench.tune.run_tune (parallel trials through "
-                              "Hydra's launcher), which this version lacks; drop it to run the suite sequentially")
-        raise ConfigError("suite: run_tune is available but the suite's adapter still calls tune(); "
-                          "switch tune_workload in optbench/suite/run.py to it")
-    record = tune_mod.tune(optimizers, overrides, out_dir, search=search, trials=budget, seeds=seeds)
+    run_tune = getattr(tune_mod, "run_tune", None)
+    if run_tune is not None:
+        record = run_tune(optimizers, list(overrides), search=search, trials=budget, seeds=seeds, out_dir=out_dir,
+                          launcher=list(launcher))
+    elif launcher:
+        raise ConfigError(f"suite: {' '.join(launcher)} needs optbench.tune.run_tune (parallel trials through "
+                          "Hydra's launcher), which this version lacks; drop it to run the suite sequentially")
+    else:
+        record = tune_mod.tune(optimizers, overrides, out_dir, search=search, trials=budget, seeds=seeds)
+
+    def where(entry: dict, default: Path) -> str:
+        # run_tune records run_dir relative to out_dir; the older tune only implies it
+        return str(out_dir / entry["run_dir"]) if entry.get("run_dir") else str(default)
+
     out = {"select_metric": record["select_metric"], "mode": record["mode"],
            "overrides": record["overrides"], "optimizers": {}}
     for name in optimizers:
-        trials = []
-        for i, t in enumerate(record["trials"][name]):
-            trials.append({"index": i, "point": t["point"], "status": t["status"], "value": t["value"],
-                           "run_dir": str(out_dir / "trials" / name / f"{i:02d}-{tune_mod.point_slug(t['point'])}")})
-        best = record["best"][name]["point"]
-        chosen = next(t["index"] for t in trials if t["point"] == best)
-        finals = [{"seed": r["seed"], "status": r["status"], "run_dir": str(out_dir / "final" / name / f"seed={r['seed']}")}
-                  for r in record["final"][name]]
-        out["optimizers"][name] = {"trials": trials, "chosen": chosen, "seeds": finals}
+        trials = [{"index": i, "point": t["point"], "status": t["status"], "value": t["value"],
+                   "run_dir": where(t, out_dir / "trials" / name / f"{i:02d}-{tune_mod.point_slug(t['point'])}")}
+                  for i, t in enumerate(record["trials"][name])]
+        best = record["best"][name]
+        chosen = best["trial"] if "trial" in best else next(t["index"] for t in trials if t["point"] == best["point"])
+        finals = [{"seed": r["seed"], "status": r["status"],
+                   "run_dir": where(r, out_dir / "final" / name / f"seed={r['seed']}")} for r in record["final"][name]]
+        out["optimizers"][name] = {"trials": trials, "chosen": int(chosen), "seeds": finals}
     return out
 
 
