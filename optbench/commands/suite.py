@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
     record = run_suite(optimizers, workloads, out, budget=args.budget, seeds=args.seeds, search=args.search,
                        overrides=overrides, launcher=launcher, jobs=args.jobs)
     board = Path(args.results) if args.results else out
-    md, prof = write_leaderboard(board, record, by=args.profile_by,
+    md, _ = write_leaderboard(board, record, by=args.profile_by,
                                  command="optbench suite " + " ".join(shlex.quote(a) for a in argv))
     print(md)
     print(f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads, runs in {out}/ -> {board}/leaderboard.md, "

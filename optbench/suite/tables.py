@@ -71,22 +71,24 @@ def markdown(record: dict, scores: list[dict], prof: dict, command: str | None =
     out = ["# optbench suite leaderboard", ""]
     if command:
         out += [f"`{command}`", ""]
-    out += [protocol_line(record, prof), "", "| rank | optimizer | score | workloads reached | mean success rate | runs "
-            "| diverged | failed | interrupted |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out += [protocol_line(record, prof), "",
+            "| rank | optimizer | score | workloads reached | mean success rate | runs | diverged | failed | interrupted |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for i, r in enumerate(overall_rows(scores, prof), start=1):
         out.append(f"| {i} | {r['optimizer']} | {_g(r['score'], '.3f')} | {r['solved']}/{r['workloads']} | "
                    f"{_g(r['success_rate'], '.2f')} | {r['runs']} | {r['diverged']} | {r['failed']} | {r['interrupted']} |")
-    out += ["", "## Per workload", "",
-            "success: seed runs that reached the target and completed; steps/time: medians over the seeds (a miss "
-            "= not reached); final: mean ± 95% CI half-width over the seeds that completed; attempts: tuning trials "
-            "tried up to the first that reached the target; ratio: the profile's; diverged/failed: over all the "
-            "cell's runs (trials and seeds).", ""]
+    legend = ("success: seed runs that reached the target and completed; steps/time: medians over the seeds (a miss "
+              "= not reached); final: mean ± 95% CI half-width over the seeds that completed; attempts: tuning trials "
+              "tried up to the first that reached the target; ratio: the profile's; diverged/failed: over all the "
+              "cell's runs (trials and seeds).")
+    out += ["", "## Per workload", "", legend, ""]
     for w in dict.fromkeys(s["workload"] for s in scores):
         same = [s for s in scores if s["workload"] == w]
         s0 = same[0]
+        header = (f"| optimizer | success | steps→target | time→target (s) | final {s0['metric']} | attempts "
+                  "| chosen | ratio | diverged | failed |")
         out += [f"### {w}", "", f"metric {s0['metric']} ({s0['mode']}), target {_g(s0['target'])}", "",
-                f"| optimizer | success | steps→target | time→target (s) | final {s0['metric']} | attempts "
-                "| chosen | ratio | diverged | failed |", "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+                header, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
         for s in same:
             ratio = prof["ratios"].get(s["optimizer"], {}).get(w)
             out.append(f"| {s['optimizer']} | {s['reached']}/{s['seeds']} | {_g(s['steps_to_target'], '.0f')} | "
