@@ -14,7 +14,7 @@ DEMO_DIR    ?= multirun/demo
 # in results/demo/ changes only through `make demo-results`, on purpose, and is then committed.
 DEMO_OUT    ?= outputs
 
-.PHONY: install demo demo-results test bench clean
+.PHONY: install demo demo-results test test-wheel lint bench clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cluster]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[all,dev]'
 	touch $@
 
 # The embedded default: 3 optimizers x 2 seeds on synthetic CIFAR-10, then the comparison table.
@@ -35,8 +35,18 @@ demo: install
 demo-results: demo
 	$(OPTBENCH) report $(DEMO_DIR) --name demo --out results
 
+# the tests, then the wheel CI: a wheel of this checkout installed (core only) in a fresh venv elsewhere
 test: install
 	WANDB_MODE=disabled $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-wheel
+
+test-wheel: install
+	PY=$(PY) TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX=$(TORCH_INDEX) scripts/ci_wheel.sh
+
+# ruff's lint rules and formatting (pyproject.toml [tool.ruff]); .ci/run runs it with the tests
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: install
 	$(PY) scripts/bench_overhead.py

@@ -15,6 +15,7 @@ from optbench import CONF_DIR
 GROUPS = ("task", "model", "data", "optimizer", "scheduler", "trainer", "logger", "experiment")
 ENV_VAR = "OPTBENCH_CONFIG_PATH"
 SEARCHPATH_KEY = "hydra.searchpath"
+BASE_PREFIX = "_"  # optimizer/_base.yaml: shared keys, pulled by each option's defaults list
 
 _cli_dirs: list[str] = []  # searchpath entries of the command line being run
 
@@ -93,7 +94,10 @@ def option_path(group: str, option: str) -> Path:
 
 
 def group_options(group: str) -> list[str]:
-    names = {p.stem for d in search_dirs() if (d / group).is_dir() for p in (d / group).glob("*.yaml")}
+    """The options of a group; a yaml whose name starts with `_` is a base the others pull in their
+    defaults list (optimizer/_base.yaml), not an option."""
+    names = {p.stem for d in search_dirs() if (d / group).is_dir() for p in (d / group).glob("*.yaml")
+             if not p.stem.startswith(BASE_PREFIX)}
     return sorted(names)
 
 
@@ -121,8 +125,47 @@ def as_dict(cfg) -> dict:
 
 
 def load_option(group: str, option: str) -> dict:
+    """An option's yaml as Hydra composes it into its group: its defaults list merged in order
+    (`_base` or `/optimizer/_base`; `_self_` is the yaml itself, last when not listed), unresolved."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(option_path(group, option))
-    cfg.pop("defaults", None)
-    return OmegaConf.to_container(cfg, resolve=False)
+    return OmegaConf.to_container(_compose_option(group, option, ()), resolve=False)
+
+
+def _compose_option(group: str, option: str, seen: tuple[str, ...]):
+    """The part of Hydra's defaults-list semantics an option yaml uses: entries naming another
+    config merged into this one, of the same group (`_base`) or by absolute path (`/group/name`),
+    and `_self_`; group selections (`- /model: airbench`) and `x@pkg` belong to other packages: skipped."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from optbench.errors import ConfigError
+
+    path = option_path(group, option)
+    here = f"{group}/{option}"
+    if here in seen:
+        raise ConfigError(f"{path}: its defaults list includes itself ({' -> '.join([*seen, here])})")
+    if not path.is_file():  # a schema in Hydra's ConfigStore (trainer/_schema: optbench/schema.py)
+        from hydra.core.config_store import ConfigStore
+        from hydra.plugins.config_source import ConfigLoadError
+
+        try:
+            return ConfigStore.instance().load(f"{here}.yaml").node
+        except ConfigLoadError:  # neither a file nor a stored node
+            raise ConfigError(f"unknown {group} '{option}'; valid choices: "
+                              f"{', '.join(group_options(group))}") from None
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path} is not a mapping of keys to values")
+    entries = cfg.pop("defaults", None) or []
+    if "_self_" not in entries:
+        entries = [*entries, "_self_"]
+    parts = []
+    for entry in entries:
+        if entry == "_self_":
+            parts.append(cfg)
+        elif isinstance(entry, str) and "@" not in entry:
+            ref_group, _, ref = entry.lstrip("/").rpartition("/") if entry.startswith("/") else (group, "", entry)
+            parts.append(_compose_option(ref_group, ref, (*seen, here)))
+        # a mapping (`/model: airbench` in a task yaml) selects another group's option, and `name@pkg`
+        # places a config elsewhere: Hydra puts those in other packages, not in this option's keys
+    return OmegaConf.merge(*parts)

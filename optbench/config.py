@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import re
 from itertools import islice
 
 from omegaconf import DictConfig, OmegaConf
 
 from optbench import CONF_DIR
-from optbench.confdir import GROUPS, group_options, open_keys, use_overrides, with_searchpath
+from optbench.confdir import BASE_PREFIX, GROUPS, group_options, open_keys, use_overrides, with_searchpath
 from optbench.errors import ConfigError, choices
+from optbench.extras import check, check_launcher
+from optbench.schema import OptimizerMetaSchema, SchedulerMetaSchema, check_meta
 
 AMP_CHOICES = ("off", "bf16", "fp16")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -39,29 +40,84 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException, MissingConfigException
+    from hydra.errors import HydraException
 
     # a user's config folders (hydra.searchpath, OPTBENCH_CONFIG_PATH) count for this command line's
     # option lists (optimizer names in tune, lr-find, list) as they do for Hydra
     use_overrides(overrides)
+    check_launcher(overrides)  # submitit's launchers are the 'cluster' extra: say so, not Hydra's missing config
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=open_keys(with_searchpath(overrides)),
-                                 return_hydra_config=True)
-    except MissingConfigException as e:
-        raise ConfigError(_missing_option_message(e, overrides)) from None
+            cfg = hydra_compose("config", overrides=open_keys(with_searchpath(overrides)),
+                                return_hydra_config=True)
+        _refuse_base_choice(cfg)
+        return cfg
     except HydraException as e:
-        raise ConfigError(_composition_message(str(e), overrides)) from None
+        raise ConfigError(_composition_message(e, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
 
 
-def _missing_option_message(e, overrides) -> str:
-    missing = getattr(e, "missing_cfg_file", "") or ""
-    m = re.search(r"Could not find '([^']+)'", str(e))
-    path = (m.group(1) if m else missing).strip("/")
-    group, _, option = path.rpartition("/")
+def _refuse_base_choice(cfg: DictConfig) -> None:
+    """`optimizer=_base` composes (Hydra sees a yaml in the group), but a base or schema is what the
+    options share, not an option: the same line as for an unknown one."""
+    for group, choice in (OmegaConf.select(cfg, "hydra.runtime.choices") or {}).items():
+        if group in GROUPS and str(choice).startswith(BASE_PREFIX):
+            raise ConfigError(f"unknown {group} '{choice}' (the keys its options share, not one of them); "
+                              f"valid choices: {choices(group_options(group))}")
+
+
+def _composition_message(e: Exception, overrides: list[str]) -> str:
+    """One line for a Hydra composition or override-parsing error, from the exception objects
+    (their attributes and the OmegaConf error that caused them), never from their text."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    from optbench.schema import message
+
+    if isinstance(e, MissingConfigException):
+        return _missing_option_message(e)
+    if isinstance(e, OverrideParseException):
+        return _parse_message(e.override)
+    cause = _omegaconf_cause(e)
+    if isinstance(cause, ValidationError) and cause.full_key:  # a schema's type (trainer.max_steps=abc)
+        return message(cause)
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and cause.full_key:
+        key = _override_key(str(cause.full_key), overrides)
+        parent, valid = _keys_under(key.rpartition(".")[0], overrides, exclude=key)
+        where = f" under '{parent}'" if parent else ""
+        return f"unknown key '{key}'; valid keys{where}: {choices(valid)}"
+    # anything else Hydra says in its own words (e.g. `+key=...` for a key that exists): its first lines
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[:2])
+
+
+def _omegaconf_cause(e: BaseException):
+    """The OmegaConf error under a Hydra one (ConfigCompositionException is raised from it)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OmegaConfBaseException):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _override_key(full_key: str, overrides: list[str]) -> str:
+    """The key as the user wrote it: OmegaConf names the first missing level (optimizer.groups.hed),
+    the override may go deeper (optimizer.groups.hed.lr_mult)."""
+    for o in overrides:
+        key = o.lstrip("+~").partition("=")[0]
+        if key == full_key or key.startswith(full_key + "."):
+            return key
+    return full_key
+
+
+def _missing_option_message(e) -> str:
+    group, _, option = (e.missing_cfg_file or "").strip("/").rpartition("/")
     if group in GROUPS:
         hint = f"; your own class: optimizer=custom optimizer.target={option}" \
             if group == "optimizer" and "." in option else ""
@@ -69,28 +125,17 @@ def _missing_option_message(e, overrides) -> str:
     return str(e).splitlines()[0]
 
 
-def _composition_message(text: str, overrides: list[str]) -> str:
-    m = re.search(r"Could not override '([^']+)'", text) or re.search(
-        r"Key '([^']+)' is not in struct", text
-    )
-    if m and ("not in struct" in text or "Could not override" in text):
-        key = m.group(1)
-        parent, valid = _keys_under(key.rpartition(".")[0], overrides, exclude=key)
-        where = f" under '{parent}'" if parent else ""
-        return f"unknown key '{key}'; valid keys{where}: {choices(valid)}"
-    m = re.search(r"Error parsing override '([^']+)'", text)
-    if m:
-        return f"cannot parse override '{m.group(1)}' (expected key=value)"
-    if "LexerNoViableAlt" in text or "no viable alternative" in text:
-        # Hydra's grammar has no unquoted non-ASCII (or other special) characters: quoting the value works
-        bad = next((o for o in overrides if not o.isascii() and o.split("=", 1)[-1] in text), None) or next(
-            (o for o in overrides if o in text), None)
-        if bad and "=" in bad:
-            key, _, value = bad.partition("=")
-            return (f"cannot parse override '{bad}': Hydra needs such a value quoted, e.g. "
-                    f"\"{key}='{value}'\" (single quotes inside the shell's double quotes)")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " ".join(lines[:2])
+def _parse_message(override: str) -> str:
+    """An override Hydra's grammar cannot read: no `=` at all, or a character that needs quoting
+    (the grammar has no unquoted non-ASCII or other special characters; quoting the value works)."""
+    key, eq, value = override.partition("=")
+    if not eq:
+        return f"cannot parse override '{override}' (expected key=value)"
+    if not value.isascii():
+        return (f"cannot parse override '{override}': Hydra needs such a value quoted, e.g. "
+                f"\"{key}='{value}'\" (single quotes inside the shell's double quotes)")
+    return (f"cannot parse override '{override}': not Hydra's override grammar (key=value, a list [a,b], "
+            f"a value with special characters quoted: \"{key}='...'\")")
 
 
 def _keys_under(parent: str, overrides: list[str], exclude: str) -> tuple[str, list[str]]:
@@ -142,7 +187,7 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     try:
         variants = _sweep_variants(overrides)
     except HydraException as e:
-        raise ConfigError(_composition_message(str(e), overrides)) from None
+        raise ConfigError(_composition_message(e, overrides)) from None
     if len(variants) > 1 and not multirun:
         first = next(o for o in overrides if "," in o)
         raise ConfigError(f"'{first}' lists several values: add -m to run a sweep")
@@ -327,6 +372,8 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _one_of(cfg, "trainer.amp", AMP_CHOICES)
     _one_of(cfg, "trainer.device", DEVICE_CHOICES)
     _one_of(cfg, "logger.name", LOGGER_CHOICES)
+    if cfg.logger.name == "wandb":
+        check("wandb", "logger=wandb")
     _one_of(cfg, "trainer.averaging.kind", AVERAGING_CHOICES)
     if t.averaging.kind == "lookahead":
         _lookahead(t.averaging)
@@ -353,6 +400,9 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     from optbench.schedules import validate_optimizer_schedules, validate_schedule_config
     from optbench.tasks import validate_task_config
 
+    # the meta-keys' types first (optbench/schema.py): the checks below read them
+    check_meta(cfg.optimizer, OptimizerMetaSchema, "optimizer")
+    check_meta(cfg.scheduler, SchedulerMetaSchema, "scheduler")
     validate_optimizer_config(cfg.optimizer)
     _closure_compatible(cfg)
     validate_schedule_config(cfg.scheduler, t.max_steps, metric=cfg.task.get("metric"), eval_every=t.eval_every)

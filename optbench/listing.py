@@ -30,13 +30,20 @@ def optimizer_rows() -> list[str]:
     return rows
 
 
+def task_row(name: str, task: dict) -> str:
+    """name, the success criterion (metric and target) and the description."""
+    target = task.get("target")
+    goal = f"{task.get('metric')} {'>=' if task.get('mode') == 'max' else '<='} {target:g}" \
+        if isinstance(target, (int, float)) else f"{task.get('metric')} (no target)"
+    return f"  {name:<22} {goal:<22} {task.get('description', '')}"
+
+
 def rows(kind: str) -> list[str]:
     group = KINDS[kind]
     if group == "optimizer":
         return optimizer_rows()
-    if group == "task":  # a task states its description as data
-        return [f"  {name:<22} {load_option('task', name).get('task', {}).get('description', '')}"
-                for name in group_options(group)]
+    if group == "task":  # a task states its description, metric and target as data
+        return [task_row(name, load_option("task", name).get("task", {})) for name in group_options(group)]
     return [f"  {name:<22} {description(group, name)}" for name in group_options(group)]
 
 

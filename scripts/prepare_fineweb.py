@@ -22,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from optbench.data.token_shards import write_shard  # noqa: E402
+from optbench.errors import ConfigError  # noqa: E402
+from optbench.extras import check  # noqa: E402
 
 GPT2_EOT = 50256
 _encoder = None
@@ -121,6 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens")
     p.add_argument("--workers", type=int, default=max(1, (mp.cpu_count() or 2) - 1))
     a = p.parse_args(argv)
+    try:  # before streaming starts: the tokeniser runs in the workers
+        for module in ("datasets", "tiktoken"):
+            check(module, "scripts/prepare_fineweb.py")
+    except ConfigError as e:
+        p.exit(2, f"optbench: error: {e}\n")
     texts = stream_texts(a.dataset, a.subset or None, a.split, a.text_field)
     for path in tokenize_to_shards(texts, a.out, a.prefix, a.shard_tokens, a.max_tokens, workers=a.workers):
         print(path)

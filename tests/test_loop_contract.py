@@ -1,4 +1,4 @@
-"""The training loop's contract (DESIGN.md): run-directory files, summary fields, timing rules,
+"""The training loop's contract (docs/design.md): run-directory files, summary fields, timing rules,
 accumulation, reproducibility."""
 from __future__ import annotations
 

@@ -76,6 +76,9 @@ def download_fineweb(root, shards: int = 8, edu: bool = False) -> Path:
     """Download the val shard and the first `shards` train shards into `root`. Files already
     present with the hub's size and sha256 are kept (so a rerun resumes); every new file is
     checked against both and its header validated."""
+    from optbench.extras import check
+
+    check("huggingface_hub", "optbench data fineweb10B")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     spec = HUB_REPOS[edu]

@@ -1,7 +1,7 @@
 """The optimizers that are code: the factories a yaml names with `factory:`.
 
 Every library optimizer is data (conf/optimizer/<name>.yaml with `target:`, `source:`, `state:`,
-`description:` and the authors' defaults; DESIGN.md's order of preference for a source:
+`description:` and the authors' defaults; docs/design.md's order of preference for a source:
 torch.optim, the authors' package, pytorch-optimizer, our own code). What stays here is ours:
 Muon's hybrid with its fallback, L-BFGS's single group, Schedule-Free around any base optimizer.
 """

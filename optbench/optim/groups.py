@@ -1,4 +1,4 @@
-"""Parameter groups by role (DESIGN.md): matrix, embedding, head, scalar.
+"""Parameter groups by role (docs/design.md): matrix, embedding, head, scalar.
 
 A model may say what each parameter is with `param_roles() -> {name: role}`; otherwise roles
 are inferred: nn.Embedding weights are `embedding`, the output layer (a module called

@@ -142,9 +142,10 @@ def write_manifest(plots_dir: Path, written: list[Path]) -> None:
 
 
 def log_to_wandb(rows, name: str, project: str, mode: str) -> None:
-    import wandb
-
+    from optbench.extras import require
     from optbench.train.wandb_sink import resolve_mode
+
+    wandb = require("wandb", "report --wandb")
 
     mode = resolve_mode(mode)
     header, cells = tables.display_rows(rows)

@@ -1,6 +1,6 @@
 """Find run directories under the paths a user names and read the three files of each.
 
-A run directory is any directory holding summary.json (DESIGN.md contract); single runs and
+A run directory is any directory holding summary.json (docs/design.md contract); single runs and
 multiruns mix freely, since a multirun is only a folder of run directories.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Group runs into rows (one per configuration) and compute each row's statistics.
 
-Rules (DESIGN.md "Statistics in reports"):
+Rules (docs/design.md "Statistics in reports"):
 - metric mean ± std and a 95% t-interval over the runs that completed; diverged, failed and
   interrupted runs stay in the row as counts (and as misses below), never silently dropped;
   a completed run whose final metric is NaN/inf is counted too: the mean is then NaN and the

@@ -3,7 +3,7 @@
 Per step: lr from the schedule, forward/backward over the micro-batches (AMP, DDP no_sync on all
 but the last), optional clipping, the optimizer step (with a closure where the optimizer needs
 one). On a fixed cadence: a metrics line, an untimed evaluation, a checkpoint. The train clock
-runs only across steps (DESIGN.md timing rules).
+runs only across steps (docs/design.md timing rules).
 """
 from __future__ import annotations
 

@@ -111,7 +111,9 @@ def flatten_record(record: dict, prefix: str) -> dict:
 
 class WandbSink:
     def __init__(self, cfg, run_dir: Path):
-        import wandb
+        from optbench.extras import require
+
+        wandb = require("wandb", "logger=wandb")
 
         self.run_dir = Path(run_dir)
         w = cfg.logger.get("wandb", {}) or {}
