@@ -42,9 +42,11 @@ def profile_plot(prof: dict, path: Path) -> Path:
     n = len(prof["score"])
     fig, ax = plt.subplots(figsize=(6.4 + (1.6 if n > 20 else 0.0), max(4.2, 0.11 * n + 1.0)))
     order = sorted(prof["score"], key=lambda o: -prof["score"][o] if not math.isnan(prof["score"][o]) else 1)
-    for o in order:
+    styles = ("-", "--", ":", "-.")  # ten colours repeat: a line style per ten optimizers tells them apart
+    for i, o in enumerate(order):
         r = list(prof["ratios"][o].values())
-        ax.step(taus, rho(r, taus), where="post", label=f"{o} ({prof['score'][o]:.3f})")
+        ax.step(taus, rho(r, taus), where="post", linestyle=styles[(i // 10) % len(styles)],
+                label=f"{o} ({prof['score'][o]:.3f})")
     ax.set_xlim(1.0, prof["tau_max"])
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"τ (median {prof['measure'].replace('_', ' ')} / the best optimizer's)")
