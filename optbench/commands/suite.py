@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
                         help="the profile's time to target: steps (default) or train-clock seconds")
     parser.add_argument("--jobs", type=int, default=1,
                         help="workloads run at once, each in its own process (default 1)")
-    parser.add_argument("--out", default="suite", help="runs (DIR/runs/, DIR/suite.json) and leaderboard (default: suite)")
+    parser.add_argument("--out", default="suite",
+                        help="runs (DIR/runs/, DIR/suite.json) and leaderboard (default: suite)")
     parser.add_argument("--results", help="write the leaderboard files here instead of --out (e.g. results/suite)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides for every run; hydra/launcher=... runs trials in parallel")
@@ -65,7 +66,8 @@ def main(argv: list[str]) -> None:
         if o not in known:
             raise ConfigError(f"suite: unknown optimizer '{o}'; valid choices: {choices(known)}")
     if args.budget < 1:
-        raise ConfigError(f"suite: --budget={args.budget} is invalid: must be >= 1 (tuning trials per optimizer and workload)")
+        raise ConfigError(f"suite: --budget={args.budget} is invalid: must be >= 1 "
+                          "(tuning trials per optimizer and workload)")
     if args.seeds < 1:
         raise ConfigError(f"suite: --seeds={args.seeds} is invalid: must be >= 1")
     if args.jobs < 1:
@@ -78,5 +80,6 @@ def main(argv: list[str]) -> None:
     md, _ = write_leaderboard(board, record, by=args.profile_by,
                                  command="optbench suite " + " ".join(shlex.quote(a) for a in argv))
     print(md)
-    print(f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads, runs in {out}/ -> {board}/leaderboard.md, "
+    print(f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads, runs in {out}/ -> "
+          f"{board}/leaderboard.md, "
           f"leaderboard.csv, leaderboard.tex, heatmap.png, profile.png")

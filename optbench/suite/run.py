@@ -63,7 +63,8 @@ def run_suite(optimizers: list[str], workloads: list[Workload], out_dir: Path, *
     protocol and each workload's record) is rewritten after each, so an interrupted suite shows what
     it had finished. Workloads write disjoint folders, so parallel ones never share a run."""
     if budget < 1:
-        raise ConfigError(f"suite: --budget={budget} is invalid: must be >= 1 (tuning trials per optimizer and workload)")
+        raise ConfigError(f"suite: --budget={budget} is invalid: must be >= 1 "
+                          "(tuning trials per optimizer and workload)")
     if seeds < 1:
         raise ConfigError(f"suite: --seeds={seeds} is invalid: must be >= 1")
     if search not in SEARCHES:

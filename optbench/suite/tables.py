@@ -72,11 +72,13 @@ def markdown(record: dict, scores: list[dict], prof: dict, command: str | None =
     if command:
         out += [f"`{command}`", ""]
     out += [protocol_line(record, prof), "",
-            "| rank | optimizer | score | workloads reached | mean success rate | runs | diverged | failed | interrupted |",
+            ("| rank | optimizer | score | workloads reached | mean success rate | runs | diverged | failed "
+             "| interrupted |"),
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for i, r in enumerate(overall_rows(scores, prof), start=1):
         out.append(f"| {i} | {r['optimizer']} | {_g(r['score'], '.3f')} | {r['solved']}/{r['workloads']} | "
-                   f"{_g(r['success_rate'], '.2f')} | {r['runs']} | {r['diverged']} | {r['failed']} | {r['interrupted']} |")
+                   f"{_g(r['success_rate'], '.2f')} | {r['runs']} | {r['diverged']} | {r['failed']} | "
+                   f"{r['interrupted']} |")
     legend = ("success: seed runs that reached the target and completed; steps/time: medians over the seeds (a miss "
               "= not reached); final: mean ± 95% CI half-width over the seeds that completed; attempts: tuning trials "
               "tried up to the first that reached the target; ratio: the profile's; diverged/failed: over all the "
@@ -136,7 +138,8 @@ def latex(record: dict, scores: list[dict], prof: dict) -> str:
         for s in (s for s in scores if s["workload"] == w):
             ratio = prof["ratios"].get(s["optimizer"], {}).get(w)
             cells = [w, s["optimizer"], f"{s['reached']}/{s['seeds']}", _g(s["steps_to_target"], ".0f"),
-                     final_text(s["final"]), f"{s['attempts'] if s['attempts'] is not None else 'not reached'}/{s['trials']}",
+                     final_text(s["final"]),
+                     f"{s['attempts'] if s['attempts'] is not None else 'not reached'}/{s['trials']}",
                      _ratio(ratio) if w in prof["workloads"] else "n/a"]
             out.append(" & ".join(latex_escape(c).replace("∞", r"$\infty$") for c in cells) + r" \\")
         out.append(r"\midrule" if w != workloads[-1] else r"\bottomrule")
