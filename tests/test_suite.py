@@ -21,7 +21,8 @@ def conf(tmp_path, monkeypatch, data_root):
     (d / "suite").mkdir(parents=True)
     (d / "optimizer").mkdir()
     (d / "suite" / "tiny.yaml").write_text(
-        "description: one tiny workload\ntasks: [cifar10_synthetic]\noverrides: [" + ", ".join(TINY) + "]\n")
+        "description: one tiny workload\ntasks: [cifar10_synthetic]\nselect_metric: val_loss\n"
+        "overrides: [" + ", ".join(TINY) + "]\n")
     (d / "suite" / "two.yaml").write_text(
         "description: two tiny workloads\ntasks: [cifar10_synthetic, cifar_tiny2]\n"
         "overrides: [" + ", ".join(TINY) + "]\n")
@@ -63,6 +64,7 @@ def test_suite_end_to_end_counts_divergence_and_resumes(conf, tmp_path, monkeypa
     assert "| 1 | adamw | 1.000 | 1/1 |" in md and "| 2 | sgd_wild | 0.000 | 0/1 |" in md
     assert r"\begin{tabular}" in (out / "leaderboard.tex").read_text()
     record = read_record(runs)
+    assert record["workloads"]["cifar10_synthetic"]["select_metric"] == "val_loss"  # the group's choice
     assert record["budget"] == 2 and len(record["workloads"]["cifar10_synthetic"]["optimizers"]["adamw"]["trials"]) == 2
 
     # --profile-by time: the same runs, the profile over train-clock seconds

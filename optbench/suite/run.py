@@ -24,7 +24,7 @@ SEARCHES = ("grid", "random", "sobol")
 
 
 def tune_workload(optimizers: list[str], overrides: list[str], out_dir: Path, *, budget: int, seeds: int,
-                  search: str = "sobol", launcher: list[str] = ()) -> dict:
+                  search: str = "sobol", launcher: list[str] = (), select_metric: str | None = None) -> dict:
     """The adapter to optbench.tune (the one place that knows its record's layout). With tune's
     `run_tune` (K1) the launcher overrides go to it; the older `tune` runs in-process only."""
     from optbench import tune as tune_mod
@@ -32,12 +32,13 @@ def tune_workload(optimizers: list[str], overrides: list[str], out_dir: Path, *,
     run_tune = getattr(tune_mod, "run_tune", None)
     if run_tune is not None:
         record = run_tune(optimizers, list(overrides), search=search, trials=budget, seeds=seeds, out_dir=out_dir,
-                          launcher=list(launcher))
+                          launcher=list(launcher), select_metric=select_metric)
     elif launcher:
         raise ConfigError(f"suite: {' '.join(launcher)} needs optbench.tune.run_tune (parallel trials through "
                           "Hydra's launcher), which this version lacks; drop it to run the suite sequentially")
     else:
-        record = tune_mod.tune(optimizers, overrides, out_dir, search=search, trials=budget, seeds=seeds)
+        record = tune_mod.tune(optimizers, overrides, out_dir, search=search, trials=budget, seeds=seeds,
+                               select_metric=select_metric)
 
     def where(entry: dict, default: Path) -> str:
         # run_tune records run_dir relative to out_dir; the older tune only implies it
@@ -76,7 +77,7 @@ def run_suite(optimizers: list[str], workloads: list[Workload], out_dir: Path, *
         raise ConfigError(f"suite: --jobs={jobs} is invalid: must be >= 1")
     jobs = min(jobs, len(workloads))
     args = {w.task: (optimizers, [*w.overrides, *overrides], out_dir / "runs" / w.task, budget, seeds, search,
-                     list(launcher), jobs) for w in workloads}
+                     list(launcher), jobs, w.select_metric) for w in workloads}
     if jobs == 1:
         results = (_tune_job(*args[w.task]) for w in workloads)
         _gather(record, workloads, results, out_dir)
@@ -97,7 +98,7 @@ def _gather(record: dict, workloads: list[Workload], results, out_dir: Path) -> 
         write_record(out_dir, record)
 
 
-def _tune_job(optimizers, overrides, out_dir, budget, seeds, search, launcher, jobs) -> dict:
+def _tune_job(optimizers, overrides, out_dir, budget, seeds, search, launcher, jobs, select_metric=None) -> dict:
     """One workload's tuning (in the suite's process, or in a worker of its own)."""
     import os
 
@@ -111,7 +112,7 @@ def _tune_job(optimizers, overrides, out_dir, budget, seeds, search, launcher, j
     print(f"suite: workload {Path(out_dir).name} ({len(optimizers)} optimizers x ({budget} trials + {seeds} seeds))",
           flush=True)
     return tune_workload(optimizers, overrides, Path(out_dir), budget=budget, seeds=seeds, search=search,
-                         launcher=launcher)
+                         launcher=launcher, select_metric=select_metric)
 
 
 def write_record(out_dir: Path, record: dict) -> Path:

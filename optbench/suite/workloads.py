@@ -1,7 +1,8 @@
 """Workloads: a task yaml each (K3), grouped by optbench/conf/suite/<group>.yaml.
 
 A group yaml is {description: str, tasks: [task names], overrides: [Hydra overrides every run of
-the group gets]}. `--workloads` names groups or single tasks; a user's config folder
+the group gets]}, and optionally `select_metric: NAME`, the metric tune chooses the trials by (default:
+tune's, val_<test metric>), for tasks with no validation split, e.g. train_loss. `--workloads` names groups or single tasks; a user's config folder
 (hydra.searchpath, OPTBENCH_CONFIG_PATH) adds groups and tasks the way it adds any option.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ class Workload:
     task: str                   # the task name: a column of the leaderboard
     group: str                  # the group that named it ("" when named on its own)
     overrides: tuple[str, ...]  # task=<name> and the group's overrides
+    select_metric: str | None = None  # what tune chooses by (None: tune's default)
 
     @property
     def name(self) -> str:
@@ -45,8 +47,11 @@ def load_group(name: str) -> dict:
     for t in tasks:
         if t not in known:
             raise ConfigError(f"suite: {where} names unknown task '{t}'; valid choices: {choices(known)}")
+    select = cfg.get("select_metric")
+    if select is not None and (not isinstance(select, str) or not select):
+        raise ConfigError(f"suite: {where}: `select_metric` must be a metric name, e.g. train_loss")
     return {"description": str(cfg.get("description") or ""), "tasks": [str(t) for t in tasks],
-            "overrides": [str(o) for o in overrides]}
+            "overrides": [str(o) for o in overrides], "select_metric": select}
 
 
 def resolve(names: list[str]) -> list[Workload]:
@@ -62,7 +67,7 @@ def resolve(names: list[str]) -> list[Workload]:
         if name in groups():
             g = load_group(name)
             for t in g["tasks"]:
-                out.setdefault(t, Workload(t, name, (f"task={t}", *g["overrides"])))
+                out.setdefault(t, Workload(t, name, (f"task={t}", *g["overrides"]), g["select_metric"]))
         elif name in known_tasks:
             out.setdefault(name, Workload(name, "", (f"task={name}",)))
         else:
