@@ -2,8 +2,9 @@
 
 A group yaml is {description: str, tasks: [task names], overrides: [Hydra overrides every run of
 the group gets]}, and optionally `select_metric: NAME`, the metric tune chooses the trials by (default:
-tune's, val_<test metric>), for tasks with no validation split, e.g. train_loss. `--workloads` names groups or single tasks; a user's config folder
-(hydra.searchpath, OPTBENCH_CONFIG_PATH) adds groups and tasks the way it adds any option.
+tune's, val_<test metric>), for tasks with no validation split, e.g. train_loss. `--workloads` names
+groups or single tasks; a user's config folder (hydra.searchpath, OPTBENCH_CONFIG_PATH) adds groups
+and tasks the way it adds any option.
 """
 from __future__ import annotations
 
