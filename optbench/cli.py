@@ -1,4 +1,6 @@
-"""`optbench <verb>`: the command line. `train` is a Hydra app; other verbs are plain argparse.
+"""`optbench <verb>` (or `python -m optbench <verb>`): the command line. Each verb is one module,
+optbench/commands/<verb>.py, whose main(argv) parses its arguments and calls the library module
+that owns the work; `train` is a Hydra app, the other verbs are plain argparse.
 
 Every verb turns bad input (ConfigError) into one line on stderr and exit status 2.
 """
@@ -10,16 +12,17 @@ from typing import NoReturn
 
 from optbench.errors import ConfigError
 
-# verb -> (module:function, one-line help). Modules import lazily so `optbench list` stays fast.
+# verb -> (module:function, one-line help): a new verb is one file in optbench/commands/ and one line
+# here. Modules import lazily so `optbench list` stays fast.
 VERBS = {
-    "train": ("optbench.train.app:main", "train one run, or a sweep with -m (Hydra overrides)"),
-    "list": ("optbench.listing:main", "list optimizers, schedulers, tasks or experiments"),
-    "report": ("optbench.report.cli:main", "comparison tables and plots from run directories"),
-    "tune": ("optbench.tune:main", "equal-budget tuning of several optimizers, then seeds"),
-    "data": ("optbench.data.cli:main", "download and prepare datasets (cifar10, fineweb10B)"),
-    "lr-find": ("optbench.lr_find:main", "learning-rate range test with a plot"),
-    "schedule": ("optbench.schedule_plot:main", "draw a learning-rate schedule to a PNG"),
-    "landscape": ("optbench.landscape:main", "optimizer trajectories on 2-D test functions"),
+    "train": ("optbench.commands.train:main", "train one run, or a sweep with -m (Hydra overrides)"),
+    "list": ("optbench.commands.list:main", "list optimizers, schedulers, tasks or experiments"),
+    "report": ("optbench.commands.report:main", "comparison tables and plots from run directories"),
+    "tune": ("optbench.commands.tune:main", "equal-budget tuning of several optimizers, then seeds"),
+    "data": ("optbench.commands.data:main", "download and prepare datasets (cifar10, fineweb10B)"),
+    "lr-find": ("optbench.commands.lr_find:main", "learning-rate range test with a plot"),
+    "schedule": ("optbench.commands.schedule:main", "draw a learning-rate schedule to a PNG"),
+    "landscape": ("optbench.commands.landscape:main", "optimizer trajectories on 2-D test functions"),
     "suite": ("optbench.commands.suite:main", "score optimizers across many workloads (tuning, seeds, profiles)"),
 }
 

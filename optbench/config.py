@@ -152,17 +152,36 @@ def _keys_under(parent: str, overrides: list[str], exclude: str) -> tuple[str, l
     return parent, [str(k) for k in node.keys() if k != "hydra"]
 
 
+def _sweep_values(o) -> list[str] | None:
+    """The values of a sweep override that a job may get, as `key=value` strings: every value of a
+    choice or range sweep; the two bounds of an interval (what the Optuna, Nevergrad and Ax sweepers
+    draw from, tagged `tag(log, interval(...))` or not: every point between them is valid when both
+    ends are, for the bounds our keys have); None for a sweep only its sweeper can list (glob)."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    key = o.get_key_element()
+    value = o.value()
+    if isinstance(value, IntervalSweep):
+        return [f"{key}={value.start!r}", f"{key}={value.end!r}"]
+    try:
+        return [f"{key}={v}" for v in islice(o.sweep_string_iterator(), MAX_SWEEP_VALUES_CHECKED)]
+    except Exception:  # noqa: BLE001 -- Hydra raises plain exceptions for a sweep it cannot enumerate here
+        return None
+
+
 def _sweep_variants(overrides: list[str]) -> list[list[str]]:
-    """One override list per value of each swept key (others at their first value)."""
+    """One override list per value of each swept key (others at their first value); a sweep that
+    cannot be enumerated here leaves its key at the config's own value (the fixed keys are checked)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     base, sweeps = [], []
     for o in parsed:
         if o.is_sweep_override():
-            values = list(islice(o.sweep_string_iterator(), MAX_SWEEP_VALUES_CHECKED))
-            key = o.get_key_element()
-            sweeps.append([f"{key}={v}" for v in values])
+            values = _sweep_values(o)
+            if values is None:
+                continue
+            sweeps.append(values)
             base.append(sweeps[-1][0])
         else:
             base.append(o.input_line)
@@ -189,7 +208,7 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
     except HydraException as e:
         raise ConfigError(_composition_message(e, overrides)) from None
     if len(variants) > 1 and not multirun:
-        first = next(o for o in overrides if "," in o)
+        first = next((o for o in overrides if "interval(" in o), None) or next(o for o in overrides if "," in o)
         raise ConfigError(f"'{first}' lists several values: add -m to run a sweep")
     first_cfg = None
     seen: dict[str, list[str]] = {}  # composed config (hydra aside) -> the first variant giving it
@@ -236,8 +255,8 @@ def warn_duplicate_jobs(repeats: list[tuple[list[str], list[str]]], overrides: l
 
     twice = []
     for o in OverridesParser.create().parse_overrides(overrides):
-        if o.is_sweep_override():
-            values = list(islice(o.sweep_string_iterator(), MAX_SWEEP_VALUES_CHECKED))
+        if o.is_sweep_override() and not o.is_interval_sweep():
+            values = [v.split("=", 1)[1] for v in _sweep_values(o) or []]
             twice += [f"{o.get_key_element()}={v}" for v in dict.fromkeys(values) if values.count(v) > 1]
     if twice:
         shown = f"{', '.join(twice)} listed twice"
@@ -361,6 +380,9 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     init = t.get("init_from")
     if init is not None and not Path(str(init)).is_file():
         raise ConfigError(f"trainer.init_from={init!r} is not a file (a torch.save'd state_dict, or null)")
+    from optbench.train.budget import validate_max_time
+
+    validate_max_time(t.get("max_time_s"))
     _positive(cfg, "trainer.grad_clip", allow_zero=True)
     _positive(cfg, "trainer.checkpoint_every", allow_zero=True)
     _positive(cfg, "trainer.divergence_factor", allow_zero=True)

@@ -1,8 +1,8 @@
-"""`optbench list [optimizers|schedulers|tasks|experiments|models]`: what can be selected, one line each."""
+"""What `optbench list` prints: the selectable options of each config group, one line each (the
+command line is optbench/commands/list.py)."""
 from __future__ import annotations
 
 from optbench.confdir import description, group_options, load_option
-from optbench.errors import ArgumentParser
 
 KINDS = {"optimizers": "optimizer", "schedulers": "scheduler", "tasks": "task",
          "experiments": "experiment", "models": "model"}
@@ -45,19 +45,3 @@ def rows(kind: str) -> list[str]:
     if group == "task":  # a task states its description, metric and target as data
         return [task_row(name, load_option("task", name).get("task", {})) for name in group_options(group)]
     return [f"  {name:<22} {description(group, name)}" for name in group_options(group)]
-
-
-def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="optbench list", description=__doc__)
-    parser.add_argument("what", nargs="?", choices=list(KINDS), help="default: all")
-    parser.epilog = ("Your config folders too: hydra.searchpath=[file://DIR,...] (OPTBENCH_CONFIG_PATH adds them "
-                     "permanently).")
-    from optbench.confdir import SEARCHPATH_KEY, use_overrides
-
-    use_overrides([a for a in argv if a.split("=", 1)[0] == SEARCHPATH_KEY])
-    rest = [a for a in argv if a.split("=", 1)[0] != SEARCHPATH_KEY]
-    args = parser.parse_args(rest)
-    for kind in [args.what] if args.what else list(KINDS):
-        print(f"{kind}:")
-        print("\n".join(rows(kind)))
-        print()

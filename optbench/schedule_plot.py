@@ -1,16 +1,12 @@
-"""`optbench schedule [--plot] [--out FILE] scheduler=wsd trainer.max_steps=1000 ...`: see what you configured.
-
-Composes the same config `optbench train` would (same overrides), builds the schedule the loop
-would build, prints its multiplier and lr at a few steps and, with --plot, draws the whole curve
-(and the momentum schedule, when the optimizer has one) to a PNG whose path is printed.
+"""What `optbench schedule` shows: the lr multiplier (and momentum) curves of a composed config,
+built as the loop builds them, and their plot. The command line is optbench/commands/schedule.py.
 """
 from __future__ import annotations
 
-import argparse
 import textwrap
 from pathlib import Path
 
-from optbench.errors import ArgumentParser, ConfigError
+from optbench.errors import ConfigError
 from optbench.plotting import pyplot, save_figure
 
 
@@ -63,33 +59,3 @@ def plot_curves(curves: dict, title: str, out: Path) -> Path:
         mx.grid(alpha=0.3)
     axes[-1][0].set_xlabel("step")
     return save_figure(fig, out, dpi=120)
-
-
-def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="optbench schedule", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--plot", action="store_true", help="draw the curve to a PNG")
-    parser.add_argument("--out", type=Path, help="PNG path (default: schedule-<name>.png)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `optbench train`")
-    args = parser.parse_args(argv)
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"cannot parse override '{bad[0]}' (expected key=value)")
-
-    from optbench.config import compose
-
-    cfg = compose(args.overrides)
-    curves = schedule_curves(cfg)
-    name, total = cfg.scheduler.name, cfg.trainer.max_steps
-    print(f"scheduler={name} over {total} steps, base lr {curves['base_lr']:.4g}")
-    for s in sorted({0, total // 10, total // 4, total // 2, 3 * total // 4, 9 * total // 10, total - 1}):
-        m = curves["multiplier"][s]
-        extra = f"  {curves['momentum_key']}={curves['momentum'][s]:.4g}" if "momentum" in curves else ""
-        print(f"  step {s:>7}  x{m:.4g}  lr={m * curves['base_lr']:.4g}{extra}")
-    if args.plot:
-        out = args.out or Path(f"schedule-{name}.png")
-        if not out.suffix:  # matplotlib adds .png to a bare name: say the file it writes
-            out = out.with_name(out.name + ".png")
-        overrides = " ".join(o for o in args.overrides)
-        out = plot_curves(curves, f"optbench schedule {overrides}".strip(), out)
-        print(f"wrote {out}")

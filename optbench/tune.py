@@ -1,7 +1,4 @@
-"""`optbench tune`: an equal-budget tuning protocol, then seeds.
-
-    optbench tune --optimizers adamw,sgd,nesterov [--search grid|random|sobol] [--trials N]
-                  [--seeds 3] [--name NAME] [key=value ...]
+"""The tuning protocol (library; `optbench tune` is optbench/commands/tune.py): equal budgets, then seeds.
 
 For every optimizer the same number of trials over its search space: the yaml's `lr_grid`
 (grid), or log-uniform draws over the grid's range and any `search_space` the yaml declares
@@ -14,12 +11,18 @@ configuration is then rerun with N fresh seeds and reported on the test metric. 
 records the budget (trials per optimizer, steps per run, total steps) beside the runs, and
 `optbench report` prints it under the table.
 
+Two rounds: every optimizer's trials, then every optimizer's seed runs. Without launcher
+overrides a round runs in this process, one run after another. With them (`hydra/launcher=local`:
+submitit's processes on this machine; `hydra/launcher=slurm`: SLURM jobs) the round's runs are
+handed to that Hydra launcher plugin as one list of override lists, so they run in parallel;
+each run records where it ran (launcher, host, job id) in its directory and tune.json.
+
 Resumable: a trial or seed run whose directory already holds a finished summary.json
-(completed or diverged) is read back, not rerun; an interrupted one resumes from its checkpoint.
+(completed or diverged) is read back, not rerun (nor submitted); an interrupted one resumes from
+its checkpoint. A run that fails is recorded with its status; the protocol goes on.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -27,9 +30,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from optbench.errors import ArgumentParser, ConfigError, choices
+from optbench.errors import ConfigError, choices
 
 SEARCHES = ("grid", "random", "sobol")
 FINISHED = ("completed", "diverged")  # a rerun of either would give the same answer
@@ -90,6 +93,10 @@ def trial_points(name: str, search: str, trials: int | None, seed: int) -> list[
 
 
 # --------------------------------------------------------------------------- running
+WHERE_FILE = "tune_job.json"  # in each run dir: where the run ran (launcher, host, job id)
+IN_PROCESS = "in_process"     # the launcher name of a run trained by this process itself
+
+
 def point_overrides(point: dict) -> list[str]:
     return [f"optimizer.{k}={v:.6g}" for k, v in sorted(point.items())]
 
@@ -98,37 +105,229 @@ def point_slug(point: dict) -> str:
     return ",".join(f"{k}={v:.3g}" for k, v in sorted(point.items()))
 
 
-def run_one(overrides: list[str], run_dir: Path) -> dict:
-    """Train one run in-process, or read it back if it already finished with these overrides."""
+def finished_summary(overrides: list[str], run_dir: Path) -> dict | None:
+    """A finished run's summary, when `run_dir` holds one made with these overrides; None when the
+    run is still to do (absent, interrupted, failed). A directory made with other settings is
+    refused rather than mixed into this tune."""
+    done = run_dir / "summary.json"
+    if not done.exists():
+        return None
+    try:
+        summary = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None  # torn: the run's own resume repairs or redoes it
+    made_with = list(OmegaConf.load(run_dir / "config.yaml").get("overrides") or []) \
+        if (run_dir / "config.yaml").exists() else None
+    if made_with is not None and [_unopened(o) for o in made_with] != overrides:
+        raise ConfigError(f"tune: {run_dir} was made with other settings ({' '.join(made_with)}); "
+                          "use another --name or delete it")
+    if summary.get("status") in FINISHED:
+        print(f"tune: done already ({summary['status']}): {run_dir}", flush=True)
+        return summary
+    return None
+
+
+def _where(launcher: str, job_id: str | None = None) -> dict:
+    import os
+    import socket
+
+    return {"launcher": launcher, "host": socket.gethostname(), "job_id": job_id, "pid": os.getpid()}
+
+
+def _read_summary(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):  # killed before the loop wrote one (OOM, scancel, a lost node)
+        return {"status": "failed", "steps": 0}
+
+
+def _read_where(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / WHERE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _train_here(overrides: list[str], run_dir: Path) -> dict:
+    """Train one run into run_dir; a failure is its summary's status (the loop records it), not an
+    exception, so the protocol goes on."""
     from optbench.config import compose, validate
     from optbench.train import train
     from optbench.train.job import _print_result
 
-    done = run_dir / "summary.json"
-    if done.exists():
-        summary = json.loads(done.read_text())
-        made_with = list(OmegaConf.load(run_dir / "config.yaml").get("overrides") or []) \
-            if (run_dir / "config.yaml").exists() else None
-        if made_with is not None and made_with != overrides:
-            raise ConfigError(f"tune: {run_dir} was made with other settings ({' '.join(made_with)}); "
-                              "use another --name or delete it")
-        if summary.get("status") in FINISHED:
-            print(f"tune: done already ({summary['status']}): {run_dir}", flush=True)
-            return summary
-    cfg = compose(overrides)
-    with open_dict(cfg):
-        cfg.pop("hydra", None)
-        cfg.overrides = overrides
-    validate(cfg)
     try:
+        cfg = compose(overrides)
+        with open_dict(cfg):
+            cfg.pop("hydra", None)
+            cfg.overrides = overrides
+        validate(cfg)
         summary = train(cfg, run_dir)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # the loop recorded status=failed in summary.json; the protocol goes on
-        print(f"tune: run failed in {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
-        return json.loads(done.read_text()) if done.exists() else {"status": "failed", "steps": 0}
+        print(f"tune: run failed in {run_dir}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return _read_summary(run_dir)
     _print_result(summary, run_dir)
     return summary
+
+
+def run_one(overrides: list[str], run_dir: Path) -> dict:
+    """Train one run in-process, or read it back if it already finished with these overrides."""
+    summary = finished_summary(overrides, run_dir)
+    if summary is not None:
+        return summary
+    from optbench.train.rundir import write_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / WHERE_FILE, _where(IN_PROCESS))
+    return _train_here(overrides, run_dir)
+
+
+def trial_job(cfg: DictConfig) -> dict:
+    """The task function a Hydra launcher runs for each run of a round (in a submitit process, a
+    SLURM job, or this process for hydra/launcher=basic): train into the job's output directory.
+    A run that fails or diverges does not raise: a job that raised would make submitit's launcher
+    raise for the whole round; its summary's status is the result."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from optbench.train.rundir import write_json
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    launcher = str(hc.runtime.choices.get("hydra/launcher"))
+    if launcher in ("local", "submitit_local"):
+        _one_gpu_per_job(int(hc.job.num))
+    # submitit's launchers give the job's id (SLURM's 1234_5); Hydra's basic one only its number
+    job_id = str(hc.job.get("id")) if str(hc.job.get("id")) not in ("None", str(hc.job.num),
+                                                                 f"job_id_for_{hc.job.num}") else None
+    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
+        write_json(run_dir / WHERE_FILE, _where(launcher, job_id))
+    from optbench.train.job import run_job
+
+    try:  # `optbench train -m`'s own job: validation, the run lock, DDP ranks (SLURM tasks), the summary
+        run_job(cfg)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # noqa: BLE001 -- a stop signal's SystemExit included: recorded, not raised
+        if launcher == "basic" and _read_summary(run_dir).get("status") == "interrupted":
+            raise  # a stop signal to the tune's own process (the basic launcher's): the tune stops too
+        print(f"tune: run stopped in {run_dir}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+    return {"status": _read_summary(run_dir).get("status"), "run_dir": str(run_dir)}
+
+
+def _one_gpu_per_job(job_num: int) -> None:
+    """submitit's local executor shows every job the same GPUs (0..gpus_per_node-1): a round of 8
+    trials with gpus_per_node=8 would all train on GPU 0. A single-process job takes one of them,
+    round-robin by its number (set before CUDA starts in this fresh process). A job of several
+    tasks (tasks_per_node > 1, DDP) keeps them all."""
+    import os
+
+    if int(os.environ.get("SUBMITIT_LOCAL_NTASKS", os.environ.get("WORLD_SIZE", "1")) or 1) > 1:
+        return
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if len(visible) > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[job_num % len(visible)]
+
+
+def _unopened(override: str) -> str:
+    """An override as tune wrote it, before confdir.open_keys made it `++key=value`."""
+    from optbench.confdir import OPEN_KEYS
+
+    return override[2:] if override.startswith("++") and override[2:].startswith(OPEN_KEYS) else override
+
+
+def launcher_name(launcher: list[str] | tuple[str, ...]) -> str:
+    """The launcher a round runs under: the hydra/launcher option chosen, or in-process."""
+    for o in launcher:
+        key, _, value = o.lstrip("+").partition("=")
+        if key == "hydra/launcher":
+            return value
+    return IN_PROCESS if not launcher else "basic"
+
+
+def launch_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: list[str]) -> None:
+    """Hand a round's runs (overrides, run dir) to the Hydra launcher plugin `launcher` selects, as
+    Hydra's multirun would: one override list per job, the job's directory as its sweep subdir.
+    A launcher that raises (a job killed, a cluster refusing the array) is reported; the runs'
+    own directories then tell what each one did."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext, RunMode
+
+    from optbench import CONF_DIR
+    from optbench.confdir import open_keys, with_searchpath
+    from optbench.commands.train import _quoted
+
+    master = [*launcher, f"hydra.sweep.dir={_quoted(str(out_dir.resolve()))}"]
+    jobs = [open_keys(with_searchpath([*ov, f"hydra.sweep.subdir={_quoted(str(d.relative_to(out_dir)))}"]))
+            for ov, d in runs]
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2(task_name="optbench", config_search_path=create_config_search_path(str(CONF_DIR)))
+    try:
+        cfg = hydra.compose_config("config", overrides=with_searchpath(master), run_mode=RunMode.MULTIRUN,
+                                   with_log_configuration=False)
+        context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg))
+        plugin = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=trial_job, config=cfg)
+        print(f"tune: launching {len(jobs)} runs with hydra/launcher={launcher_name(launcher)}", flush=True)
+        try:
+            plugin.launch(jobs, initial_job_idx=0)
+        except (KeyboardInterrupt, ConfigError):
+            raise
+        except Exception as e:  # noqa: BLE001 -- each run's summary (or its absence) is its result
+            print(f"tune: the launcher reported: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                  file=sys.stderr, flush=True)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def launcher_choices() -> list[str]:
+    """hydra/launcher options: optbench's yamls (local, slurm) and those Hydra's plugins register."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    from optbench import CONF_DIR
+
+    Plugins.instance()  # registers the installed plugins' configs
+    try:
+        registered = [n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher")]
+    except OSError:
+        registered = []
+    ours = [p.stem for p in (Path(CONF_DIR) / "hydra" / "launcher").glob("*.yaml")]
+    return sorted({*ours, *registered, "basic"})
+
+
+def check_launcher(overrides: list[str], launcher: list[str]) -> None:
+    from optbench.config import precheck
+
+    name = launcher_name(launcher)
+    if name not in launcher_choices():
+        raise ConfigError(f"tune: hydra/launcher={name} is invalid; valid choices: {', '.join(launcher_choices())}")
+    precheck([*overrides, *launcher], multirun=True)
+
+
+def run_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: list[str]) -> list[dict]:
+    """Every run of a round, finished ones read back: [{summary, where, reused}] in order."""
+    results: list[dict | None] = []
+    todo = []
+    for ov, d in runs:
+        s = finished_summary(ov, d)
+        results.append(None if s is None else {"summary": s, "where": _read_where(d), "reused": True})
+        if s is None:
+            todo.append((ov, d))
+    if todo and not launcher:
+        done = {d: run_one(ov, d) for ov, d in todo}
+    elif todo:
+        launch_round(todo, out_dir, list(launcher))
+        done = {d: _read_summary(d) for _, d in todo}
+    for i, (ov, d) in enumerate(runs):
+        if results[i] is None:
+            results[i] = {"summary": done[d], "where": _read_where(d), "reused": False}
+    return results
 
 
 def score(summary: dict, metric: str, mode: str) -> float:
@@ -223,12 +422,20 @@ def metric_mode(metric: str, test_metric: str, task_mode: str) -> str:
     return task_mode
 
 
-def tune(optimizers: list[str], overrides: list[str], out_dir: Path, search: str = "grid",
-         trials: int | None = None, seeds: int = 3, trial_seed: int = 0, select_metric: str | None = None) -> dict:
+def run_tune(optimizers: list[str], overrides: list[str], *, search: str = "grid", trials: int | None = 4,
+             seeds: int = 3, out_dir: Path, name: str | None = None, launcher: list[str] | tuple[str, ...] = (),
+             trial_seed: int = 0, select_metric: str | None = None) -> dict:
+    """The protocol (module docstring) into out_dir; returns what it writes to out_dir/tune.json.
+    `trials=None`: the lr_grid's size (grid) or 8 (sampled). `launcher`: Hydra launcher overrides
+    (e.g. ["hydra/launcher=local"]); empty: every run in this process, one after another."""
+    out_dir = Path(out_dir)
+    launcher = list(launcher)
     if search not in SEARCHES:
         raise ConfigError(f"--search={search} is invalid; valid choices: {', '.join(SEARCHES)}")
     if seeds < 1:
         raise ConfigError(f"--seeds={seeds} is invalid: must be >= 1")
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials={trials} is invalid: must be >= 1")
     if not optimizers:
         from optbench.confdir import group_options
 
@@ -237,92 +444,103 @@ def tune(optimizers: list[str], overrides: list[str], out_dir: Path, search: str
     for o in overrides:
         if o.split("=", 1)[0].lstrip("+~") in ("optimizer", "seed", "optimizer.lr"):
             raise ConfigError(f"tune: '{o}' is chosen by the protocol; name optimizers with --optimizers")
+    bad = [o for o in launcher if not o.lstrip("+~").startswith("hydra")]
+    if bad:
+        raise ConfigError(f"tune: launcher override '{bad[0]}' is invalid: launcher overrides are hydra/launcher=... "
+                          "or hydra.launcher.<key>=...; other overrides are for every run")
     overrides, metric, mode = base_settings(overrides, select_metric)
-    from optbench.config import precheck
+    from optbench.config import compose, precheck
 
-    for name in optimizers:  # a bad value is reported as itself, before any run or existing run is touched
-        precheck([*overrides, f"optimizer={name}", f"seed={trial_seed}"])
-    points = {name: trial_points(name, search, trials, trial_seed) for name in optimizers}
+    if launcher:  # a launcher that does not exist or a bad launcher key: one line, before any run
+        check_launcher(overrides, launcher)
+    for opt in optimizers:  # a bad value is reported as itself, before any run or existing run is touched
+        precheck([*overrides, f"optimizer={opt}", f"seed={trial_seed}"])
+    points = {opt: trial_points(opt, search, trials, trial_seed) for opt in optimizers}
     counts = {len(p) for p in points.values()}
     if len(counts) > 1:  # equal budgets: every optimizer gets the smallest grid's number of trials
         n = min(counts)
-        points = {name: trial_points(name, search, n, trial_seed) for name in optimizers}
+        points = {opt: trial_points(opt, search, n, trial_seed) for opt in optimizers}
     n_trials = len(next(iter(points.values())))
     final_seeds = list(range(trial_seed + 1, trial_seed + 1 + seeds))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"optimizers": optimizers, "search": search, "trials_per_optimizer": n_trials,
-              "select_metric": metric, "mode": mode, "trial_seed": trial_seed, "seeds": final_seeds,
-              "overrides": overrides, "trials": {}, "best": {}, "final": {}}
+    record = {"name": name or out_dir.name, "optimizers": optimizers, "search": search,
+              "trials_per_optimizer": n_trials, "select_metric": metric, "mode": mode, "trial_seed": trial_seed,
+              "seeds": final_seeds, "overrides": overrides,
+              "launcher": {"name": launcher_name(launcher), "overrides": launcher},
+              "rounds": [], "trials": {}, "best": {}, "final": {}}
 
-    for name in optimizers:
-        results = []
-        for i, point in enumerate(points[name]):
-            ov = [*overrides, f"optimizer={name}", *point_overrides(point), f"seed={trial_seed}"]
-            s = run_one(ov, out_dir / "trials" / name / f"{i:02d}-{point_slug(point)}")
-            results.append({"point": point, "overrides": point_overrides(point), "status": s.get("status"),
-                            "value": score(s, metric, mode), "steps": s.get("steps", 0)})
-        record["trials"][name] = results
-        pick = max if mode == "max" else min
-        best = pick(results, key=lambda r: r["value"])
-        record["best"][name] = {"overrides": " ".join(best["overrides"]), "value": best["value"],
-                                "point": best["point"]}
-        _write(out_dir, record)
+    # round 1: every optimizer's trials together (parallel under a launcher)
+    runs, keys = [], []
+    for opt in optimizers:
+        for i, point in enumerate(points[opt]):
+            ov = [*overrides, f"optimizer={opt}", *point_overrides(point), f"seed={trial_seed}"]
+            runs.append((ov, out_dir / "trials" / opt / f"{i:02d}-{point_slug(point)}"))
+            keys.append((opt, point))
+    results = _timed_round(record, "trials", runs, out_dir, launcher)
+    for (opt, point), (ov, d), r in zip(keys, runs, results):
+        s = r["summary"]
+        record["trials"].setdefault(opt, []).append(
+            {"point": point, "overrides": point_overrides(point), "run_dir": _rel(d, out_dir),
+             "status": s.get("status"), "value": score(s, metric, mode), "steps": s.get("steps", 0),
+             "where": r["where"], "reused": r["reused"]})
+    pick = max if mode == "max" else min
+    for opt in optimizers:
+        per = record["trials"][opt]
+        best_i = pick(range(len(per)), key=lambda i: per[i]["value"])
+        best = per[best_i]
+        record["best"][opt] = {"trial": best_i, "overrides": " ".join(best["overrides"]), "value": best["value"],
+                               "point": best["point"], "run_dir": best["run_dir"]}
+    _write(out_dir, record)
 
-    for name in optimizers:
-        best_ov = record["best"][name]["overrides"].split()
-        runs = []
+    # round 2: the chosen configuration of every optimizer, with fresh seeds
+    runs, keys = [], []
+    for opt in optimizers:
+        best_ov = record["best"][opt]["overrides"].split()
         for seed in final_seeds:
-            s = run_one([*overrides, f"optimizer={name}", *best_ov, f"seed={seed}"],
-                        out_dir / "final" / name / f"seed={seed}")
-            runs.append({"seed": seed, "status": s.get("status"), "final_metric": s.get("final_metric"),
-                         "steps": s.get("steps", 0)})
-        record["final"][name] = runs
+            runs.append(([*overrides, f"optimizer={opt}", *best_ov, f"seed={seed}"],
+                         out_dir / "final" / opt / f"seed={seed}"))
+            keys.append((opt, seed))
+    results = _timed_round(record, "final", runs, out_dir, launcher)
+    for (opt, seed), (_, d), r in zip(keys, runs, results):
+        s = r["summary"]
+        record["final"].setdefault(opt, []).append(
+            {"seed": seed, "run_dir": _rel(d, out_dir), "status": s.get("status"),
+             "final_metric": s.get("final_metric"), "steps": s.get("steps", 0), "where": r["where"],
+             "reused": r["reused"]})
     steps = [t["steps"] or 0 for per in record["trials"].values() for t in per] + \
             [r["steps"] or 0 for per in record["final"].values() for r in per]
-    max_steps = _max_steps(overrides)
+    max_steps = int(compose(overrides).trainer.max_steps)
     record.update(steps_per_run=max_steps, total_steps=int(sum(steps)),
                   planned_steps=len(optimizers) * (n_trials + seeds) * max_steps)
     _write(out_dir, record)
     return record
 
 
-def _max_steps(overrides: list[str]) -> int:
-    from optbench.config import compose
+def tune(optimizers: list[str], overrides: list[str], out_dir: Path, search: str = "grid",
+         trials: int | None = None, seeds: int = 3, trial_seed: int = 0, select_metric: str | None = None,
+         launcher: list[str] | tuple[str, ...] = ()) -> dict:
+    """run_tune with the earlier positional signature (trials=None: the grid's size), for callers
+    written before it."""
+    return run_tune(optimizers, overrides, search=search, trials=trials, seeds=seeds, out_dir=Path(out_dir),
+                    launcher=launcher, trial_seed=trial_seed, select_metric=select_metric)
 
-    return int(compose(overrides).trainer.max_steps)
+
+def _timed_round(record: dict, kind: str, runs, out_dir: Path, launcher: list[str]) -> list[dict]:
+    import time
+
+    start = time.perf_counter()
+    results = run_round(runs, out_dir, launcher)
+    record["rounds"].append({"kind": kind, "runs": len(runs), "reused": sum(r["reused"] for r in results),
+                             "launcher": launcher_name(launcher) if not all(r["reused"] for r in results) else None,
+                             "wall_s": round(time.perf_counter() - start, 3)})
+    return results
+
+
+def _rel(run_dir: Path, out_dir: Path) -> str:
+    return str(run_dir.relative_to(out_dir))
 
 
 def _write(out_dir: Path, record: dict) -> None:
     from optbench.train.rundir import write_json
 
     write_json(out_dir / "tune.json", record)
-
-
-def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="optbench tune", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--optimizers", required=True, help="comma-separated, e.g. adamw,sgd,nesterov")
-    parser.add_argument("--search", default="grid", help=f"{' | '.join(SEARCHES)} (default: grid over lr_grid)")
-    parser.add_argument("--trials", type=int, help="trials per optimizer (default: the lr_grid size; 8 if sampled)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds for the best configuration (default: 3)")
-    parser.add_argument("--trial-seed", type=int, default=0, help="seed of the trials; final seeds follow it")
-    parser.add_argument("--select-metric", help="validation metric for the choice (default: val_<test metric>)")
-    parser.add_argument("--name", default="tune", help="tune/<name>/ and results/<name>/ (default: tune)")
-    parser.add_argument("--out", default="tune", help="parent folder of the runs (default: tune)")
-    parser.add_argument("--results", default="results", help="parent folder of the report (default: results)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run")
-    args = parser.parse_args(argv)
-    optimizers = list(dict.fromkeys(o.strip() for o in args.optimizers.split(",") if o.strip()))
-    if args.trials is not None and args.trials < 1:
-        raise ConfigError(f"--trials={args.trials} is invalid: must be >= 1")
-    out_dir = Path(args.out) / args.name
-    record = tune(optimizers, list(args.overrides), out_dir, args.search, args.trials, args.seeds,
-                  args.trial_seed, args.select_metric)
-    from optbench.report.cli import build_report
-
-    _, _, md, _ = build_report([str(out_dir / "final")], args.name, out=args.results,
-                               command="optbench tune " + " ".join(argv))
-    print(md)
-    print(f"tune: {record['trials_per_optimizer']} trials x {len(optimizers)} optimizers, "
-          f"{len(record['seeds'])} seeds each; {record['total_steps']} steps in all -> {out_dir}/tune.json, "
-          f"{Path(args.results) / args.name}/")

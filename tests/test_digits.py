@@ -39,7 +39,9 @@ def test_split_is_fixed_and_disjoint():
 
     x, y = d.load_digits_arrays()
     a, b = d.split(x, y), d.split(x, y)
-    assert len(a[0]) == 1500 and len(a[2]) == 297
+    assert len(a[0]) == 1300 and len(a[2]) == 297
+    tx, _, ex, _, vx, _ = d.split(x, y, with_val=True)
+    assert len(vx) == 200 and len({tuple(r.tolist()) for r in torch.cat([tx, vx, ex])}) >= 1790  # disjoint (a few duplicate images exist)
     assert torch.equal(a[0], b[0]) and torch.equal(a[3], b[3])
 
 
@@ -49,7 +51,7 @@ def test_each_digits_model_learns(run_train, task, lr):
                             "trainer.eval_every=30", "trainer.eval_at_start=true", "trainer.batch_size=64"])
     assert summary["status"] == "completed"
     ev = summary["final_eval"]
-    assert ev["test_acc"] > 0.6
+    assert ev["test_acc"] > 0.6 and ev["val_acc"] > 0.6   # val: what tune selects on
     if task == "digits_logreg":
         assert 0 < ev["excess_loss"] < 0.2 and summary["optimum"] > 0
         assert abs(ev["objective"] - summary["optimum"] - ev["excess_loss"]) < 1e-12
@@ -64,3 +66,20 @@ def test_digits_refuses_bad_values(make_cfg):
                                (["task=digits_mlp", "+model=cnn_small"], "builds its own model")]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
             validate(make_cfg(overrides))
+
+
+def test_optimum_is_cached_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    from optbench.tasks import digits as d
+
+    x, y = d.load_digits_arrays()
+    tx, ty, _, _ = d.split(x, y)
+    value = d.logreg_optimum(tx, ty, 2e-3, tmp_path)[0]
+    (path,) = tmp_path.glob("digits_logreg_optimum_*.pt")
+    d._OPTIMA.clear()                       # a new process: nothing in memory, and no solving
+
+    def no_solve(*a, **k):
+        raise AssertionError("solved again instead of reading the cache")
+    monkeypatch.setattr("scipy.optimize.minimize", no_solve)
+    assert d.logreg_optimum(tx, ty, 2e-3, tmp_path)[0] == value
+    saved = torch.load(path, weights_only=True)
+    assert saved["key"] == d.objective_key(tx, ty, 2e-3)

@@ -157,7 +157,7 @@ def test_damaged_summary_is_rewritten_by_the_same_command(run_train, tmp_path, d
 
 
 def test_report_survives_a_damaged_summary_and_metrics(run_train, tmp_path, capsys):
-    from optbench.report.cli import main
+    from optbench.commands.report import main
 
     sweep = tmp_path / "sweep"
     for seed in (0, 1):

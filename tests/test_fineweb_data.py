@@ -161,7 +161,7 @@ def test_download_gets_val_and_first_train_shards_checks_and_resumes(tmp_path, m
     hub = FakeHub(names, tmp_path / "hub")
     monkeypatch.setattr(fineweb, "hub_file_info", hub.info)
     monkeypatch.setattr(fineweb, "hub_download", hub.download)
-    from optbench.data.cli import main as data_main
+    from optbench.commands.data import main as data_main
 
     data_main(["fineweb10B", "--shards", "2", "--root", str(tmp_path / "data")])
     assert hub.downloads == [("kjj0/fineweb10B-gpt2", n) for n in names]

@@ -181,7 +181,7 @@ def test_resumed_averaging_is_bit_identical(make_cfg, tmp_path, averaging):
     def stop_after_4(micro_batches, want_grad_norm):
         out = real_step(micro_batches, want_grad_norm)
         if first.step == 3:  # this is step 4
-            first._stop_signal = signal.SIGTERM
+            first.signals.received = signal.SIGTERM
         return out
     first.train_step = stop_after_4
     assert first.run()["status"] == "interrupted" and first.step == 4

@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 
 from optbench.errors import ConfigError
-from optbench.landscape import (FUNCTIONS, PointModel, compare, parse_keys, plot, run_trajectory,
-                                steps_to_tolerance, table)
+from optbench.commands.landscape import parse_keys
+from optbench.landscape.functions import FUNCTIONS
+from optbench.landscape.plot import plot
+from optbench.landscape.run import PointModel, compare, run_trajectory, steps_to_tolerance, table
 
 C, S = math.cos(math.pi / 6), math.sin(math.pi / 6)
 
@@ -113,7 +115,7 @@ def test_sgd_step_is_the_plain_gradient_step_with_no_weight_decay():
 
 
 def test_point_is_a_matrix_role_with_weight_decay_off():
-    from optbench.landscape import build_point_optimizer
+    from optbench.landscape.run import build_point_optimizer
 
     opt = build_point_optimizer("adamw", PointModel((0.0, 0.0)), 0.1)
     assert [(g["role"], g["weight_decay"]) for g in opt.param_groups] == [("matrix", 0.0)]
@@ -144,7 +146,7 @@ def test_himmelblau_distance_is_to_the_nearest_of_four_minima():
 
 
 def test_optimizer_that_cannot_step_is_skipped_with_a_note(monkeypatch):
-    import optbench.landscape as landscape
+    import optbench.landscape.run as landscape
 
     def refuse(name, model, lr):
         raise ValueError("needs a 4-D tensor")

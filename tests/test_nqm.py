@@ -97,3 +97,22 @@ def test_nqm_trains_in_the_loop(run_train):
     assert summary["status"] == "completed"
     assert summary["final_metric"] < 0.6 * summary["nqm"]["initial_loss"]
     assert summary["nqm"]["batch_size"] == 256
+
+
+def test_layout_does_not_change_the_problem(base_cfg):
+    """θ as a 100x100 matrix (default) or a 10^4 vector: the same SGD trajectory, loss for loss."""
+    cfg = copy.deepcopy(base_cfg)
+    with open_dict(cfg):
+        cfg.trainer.batch_size = 4
+    matrix = run_sgd(cfg, 0.5, 5)
+    with open_dict(cfg):
+        cfg.task.shape = [10000]
+    assert run_sgd(cfg, 0.5, 5) == pytest.approx(matrix, rel=1e-6)
+
+
+def test_bad_shape_is_refused(make_cfg):
+    from optbench.config import validate
+    from optbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"task.shape=\[100, 99\] is invalid"):
+        validate(make_cfg(["task=nqm", "task.shape=[100,99]"]))

@@ -348,7 +348,7 @@ def test_user_config_folder_makes_a_first_class_name(user_env, make_cfg, monkeyp
     grid, space = optimizer_space("signmom")
     assert grid[2] == 3e-3 and set(space) == {"lr", "beta"}
     assert any(r.split()[:3] == ["signmom", "user_opt", "1x"] for r in optimizer_rows())
-    from optbench.listing import main as list_main
+    from optbench.commands.list import main as list_main
 
     compose([])
     list_main(["optimizers", searchpath])  # `optbench list optimizers hydra.searchpath=[...]`

@@ -162,7 +162,7 @@ def test_overrides_change_only_what_they_name():
 @pytest.mark.parametrize("name", [n for n in NAMES if OPTIMIZERS[n].state.endswith("x")
                                   and OPTIMIZERS[n].state[:-1].isdigit()])
 def test_state_memory_matches_the_listing(name):
-    from optbench.train.loop import optimizer_state_bytes
+    from optbench.train.memory import optimizer_state_bytes
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))

@@ -96,7 +96,7 @@ def test_diverged_run_is_a_diverged_run(multirun):
 
 
 def test_report_rows_and_numbers_match_the_files(multirun, tmp_path, capsys):
-    from optbench.report.cli import main
+    from optbench.commands.report import main
 
     main([str(multirun), "--name", "t", "--out", str(tmp_path), "--baseline", "adamw"])
     printed = capsys.readouterr().out
@@ -152,7 +152,7 @@ def test_plots_are_valid_pngs(multirun, tmp_path):
     import matplotlib.image as mpimg
     import numpy as np
 
-    from optbench.report.cli import build_report
+    from optbench.report.build import build_report
 
     _, _, _, plots = build_report([str(multirun)], "p", out=tmp_path)
     names = {p.name for p in plots}
@@ -166,7 +166,7 @@ def test_plots_are_valid_pngs(multirun, tmp_path):
 
 
 def test_by_merges_rows_and_keeps_the_failure(multirun, tmp_path):
-    from optbench.report.cli import build_report
+    from optbench.report.build import build_report
 
     _, rows, md, _ = build_report([str(multirun)], "by", by=["optimizer"], out=tmp_path, plots=False)
     assert [r.label for r in rows] == ["adamw", "sgd"]
@@ -180,7 +180,7 @@ def test_several_tasks_give_per_task_tables_and_a_performance_profile(multirun, 
     """A copy of the runs relabelled as a second task stands in for a second benchmark."""
     from omegaconf import OmegaConf
 
-    from optbench.report.cli import build_report
+    from optbench.report.build import build_report
 
     other = tmp_path / "other"
     for job, _ in JOBS[:4]:
@@ -212,7 +212,7 @@ def test_performance_profile_formula():
 
 def test_unknown_baseline_and_missing_dir_are_config_errors(multirun, tmp_path):
     from optbench.errors import ConfigError
-    from optbench.report.cli import main
+    from optbench.commands.report import main
 
     with pytest.raises(ConfigError, match="--baseline 'lion' matches no row; valid choices: adamw"):
         main([str(multirun), "--out", str(tmp_path), "--baseline", "lion", "--no-plots"])

@@ -13,7 +13,8 @@ from scipy import stats as sps
 from optbench.errors import ConfigError
 from optbench.report import benchmarks as bm
 from optbench.report import leaderboard as lb
-from optbench.report.cli import build_report, main
+from optbench.commands.report import main
+from optbench.report.build import build_report
 from optbench.report.collect import load_runs
 from tests.benchmark_runs import write_run
 

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from optbench.errors import ConfigError
-from optbench.report.cli import build_report, main
+from optbench.commands.report import main
+from optbench.report.build import build_report
 from tests.benchmark_runs import write_run
 
 
@@ -82,7 +83,7 @@ def test_by_optimizer_works_when_summaries_have_no_optimizer_field(tmp_path):
 
 
 def test_report_removes_only_the_plots_it_wrote(tmp_path):
-    from optbench.report.cli import PLOTS_MANIFEST
+    from optbench.report.build import PLOTS_MANIFEST
 
     _runs(tmp_path / "runs", n=2)
     plots_dir = tmp_path / "res" / "p" / "plots"

@@ -114,7 +114,7 @@ def test_interrupted_run_under_another_max_steps(make_cfg, tmp_path):
     def stop_after_4(micro_batches, want_grad_norm):
         out = real_step(micro_batches, want_grad_norm)
         if first.step == 3:
-            first._stop_signal = signal.SIGTERM
+            first.signals.received = signal.SIGTERM
         return out
     first.train_step = stop_after_4
     assert first.run()["status"] == "interrupted" and first.step == 4

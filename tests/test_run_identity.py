@@ -50,7 +50,7 @@ def test_two_runs_started_in_the_same_second_get_their_own_directories(data_root
 
 def test_default_directories_are_unique_and_a_taken_one_is_not_reused(tmp_path, monkeypatch):
     from optbench.config import compose
-    from optbench.train.app import _claim_output_dir
+    from optbench.commands.train import _claim_output_dir
 
     a, b = compose([]), compose([])  # the same second: only the tag tells them apart
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
@@ -234,7 +234,7 @@ def test_claimed_directory_reaches_hydra_unchanged(value):
     """A run name (part of the default directory) may hold spaces, commas, quotes, backslashes."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from optbench.train.app import _quoted
+    from optbench.commands.train import _quoted
 
     assert OverridesParser.create().parse_override(f"hydra.run.dir={_quoted(value)}").value() == value
 

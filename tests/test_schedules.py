@@ -366,7 +366,7 @@ def test_momentum_schedule_that_would_change_nothing_is_refused(make_cfg, tmp_pa
 
 def test_schedule_plot_without_a_suffix_says_the_file_it_wrote(tmp_path, capsys, data_root):
     """--out X wrote X.png but printed `wrote X`."""
-    from optbench.schedule_plot import main
+    from optbench.commands.schedule import main
 
     main(["--plot", "--out", str(tmp_path / "X"), "trainer.max_steps=20"])
     assert f"wrote {tmp_path / 'X.png'}\n" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from optbench import PACKAGE_DIR
 
 PROBE = """
 import sys
-import optbench.cli, optbench.train.app
+import optbench.cli, optbench.commands.train
 assert "torch" not in sys.modules, "the train verb's module imports torch before it is needed"
 from optbench.train.loop import seed_everything
 seed_everything(0, False)

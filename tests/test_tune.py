@@ -20,7 +20,7 @@ def final_val(run_dir: Path) -> float:
 
 def test_tune_protocol_and_resume(tmp_path, monkeypatch, capsys):
     import optbench.train as train_pkg
-    from optbench.tune import main
+    from optbench.commands.tune import main
 
     argv = ["--optimizers", "adamw,sgd", "--trials", "2", "--seeds", "1", "--name", "t",
             "--out", str(tmp_path / "tune"), "--results", str(tmp_path / "results"),

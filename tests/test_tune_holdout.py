@@ -59,7 +59,8 @@ def test_selection_slice_bad_values(make_cfg):
 
 
 def test_tune_on_a_language_model_selects_on_the_held_out_slice(tmp_path):
-    from optbench.tune import base_settings, main
+    from optbench.tune import base_settings
+    from optbench.commands.tune import main
 
     overrides, metric, mode = base_settings(FW_TINY, None)
     assert (metric, mode) == ("select_loss", "min") and "task.select_tokens=1024" in overrides

@@ -173,7 +173,7 @@ def test_bad_mode_is_one_line_config_error(offline_env):
 
 
 def test_report_logs_its_table_to_wandb(run_train, tmp_path, offline_env):
-    from optbench.report.cli import main
+    from optbench.commands.report import main
 
     summary, run_dir = run_train([*TINY, "logger=jsonl", f"data.root={tmp_path}/data"])
     main([str(run_dir), "--name", "w", "--out", str(tmp_path / "res"), "--no-plots",

@@ -139,6 +139,8 @@ def rotated_quadratic(ctx: Context, *, kappa: float = 1e4, side: int = 8) -> Pro
 def rosenbrock(ctx: Context, *, dim: int = 2, jitter: float = 0.1) -> Problem:
     """Chained Rosenbrock Σ 100(x_{i+1} − x_i²)² + (1 − x_i)², averaged over its dim−1 terms;
     the classic start (−1.2, 1, −1.2, 1, ...) plus seeded jitter; minimum 0 at all ones."""
+    if dim < 2:
+        raise ConfigError(f"task.levels.<difficulty>.dim={dim} is invalid for rosenbrock: must be >= 2")
     x0 = torch.tensor([-1.2 if i % 2 == 0 else 1.0 for i in range(dim)])
     x0 = x0 + jitter * torch.randn(dim, generator=ctx.start)
 

@@ -9,6 +9,11 @@ co-authors of the paper) initialises it. B is trainer.batch_size; with trainer.g
 micro-batch carries noise C/(B/k) and the loop's mean over the k gives C/B again. Noise is drawn
 from (seed, step, micro-batch): a resumed run sees the same noise.
 
+θ is held as a task.shape tensor (default 100x100; [10000]: a vector): the loss is separable, so
+the layout only matters to optimizers that act on matrices (Muon orthogonalises a 100x100 step;
+Shampoo's preconditioners are 100x100 per side, where a 10^4 vector would need a 10^4 x 10^4
+inverse root every step, hours on a CPU).
+
 The metric `loss` is L(θ) itself, exact (float64 over the float32 parameters): the noise is on the
 gradient, not on the loss. For SGD the expected loss has a closed form (`sgd_expected_loss`); the
 tests check the task against it, which pins the noise scale.
@@ -73,11 +78,12 @@ def nqm(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Ta
     dim = int(task.dim)
     h64 = spectrum(dim, float(task.hessian_power))
     c64 = float(task.get("noise_scale", 1.0)) * spectrum(dim, float(task.noise_power))
+    shape = tuple(int(n) for n in task.get("shape") or (dim,))
     theta0 = torch.full((dim,), float(task.init), dtype=torch.float64)
-    model = NQMParams(theta0)
-    h = h64.float().to(device)
+    model = NQMParams(theta0.view(shape))
+    h = h64.float().view(shape).to(device)
     micro_batch = t.batch_size // t.grad_accum      # per micro-batch examples: its noise is C / micro_batch
-    noise_std = (c64 / micro_batch).sqrt().float().to(device)
+    noise_std = (c64 / micro_batch).sqrt().float().view(shape).to(device)
     seed = int(cfg.seed)
 
     class Stream:
@@ -97,14 +103,14 @@ def nqm(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Ta
         theta = _unwrap(model).theta
         step, micro = batch
         g = torch.Generator(device="cpu").manual_seed(_noise_seed(seed, step, micro))
-        eps = (torch.randn(dim, generator=g).to(device) * noise_std)
+        eps = torch.randn(shape, generator=g).to(device) * noise_std
         value = 0.5 * (h * theta * theta).sum()
         noise = (eps * theta).sum()       # gradient eps; cancelled in the value (the loss is noise-free)
         return value + noise - noise.detach()
 
     @torch.no_grad()
     def evaluate(model: nn.Module) -> dict:
-        theta = _unwrap(model).theta.detach().double().cpu()
+        theta = _unwrap(model).theta.detach().double().cpu().reshape(-1)
         return {"loss": float(0.5 * (h64 * theta * theta).sum())}
 
     def state_dict() -> dict:
@@ -116,7 +122,7 @@ def nqm(cfg: DictConfig, device: torch.device, rank: int, world_size: int) -> Ta
     return Task(name=task.name, model=model, train_batches=stream, loss=loss, evaluate=evaluate,
                 metric=task.metric, mode=task.mode, target=task.target, samples_per_step=t.batch_size,
                 state_dict=state_dict, load_state_dict=load_state_dict,
-                summary_extra={"nqm": {"dim": dim, "hessian_power": float(task.hessian_power),
+                summary_extra={"nqm": {"dim": dim, "shape": list(shape), "hessian_power": float(task.hessian_power),
                                        "noise_power": float(task.noise_power),
                                        "noise_scale": float(task.get("noise_scale", 1.0)),
                                        "init": float(task.init), "batch_size": int(t.batch_size),
@@ -129,6 +135,10 @@ def validate_nqm(cfg: DictConfig) -> None:
     dim = task.get("dim")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ConfigError(f"task.dim={dim!r} is invalid: must be a whole number >= 1")
+    shape = task.get("shape")
+    if shape is not None and (not all(isinstance(n, int) and n > 0 for n in shape) or math.prod(shape) != dim):
+        raise ConfigError(f"task.shape={list(shape)} is invalid: whole numbers whose product is task.dim={dim} "
+                          "(e.g. [100, 100] or [10000])")
     for key in ("hessian_power", "noise_power", "init", "noise_scale"):
         v = task.get(key, 1.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \

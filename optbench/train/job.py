@@ -35,7 +35,7 @@ def run_job(cfg: DictConfig) -> float | None:
     dist = DistInfo.from_env()
     try:
         run_dir = _same_run_dir_on_every_rank(cfg, run_dir, dist)
-        with runlock.hold(run_dir, dist):  # re-entered when app.main locked it before Hydra
+        with runlock.hold(run_dir, dist):  # re-entered when commands/train.main locked it before Hydra
             try:
                 validate(cfg, world_size=dist.world_size)
                 _refuse_to_overwrite_another_run(cfg, run_dir)
@@ -73,10 +73,22 @@ def run_job(cfg: DictConfig) -> float | None:
     _record(run_dir, summary["status"], dist)
     if summary["status"] == "interrupted":  # a stop signal stops the whole sweep, not just this job
         raise SystemExit(_interrupted_status(summary, multirun))
-    return summary.get("final_metric")
+    return sweep_objective(summary)
 
 
-# (run dir, status) of each job this process ran: app.main counts a sweep's failures from it
+def sweep_objective(summary: dict) -> float | None:
+    """The job's return value, which a sweeper (Optuna, Nevergrad) optimises: the final metric of a
+    completed run; None for a run that diverged, failed or ended in NaN, which the Optuna sweeper
+    records as a failed trial (a diverged run's last evaluation before it blew up would look good)."""
+    import math
+
+    value = summary.get("final_metric")
+    if summary.get("status") != "completed" or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+# (run dir, status) of each job this process ran: commands/train.main counts a sweep's failures from it
 OUTCOMES: list[tuple[Path, str]] = []
 
 

@@ -41,7 +41,7 @@ def torchrun_command(cfg: DictConfig, argv: list[str]) -> list[str]:
 def maybe_relaunch_under_torchrun(cfg: DictConfig, argv: list[str]) -> None:
     """In the user's process with nproc > 1: run torchrun and exit with its status.
     In a rank > 0 (under torchrun): append to `argv`, in place, the overrides that switch off
-    Hydra's file output, since app.main hands this same list to Hydra."""
+    Hydra's file output, since commands/train.main hands this same list to Hydra."""
     rank = int(os.environ.get("RANK", 0))
     if rank > 0:
         argv.extend(QUIET_RANK_OVERRIDES)

@@ -3,7 +3,8 @@
 Per step: lr from the schedule, forward/backward over the micro-batches (AMP, DDP no_sync on all
 but the last), optional clipping, the optimizer step (with a closure where the optimizer needs
 one). On a fixed cadence: a metrics line, an untimed evaluation, a checkpoint. The train clock
-runs only across steps (docs/design.md timing rules).
+runs only across steps (docs/design.md timing rules). What the run directory holds (config.yaml,
+summary.json) is train/rundir.py's; stop signals are train/signals.py's.
 """
 from __future__ import annotations
 
@@ -12,13 +13,12 @@ import functools
 import json
 import math
 import random
-import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from optbench.config import amp_mode, clock_includes
 from optbench.errors import ConfigError
@@ -26,13 +26,15 @@ from optbench.optim import build_optimizer_from_config
 from optbench.optim.groups import GroupCourse, group_name
 from optbench.schedules import build_momentum_schedule, build_schedule_from_config, lr_scale
 from optbench.tasks import Task, build_task
+from optbench.train import budget
 from optbench.train import checkpoint as ckpt
 from optbench.train.averaging import evaluation_model
 from optbench.train.clock import TrainClock
 from optbench.train.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_process_group,
                                         select_device, sync_buffers)
-from optbench.train.memory import free_previous_job, optimizer_state_bytes, peak_memory, reset_peak_memory
-from optbench.train.rundir import atomic_write_text, environment, write_json
+from optbench.train import rundir
+from optbench.train.memory import free_previous_job, reset_peak_memory
+from optbench.train.signals import StopSignals
 from optbench.train.sinks import ProgressBar, build_sinks
 
 
@@ -128,7 +130,7 @@ class Trainer:
         self.steps_since_log = 0
         self.status = "running"
         self.stop_reason: str | None = None
-        self._stop_signal: int | None = None
+        self.signals = StopSignals()
         self.is_main = self.dist.is_main
 
     # ------------------------------------------------------------------ pieces of a step
@@ -238,28 +240,6 @@ class Trainer:
                 **({"tokens": self.step * tokens} if tokens else {}),
                 "time_s": round(self.clock.read(), 6)}
 
-    def _request_stop(self, signum, frame) -> None:
-        self._stop_signal = signum
-
-    # SIGTERM (preemption, scancel, torchrun stopping), SIGUSR1 (SLURM's --signal warning) and
-    # SIGUSR2 (submitit's default preemption signal): checkpoint at the end of the step, then stop
-    STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
-
-    def _pass_on_signal(self, previous_handlers: dict) -> None:
-        """After our checkpoint: let the handler we replaced act (submitit's requeues the job)."""
-        handler = previous_handlers.get(self._stop_signal)
-        if callable(handler) and handler is not self._request_stop:
-            handler(self._stop_signal, None)
-
-    def _install_signal_handlers(self) -> dict:
-        previous = {}
-        for sig in self.STOP_SIGNALS:
-            try:
-                previous[sig] = signal.signal(sig, self._request_stop)
-            except ValueError:  # not the main thread
-                pass
-        return previous
-
     def compile_warmup(self, micro_batches) -> None:
         """Compile outside the clock: a forward/backward whose effects (grads, BN stats) are undone."""
         if not self.t.compile:
@@ -308,7 +288,7 @@ class Trainer:
         unit = "tok" if self.task.tokens_per_step else "img"
         bar = ProgressBar(t.max_steps, self.step, self.is_main and t.progress,
                           desc=f"{cfg.task.name} {cfg.optimizer.name} seed={cfg.seed}")
-        previous_handlers = self._install_signal_handlers()
+        self.signals.install()  # a stop signal is acted on at the end of the step it arrives in
         last_log_time = self.clock.read()
         try:
             first = next(self.task.train_batches)
@@ -321,6 +301,10 @@ class Trainer:
                 # the data-dependent init (airbench's whitening) ran while the task was built
                 self.clock.elapsed += float(self.task.summary_extra.get("data_init_s", 0.0))
             self.clock.start()
+            # The ways a run stops, all decided in this loop, each setting status and stop_reason:
+            # max_steps (the loop's condition: completed, below), divergence (on log steps), the
+            # target (on eval steps, trainer.stop_at_target), a stop signal (at the end of a step);
+            # an exception (the except clause). summary.json reports them (rundir.build_summary).
             while self.step < t.max_steps:
                 micro_batches = pending if pending is not None else next(self.task.train_batches)
                 pending = None
@@ -360,10 +344,12 @@ class Trainer:
                         break
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.step < t.max_steps:
                     self.checkpoint()
+                if budget.out_of_time(self):  # trainer.max_time_s (train/budget.py)
+                    break
                 # under DDP agreeing on a stop is a collective (a device sync): only on log steps
-                if (log_now or not self.dist.enabled) and broadcast_flag(self._stop_signal is not None, self.device):
+                if (log_now or not self.dist.enabled) and broadcast_flag(self.signals.received is not None, self.device):
                     self.status = "interrupted"
-                    self.stop_reason = f"signal {signal.Signals(self._stop_signal or signal.SIGTERM).name}"
+                    self.stop_reason = f"signal {self.signals.name()}"
                     self.checkpoint()
                     break
             self.clock.stop()
@@ -381,15 +367,14 @@ class Trainer:
                 self.stop_reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
             raise
         finally:
-            for sig, handler in previous_handlers.items():
-                signal.signal(sig, handler)
+            self.signals.restore()
             bar.close()
             summary = self.write_summary()
             for sink in self.sinks:
                 sink.summary(summary)
                 sink.close()
-        if self.status == "interrupted" and self._stop_signal is not None:
-            self._pass_on_signal(previous_handlers)
+        if self.status == "interrupted" and self.signals.received is not None:
+            self.signals.pass_on()
         return summary
 
     def eval_due(self, step: int) -> bool:
@@ -415,7 +400,8 @@ class Trainer:
         """Resumed from the final checkpoint of a run that has nothing left to do."""
         if self.status != "completed" or not (self.run_dir / "summary.json").exists():
             return False
-        return self.step >= self.t.max_steps or bool(self.t.stop_at_target and self.target_step is not None)
+        return self.step >= self.t.max_steps or bool(self.t.stop_at_target and self.target_step is not None) \
+            or budget.time_spent(self.clock.read(), self.t.get("max_time_s"))
 
     def diverged(self, loss: float) -> bool:
         factor = self.t.divergence_factor
@@ -431,69 +417,27 @@ class Trainer:
         for sink in self.sinks:
             sink.log(record)
 
-    # ------------------------------------------------------------------ files
+    # ------------------------------------------------------------------ files (train/rundir.py)
     def write_config(self) -> None:
-        resolved = OmegaConf.to_container(self.cfg, resolve=True)
-        resolved.pop("hydra", None)
-        resolved["resolved"] = {
+        rundir.write_config(self.run_dir, self.cfg, {
             "world_size": self.dist.world_size,
             "micro_batch_size": self.t.batch_size // (self.t.grad_accum * self.dist.world_size),
             "lr_scale": self.lr_scale,
-            "lr_by_role": {group_name(g, i): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
-        }
-        resolved["versions"] = environment(self.device, self.dist.world_size)
-        if self.extensions:  # the run's max_steps was changed on purpose (trainer.extend=true)
-            resolved["extensions"] = self.extensions
-        atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+            "lr_by_role": rundir.base_lr_by_role(self.optimizer),
+        }, self.device, self.dist.world_size, self.extensions)
+
+    def run_state(self) -> rundir.RunState:
+        return rundir.RunState(
+            status=self.status, stop_reason=self.stop_reason, steps=self.step, train_time_s=self.clock.read(),
+            compile_warmup_s=self.compile_warmup_s, best=self.best, best_step=self.best_step,
+            last_eval=self.last_eval, target_step=self.target_step, target_time=self.target_time,
+            extensions=self.extensions, lr_scale=self.lr_scale, clock_includes=tuple(self.clock_includes),
+            peak_flops=self.peak_flops,
+            git_diff=rundir.GIT_DIFF if (self.run_dir / rundir.GIT_DIFF).is_file() else None)
 
     def summary(self) -> dict:
-        train_time = self.clock.read()
-        peak, peak_kind = peak_memory(self.device)
-        tokens = self.task.tokens_per_step
-        samples = self.step * self.task.samples_per_step
-        final = self.last_eval.get(self.task.metric) if self.last_eval else None
-        return {
-            "status": self.status,
-            "stop_reason": self.stop_reason,
-            "task": self.cfg.task.name,
-            "optimizer": self.cfg.optimizer.name,
-            "scheduler": self.cfg.scheduler.name,
-            "seed": self.cfg.seed,
-            "lr": self.cfg.optimizer.lr * self.lr_scale,  # the lr used: batch-size scaling applied
-            "lr_scale": self.lr_scale,
-            "lr_by_role": {group_name(g, i): g["base_lr"] for i, g in enumerate(self.optimizer.param_groups)},
-            "metric": self.task.metric,
-            "mode": self.task.mode,
-            "final_metric": final,
-            "best_metric": self.best,
-            "best_step": self.best_step,
-            "final_eval": self.last_eval,
-            "target": self.task.target,
-            "reached": self.target_step is not None,
-            "time_to_target_s": self.target_time,
-            "steps_to_target": self.target_step,
-            "steps": self.step,
-            "max_steps": self.t.max_steps,
-            "extensions": self.extensions,
-            "samples_seen": samples,
-            "tokens_seen": self.step * tokens if tokens else None,
-            "train_time_s": train_time,
-            "clock_includes": list(self.clock_includes),
-            "compile_warmup_s": self.compile_warmup_s,
-            "throughput_samples_per_s": samples / train_time if train_time > 0 else None,
-            "throughput_tokens_per_s": self.step * tokens / train_time if tokens and train_time > 0 else None,
-            "mfu": self.mfu(self.step * tokens / train_time) if tokens and train_time > 0 else None,
-            "peak_flops": self.peak_flops,
-            "peak_memory_bytes": peak,
-            "peak_memory_kind": peak_kind,
-            "param_count": sum(p.numel() for p in self.model.parameters()),
-            "optimizer_state_bytes": optimizer_state_bytes(self.optimizer),
-            "batch_size": self.t.batch_size,
-            "benchmark": self.cfg.task.get("benchmark"),
-            "loss_reduction": self.task.loss_reduction,
-            "environment": environment(self.device, self.dist.world_size),
-            **self.task.summary_extra,
-        }
+        return rundir.build_summary(self.cfg, self.task, self.model, self.optimizer, self.device,
+                                    self.dist.world_size, self.run_state())
 
     def mfu(self, tokens_per_s: float) -> float | None:
         """Model FLOPs utilisation over all ranks (train/mfu.py); None without a known peak."""
@@ -503,7 +447,7 @@ class Trainer:
     def write_summary(self) -> dict:
         summary = self.summary()
         if self.is_main:
-            write_json(self.run_dir / "summary.json", summary)
+            rundir.write_json(self.run_dir / "summary.json", summary)
         return summary
 
 
@@ -511,7 +455,6 @@ def train(cfg: DictConfig, run_dir: str | Path, dist: DistInfo | None = None) ->
     """Train one run into `run_dir`, holding its lock; returns the summary (also written to
     summary.json, a `failed` one when the run fails before the loop writes its own)."""
     from optbench.train import runlock
-    from optbench.train.rundir import write_failed_summary
 
     run_dir, dist = Path(run_dir), dist or DistInfo.from_env()
     # rank 0 only (run_job has already made every rank agree on it under DDP: this re-enters)
@@ -520,5 +463,5 @@ def train(cfg: DictConfig, run_dir: str | Path, dist: DistInfo | None = None) ->
             return Trainer(cfg, run_dir, dist).run()
         except Exception as e:
             if dist.is_main:
-                write_failed_summary(run_dir, cfg, e)
+                rundir.write_failed_summary(run_dir, cfg, e)
             raise

@@ -1,4 +1,6 @@
-"""The run directory contract: config.yaml, metrics.jsonl, summary.json (atomic)."""
+"""The run directory contract: config.yaml, metrics.jsonl, summary.json (atomic), and git_diff.patch
+when the source checkout is dirty. What goes into config.yaml and summary.json is decided here;
+the loop hands over its state (RunState)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +10,7 @@ import platform
 import re
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,17 +57,59 @@ def dumps_line(obj: dict) -> str:
     return json.dumps(_jsonable(obj), separators=(",", ":"))
 
 
-def git_commit() -> str | None:
+# The checkout optbench runs from (an editable install); for a wheel it is site-packages, which is
+# no checkout of ours even when a virtual environment sits inside some git work tree.
+SOURCE_DIR = PACKAGE_DIR.parent
+GIT_DIFF = "git_diff.patch"  # in the run dir when the source checkout has uncommitted changes
+
+
+def _git(*args: str, text: bool = True):
+    """git's output in SOURCE_DIR, or None where git fails or is missing."""
     try:
-        out = subprocess.run(["git", "-C", str(PACKAGE_DIR.parent), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, timeout=5)
-        if out.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(PACKAGE_DIR.parent), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "-C", str(SOURCE_DIR), *args], capture_output=True, text=text, timeout=10)
+    except (OSError, subprocess.SubprocessError, ValueError):  # ValueError: output not in the locale's encoding
         return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def source_checkout() -> bool:
+    """Whether SOURCE_DIR is the top of a git work tree (not a folder inside someone else's)."""
+    top = _git("rev-parse", "--show-toplevel")
+    return bool(top) and Path(top.strip()).resolve() == Path(SOURCE_DIR).resolve()
+
+
+def git_commit() -> str | None:
+    """The source checkout's commit, `-dirty` when tracked files have uncommitted changes."""
+    if not source_checkout():
+        return None
+    head = _git("rev-parse", "HEAD")
+    if head is None:
+        return None
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return head.strip() + ("-dirty" if dirty and dirty.strip() else "")
+
+
+def git_diff() -> bytes | None:
+    """`git diff HEAD` of the source checkout (the uncommitted changes to tracked files, staged or
+    not: what a `-dirty` commit leaves unsaid), as bytes (a patch need not be UTF-8); None when the
+    tree is clean or optbench does not run from a checkout."""
+    if not source_checkout():
+        return None
+    diff = _git("diff", "HEAD", "--no-color", "--no-ext-diff", text=False)  # the user's git config aside
+    return diff if diff and diff.strip() else None
+
+
+def save_git_diff(run_dir: Path) -> str | None:
+    """Write git_diff.patch into the run dir when the tree is dirty and return its name; when clean,
+    remove one an earlier start of this run left (config.yaml describes the latest start)."""
+    path = Path(run_dir) / GIT_DIFF
+    diff = git_diff()
+    if diff is None:
+        path.unlink(missing_ok=True)
+        return None
+    with atomic_open(path, "wb") as f:
+        f.write(diff)
+    return GIT_DIFF
 
 
 def device_name(device: torch.device) -> str:
@@ -155,6 +200,108 @@ def environment(device: torch.device, world_size: int) -> dict:
     }
 
 
+def base_lr_by_role(optimizer) -> dict:
+    """Each param group's lr before any schedule (batch-size scaling applied), by role."""
+    from optbench.optim.groups import group_name
+
+    return {group_name(g, i): g["base_lr"] for i, g in enumerate(optimizer.param_groups)}
+
+
+def write_config(run_dir: Path, cfg, resolved: dict, device: torch.device, world_size: int,
+                 extensions: list) -> None:
+    """config.yaml: the composed config as resolved (Hydra's own keys left out), what the run derived
+    from it (`resolved`), the versions it ran with, and its extensions (trainer.extend). Also
+    git_diff.patch, when the source checkout is dirty; versions.git_diff names it (null: none)."""
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.to_container(cfg, resolve=True)
+    out.pop("hydra", None)
+    out["resolved"] = resolved
+    out["versions"] = {**environment(device, world_size), "git_diff": save_git_diff(run_dir)}
+    if extensions:  # the run's max_steps was changed on purpose (trainer.extend=true)
+        out["extensions"] = extensions
+    atomic_write_text(Path(run_dir) / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(out)))
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the loop knows when it writes the summary: where the run stands (checkpointed state)
+    and the few numbers it derived at the start. The rest of the summary comes from the config,
+    the task, the model, the optimizer and the device."""
+    status: str                 # running | completed | diverged | interrupted | failed
+    stop_reason: str | None     # why a run ended other than by completing (None: it did not stop early)
+    steps: int
+    train_time_s: float         # the train clock (trainer.clock_includes says what it covers)
+    compile_warmup_s: float
+    best: float | None          # best value of the task's metric, and its step
+    best_step: int | None
+    last_eval: dict | None      # the latest evaluation's metrics
+    target_step: int | None     # first evaluation that reached the task's target, and its train time
+    target_time: float | None
+    extensions: list            # trainer.extend records
+    lr_scale: float             # optimizer.lr_scaling's factor at this batch size
+    clock_includes: tuple
+    peak_flops: float | None    # the device's, for MFU (None: unknown)
+    git_diff: str | None        # GIT_DIFF when the run dir holds it
+
+
+def build_summary(cfg, task, model, optimizer, device: torch.device, world_size: int, state: RunState) -> dict:
+    """summary.json's fields (docs/design.md lists them); task.summary_extra adds the task's own."""
+    from optbench.train.budget import stopped_by
+    from optbench.train.memory import optimizer_state_bytes, peak_memory
+    from optbench.train.mfu import mfu
+
+    train_time = state.train_time_s
+    peak, peak_kind = peak_memory(device)
+    tokens = task.tokens_per_step
+    samples = state.steps * task.samples_per_step
+    tokens_per_s = state.steps * tokens / train_time if tokens and train_time > 0 else None
+    return {
+        "status": state.status,
+        "stop_reason": state.stop_reason,
+        "stopped_by": stopped_by(state.status, state.stop_reason),  # which budget or event ended it
+        "task": cfg.task.name,
+        "optimizer": cfg.optimizer.name,
+        "scheduler": cfg.scheduler.name,
+        "seed": cfg.seed,
+        "lr": cfg.optimizer.lr * state.lr_scale,  # the lr used: batch-size scaling applied
+        "lr_scale": state.lr_scale,
+        "lr_by_role": base_lr_by_role(optimizer),
+        "metric": task.metric,
+        "mode": task.mode,
+        "final_metric": state.last_eval.get(task.metric) if state.last_eval else None,
+        "best_metric": state.best,
+        "best_step": state.best_step,
+        "final_eval": state.last_eval,
+        "target": task.target,
+        "reached": state.target_step is not None,
+        "time_to_target_s": state.target_time,
+        "steps_to_target": state.target_step,
+        "steps": state.steps,
+        "max_steps": cfg.trainer.max_steps,
+        "extensions": state.extensions,
+        "samples_seen": samples,
+        "tokens_seen": state.steps * tokens if tokens else None,
+        "train_time_s": train_time,
+        "clock_includes": list(state.clock_includes),
+        "compile_warmup_s": state.compile_warmup_s,
+        "throughput_samples_per_s": samples / train_time if train_time > 0 else None,
+        "throughput_tokens_per_s": tokens_per_s,
+        # model FLOPs utilisation over all ranks (train/mfu.py); None without a known peak
+        "mfu": mfu(tokens_per_s, task.flops_per_token, state.peak_flops, world_size),
+        "peak_flops": state.peak_flops,
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": peak_kind,
+        "param_count": sum(p.numel() for p in model.parameters()),
+        "optimizer_state_bytes": optimizer_state_bytes(optimizer),
+        "batch_size": cfg.trainer.batch_size,
+        "benchmark": cfg.task.get("benchmark"),
+        "loss_reduction": task.loss_reduction,
+        "environment": {**environment(device, world_size), "git_diff": state.git_diff},
+        **task.summary_extra,
+    }
+
+
 def write_failed_summary(run_dir: Path, cfg, error: BaseException) -> bool:
     """A job that failed before the loop wrote its summary (building the task, seeding, resuming,
     a config error found at run time) still leaves one, status failed with the error's first line,
@@ -184,6 +331,7 @@ def write_failed_summary(run_dir: Path, cfg, error: BaseException) -> bool:
     write_json(run_dir / "summary.json", {
         "status": "failed",
         "stop_reason": f"{type(error).__name__}: {error}".splitlines()[0][:500],
+        "stopped_by": "failed",
         "task": get("task.name"), "optimizer": get("optimizer.name"), "scheduler": get("scheduler.name"),
         "seed": get("seed"), "lr": get("optimizer.lr"), "metric": get("task.metric"), "mode": get("task.mode"),
         "target": get("task.target"), "benchmark": get("task.benchmark"), "reached": False, "steps": 0,
