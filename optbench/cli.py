@@ -23,6 +23,7 @@ VERBS = {
     "lr-find": ("optbench.commands.lr_find:main", "learning-rate range test with a plot"),
     "schedule": ("optbench.commands.schedule:main", "draw a learning-rate schedule to a PNG"),
     "landscape": ("optbench.commands.landscape:main", "optimizer trajectories on 2-D test functions"),
+    "suite": ("optbench.commands.suite:main", "score optimizers across many workloads (tuning, seeds, profiles)"),
 }
 
 

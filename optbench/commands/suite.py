@@ -1,0 +1,85 @@
+"""`optbench suite`: score optimizers across many workloads.
+
+    optbench suite --optimizers adamw,muon,soap,lion --workloads diagnostics,digits,nqm
+                   [--budget 8] [--seeds 3] [--search sobol|random|grid] [--profile-by steps|time]
+                   [--jobs N] [--out DIR] [--results DIR] [hydra/launcher=...] [key=value ...]
+
+For every workload (a task; a group of them from conf/suite/<group>.yaml) every optimizer gets the
+same tuning budget through `optbench tune` (--budget trials, chosen by the final validation metric),
+then --seeds fresh seeds of its choice. DIR/leaderboard.{md,csv,tex}: per workload the success rate,
+steps and time to target, final metric ± 95% CI, attempts needed and every diverged or failed run;
+overall, the area under the AlgoPerf performance profile. DIR/heatmap.png, DIR/profile.png (--results:
+the leaderboard files go there instead). Runs live under DIR/runs/<workload>/; the same command again
+reads finished runs back. --jobs N: N workloads at once, each in its own process.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from optbench.errors import ArgumentParser, ConfigError, choices
+
+LAUNCHER_PREFIXES = ("hydra/launcher", "hydra.launcher")
+
+
+def split_launcher(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(run overrides, Hydra launcher overrides): the latter go to tune's launcher."""
+    launcher = [o for o in overrides if o.lstrip("+~").startswith(LAUNCHER_PREFIXES)]
+    return [o for o in overrides if o not in launcher], launcher
+
+
+def main(argv: list[str]) -> None:
+    from optbench.suite.run import SEARCHES
+
+    parser = ArgumentParser(prog="optbench suite", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--optimizers", required=True, help="comma-separated, e.g. adamw,muon,soap,lion")
+    parser.add_argument("--workloads", required=True, help="comma-separated groups (conf/suite/) or task names")
+    parser.add_argument("--budget", type=int, default=8, help="tuning trials per optimizer and workload (default 8)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of each chosen configuration (default 3)")
+    parser.add_argument("--search", default="sobol", choices=SEARCHES,
+                        help="how tune draws the trials (default sobol: AlgoPerf's quasi-random search)")
+    parser.add_argument("--profile-by", default="steps", choices=("steps", "time"),
+                        help="the profile's time to target: steps (default) or train-clock seconds")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="workloads run at once, each in its own process (default 1)")
+    parser.add_argument("--out", default="suite",
+                        help="runs (DIR/runs/, DIR/suite.json) and leaderboard (default: suite)")
+    parser.add_argument("--results", help="write the leaderboard files here instead of --out (e.g. results/suite)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides for every run; hydra/launcher=... runs trials in parallel")
+    args = parser.parse_args(argv)
+
+    from optbench.confdir import group_options, use_overrides
+    from optbench.suite.leaderboard import write_leaderboard
+    from optbench.suite.run import run_suite
+    from optbench.suite.workloads import resolve
+
+    overrides, launcher = split_launcher(list(args.overrides))
+    use_overrides(overrides)  # a user's config folder (hydra.searchpath) adds optimizers, tasks, groups
+    optimizers = list(dict.fromkeys(o.strip() for o in args.optimizers.split(",") if o.strip()))
+    known = group_options("optimizer")
+    if not optimizers:
+        raise ConfigError(f"suite: --optimizers names nothing; valid choices: {choices(known)}")
+    for o in optimizers:
+        if o not in known:
+            raise ConfigError(f"suite: unknown optimizer '{o}'; valid choices: {choices(known)}")
+    if args.budget < 1:
+        raise ConfigError(f"suite: --budget={args.budget} is invalid: must be >= 1 "
+                          "(tuning trials per optimizer and workload)")
+    if args.seeds < 1:
+        raise ConfigError(f"suite: --seeds={args.seeds} is invalid: must be >= 1")
+    if args.jobs < 1:
+        raise ConfigError(f"suite: --jobs={args.jobs} is invalid: must be >= 1")
+    workloads = resolve([w.strip() for w in args.workloads.split(",") if w.strip()])
+    out = Path(args.out)
+    record = run_suite(optimizers, workloads, out, budget=args.budget, seeds=args.seeds, search=args.search,
+                       overrides=overrides, launcher=launcher, jobs=args.jobs)
+    board = Path(args.results) if args.results else out
+    md, _ = write_leaderboard(board, record, by=args.profile_by,
+                                 command="optbench suite " + " ".join(shlex.quote(a) for a in argv))
+    print(md)
+    print(f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads, runs in {out}/ -> "
+          f"{board}/leaderboard.md, "
+          f"leaderboard.csv, leaderboard.tex, heatmap.png, profile.png")
