@@ -1,4 +1,5 @@
 """optbench: fair, fast benchmarking of deep-learning optimizers."""
+
 from pathlib import Path
 
 __version__ = "0.1.0"

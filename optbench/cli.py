@@ -4,6 +4,7 @@ that owns the work; `train` is a Hydra app, the other verbs are plain argparse.
 
 Every verb turns bad input (ConfigError) into one line on stderr and exit status 2.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{verb}: cannot use '{e.filename}': {e.strerror or e}")
     except KeyboardInterrupt:
         print("optbench: interrupted", file=sys.stderr)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
 
 
 def _quiet_broken_pipe() -> NoReturn:

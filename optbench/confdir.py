@@ -5,6 +5,7 @@ a command line (any verb that composes a config registers it here) and, for a pe
 OPTBENCH_CONFIG_PATH environment variable (folders separated by ':'). conf/ comes first, as in
 Hydra, so a user's file never shadows a built-in one of the same name.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,10 @@ def open_keys(overrides: list[str]) -> list[str]:
     """`optimizer.fallback.target=X` as `++optimizer.fallback.target=X` (add or override): Hydra's
     struct mode refuses a key its yaml lacks, and these are the class and arguments of a user's own
     optimizer inside a hybrid; every other key keeps Hydra's check."""
-    return [f"++{o}" if not o.startswith(("+", "~")) and o.split("=", 1)[0].startswith(OPEN_KEYS)
-            and "=" in o else o for o in overrides]
+    return [
+        f"++{o}" if not o.startswith(("+", "~")) and o.split("=", 1)[0].startswith(OPEN_KEYS) and "=" in o else o
+        for o in overrides
+    ]
 
 
 def _parse_searchpath(overrides: list[str]) -> list[str]:
@@ -78,7 +81,7 @@ def search_dirs() -> list[Path]:
     dirs = [CONF_DIR]
     for entry in searchpath_entries():
         if entry.startswith("file://"):
-            dirs.append(Path(entry[len("file://"):]))
+            dirs.append(Path(entry[len("file://") :]))
         elif "://" not in entry:
             dirs.append(Path(entry))
     return dirs
@@ -96,8 +99,13 @@ def option_path(group: str, option: str) -> Path:
 def group_options(group: str) -> list[str]:
     """The options of a group; a yaml whose name starts with `_` is a base the others pull in their
     defaults list (optimizer/_base.yaml), not an option."""
-    names = {p.stem for d in search_dirs() if (d / group).is_dir() for p in (d / group).glob("*.yaml")
-             if not p.stem.startswith(BASE_PREFIX)}
+    names = {
+        p.stem
+        for d in search_dirs()
+        if (d / group).is_dir()
+        for p in (d / group).glob("*.yaml")
+        if not p.stem.startswith(BASE_PREFIX)
+    }
     return sorted(names)
 
 
@@ -151,8 +159,7 @@ def _compose_option(group: str, option: str, seen: tuple[str, ...]):
         try:
             return ConfigStore.instance().load(f"{here}.yaml").node
         except ConfigLoadError:  # neither a file nor a stored node
-            raise ConfigError(f"unknown {group} '{option}'; valid choices: "
-                              f"{', '.join(group_options(group))}") from None
+            raise ConfigError(f"unknown {group} '{option}'; valid choices: {', '.join(group_options(group))}") from None
     cfg = OmegaConf.load(path)
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} is not a mapping of keys to values")

@@ -5,11 +5,11 @@ and the sweeper params an experiment sets), translating Hydra's errors; `validat
 values. Each module validates what it owns: optim/ its hyperparameters, schedules.py its
 schedule, tasks.py its data. This module only ties them together and checks the trainer.
 """
+
 from __future__ import annotations
 
-from pathlib import Path
-
 from itertools import islice
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -49,8 +49,7 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = hydra_compose("config", overrides=open_keys(with_searchpath(overrides)),
-                                return_hydra_config=True)
+            cfg = hydra_compose("config", overrides=open_keys(with_searchpath(overrides)), return_hydra_config=True)
         _refuse_base_choice(cfg)
         return cfg
     except HydraException as e:
@@ -64,8 +63,10 @@ def _refuse_base_choice(cfg: DictConfig) -> None:
     options share, not an option: the same line as for an unknown one."""
     for group, choice in (OmegaConf.select(cfg, "hydra.runtime.choices") or {}).items():
         if group in GROUPS and str(choice).startswith(BASE_PREFIX):
-            raise ConfigError(f"unknown {group} '{choice}' (the keys its options share, not one of them); "
-                              f"valid choices: {choices(group_options(group))}")
+            raise ConfigError(
+                f"unknown {group} '{choice}' (the keys its options share, not one of them); "
+                f"valid choices: {choices(group_options(group))}"
+            )
 
 
 def _composition_message(e: Exception, overrides: list[str]) -> str:
@@ -119,8 +120,11 @@ def _override_key(full_key: str, overrides: list[str]) -> str:
 def _missing_option_message(e) -> str:
     group, _, option = (e.missing_cfg_file or "").strip("/").rpartition("/")
     if group in GROUPS:
-        hint = f"; your own class: optimizer=custom optimizer.target={option}" \
-            if group == "optimizer" and "." in option else ""
+        hint = (
+            f"; your own class: optimizer=custom optimizer.target={option}"
+            if group == "optimizer" and "." in option
+            else ""
+        )
         return f"unknown {group} '{option}'; valid choices: {choices(group_options(group))}{hint}"
     return str(e).splitlines()[0]
 
@@ -132,10 +136,14 @@ def _parse_message(override: str) -> str:
     if not eq:
         return f"cannot parse override '{override}' (expected key=value)"
     if not value.isascii():
-        return (f"cannot parse override '{override}': Hydra needs such a value quoted, e.g. "
-                f"\"{key}='{value}'\" (single quotes inside the shell's double quotes)")
-    return (f"cannot parse override '{override}': not Hydra's override grammar (key=value, a list [a,b], "
-            f"a value with special characters quoted: \"{key}='...'\")")
+        return (
+            f"cannot parse override '{override}': Hydra needs such a value quoted, e.g. "
+            f"\"{key}='{value}'\" (single quotes inside the shell's double quotes)"
+        )
+    return (
+        f"cannot parse override '{override}': not Hydra's override grammar (key=value, a list [a,b], "
+        f"a value with special characters quoted: \"{key}='...'\")"
+    )
 
 
 def _keys_under(parent: str, overrides: list[str], exclude: str) -> tuple[str, list[str]]:
@@ -186,7 +194,7 @@ def _sweep_variants(overrides: list[str]) -> list[list[str]]:
         else:
             base.append(o.input_line)
     variants = [base]
-    for i, sweep in enumerate(sweeps):
+    for sweep in sweeps:
         first = sweep[0]
         for value in sweep[1:]:
             variants.append([value if o == first else o for o in base])
@@ -201,8 +209,10 @@ def precheck(overrides: list[str], multirun: bool = False) -> DictConfig:
         key, _, value = o.lstrip("+~").partition("=")
         if key.startswith("optimizer") and key.endswith("._target_"):
             where = key[: -len("._target_")]
-            raise ConfigError(f"'{o}': optbench names the class with {where}.target, e.g. "
-                              f"optimizer=custom optimizer.target={value or 'my_pkg.my_module.MyOptimizer'}")
+            raise ConfigError(
+                f"'{o}': optbench names the class with {where}.target, e.g. "
+                f"optimizer=custom optimizer.target={value or 'my_pkg.my_module.MyOptimizer'}"
+            )
     try:
         variants = _sweep_variants(overrides)
     except HydraException as e:
@@ -264,8 +274,14 @@ def warn_duplicate_jobs(repeats: list[tuple[list[str], list[str]]], overrides: l
         a, b = repeats[0]
         only_a, only_b = " ".join(o for o in a if o not in b), " ".join(o for o in b if o not in a)
         shown = f"'{only_a}' and '{only_b}' are one configuration"
-    print(f"optbench: warning: this sweep runs the same job twice ({shown}); repeats are not independent "
-          "runs, and the report counts each configuration once", file=sys.stderr, flush=True)
+    print(
+        f"optbench: warning: this sweep runs the same job twice ({shown}); repeats are not independent "
+        "runs, and the report counts each configuration once",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _check_writable(cfg: DictConfig, key: str) -> None:
     """A run or sweep directory that cannot be made or written would end in Hydra's traceback once
     Hydra creates it: the directory, or the nearest one above it that exists, must be writable."""
@@ -283,8 +299,7 @@ def _check_writable(cfg: DictConfig, key: str) -> None:
     if not path.is_dir():
         raise ConfigError(f"{key}={given!r} is invalid: {path} is a file, not a directory")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={given!r} is invalid: {path} is not writable (read-only); "
-                          f"choose another {key}")
+        raise ConfigError(f"{key}={given!r} is invalid: {path} is not writable (read-only); choose another {key}")
 
 
 def _check_existing_run_dir(cfg: DictConfig) -> None:
@@ -301,9 +316,7 @@ def _check_existing_run_dir(cfg: DictConfig) -> None:
 # --------------------------------------------------------------------------- values
 def _positive(cfg, key: str, allow_zero: bool = False) -> None:
     value = OmegaConf.select(cfg, key)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        value >= 0 if allow_zero else value > 0
-    )
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{key}={value!r} is invalid: must be a number {bound}")
@@ -326,11 +339,15 @@ def _closure_compatible(cfg: DictConfig) -> None:
     if spec is None or not spec.needs_closure:
         return
     if amp_mode(cfg.trainer.amp) == "fp16":
-        raise ConfigError(f"trainer.amp=fp16 is invalid with optimizer={spec.name} (it re-evaluates the loss in "
-                          "a closure, which loss scaling breaks); valid choices: off, bf16")
+        raise ConfigError(
+            f"trainer.amp=fp16 is invalid with optimizer={spec.name} (it re-evaluates the loss in "
+            "a closure, which loss scaling breaks); valid choices: off, bf16"
+        )
     if cfg.trainer.grad_clip > 0:
-        raise ConfigError(f"trainer.grad_clip={cfg.trainer.grad_clip} is invalid with optimizer={spec.name} "
-                          "(its closure's line search cannot be clipped); use trainer.grad_clip=0")
+        raise ConfigError(
+            f"trainer.grad_clip={cfg.trainer.grad_clip} is invalid with optimizer={spec.name} "
+            "(its closure's line search cannot be clipped); use trainer.grad_clip=0"
+        )
 
 
 def _lookahead(a) -> None:
@@ -343,8 +360,9 @@ def _lookahead(a) -> None:
             bound = f"in [0, {high}]" if high is not None else ">= 0"
             raise ConfigError(f"trainer.averaging.{key}={v!r} is invalid: must be a number {bound}")
     if not isinstance(a.get("lookahead_final", True), bool):
-        raise ConfigError(f"trainer.averaging.lookahead_final={a.get('lookahead_final')!r} is invalid; "
-                          "valid choices: true, false")
+        raise ConfigError(
+            f"trainer.averaging.lookahead_final={a.get('lookahead_final')!r} is invalid; valid choices: true, false"
+        )
 
 
 def clock_includes(t) -> tuple[str, ...]:
@@ -365,8 +383,14 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= MAX_SEED:
         # torch.manual_seed takes a 64-bit integer: a larger one fails only once the run has started
         raise ConfigError(f"seed={cfg.seed!r} is invalid: must be an integer in [0, 2**63-1]")
-    for key in ("trainer.max_steps", "trainer.batch_size", "trainer.grad_accum",
-                "trainer.eval_every", "trainer.log_every", "trainer.nproc"):
+    for key in (
+        "trainer.max_steps",
+        "trainer.batch_size",
+        "trainer.grad_accum",
+        "trainer.eval_every",
+        "trainer.log_every",
+        "trainer.nproc",
+    ):
         _positive(cfg, key)
         value = OmegaConf.select(cfg, key)
         if int(value) != value:
@@ -386,8 +410,15 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
     _positive(cfg, "trainer.grad_clip", allow_zero=True)
     _positive(cfg, "trainer.checkpoint_every", allow_zero=True)
     _positive(cfg, "trainer.divergence_factor", allow_zero=True)
-    for key in ("trainer.compile", "trainer.stop_at_target", "trainer.progress",
-                "trainer.deterministic", "trainer.save_final", "trainer.eval_at_start", "trainer.extend"):
+    for key in (
+        "trainer.compile",
+        "trainer.stop_at_target",
+        "trainer.progress",
+        "trainer.deterministic",
+        "trainer.save_final",
+        "trainer.eval_at_start",
+        "trainer.extend",
+    ):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, bool):  # a string such as 'maybe' would count as true
             raise ConfigError(f"{key}={value!r} is invalid; valid choices: true, false")
@@ -416,8 +447,7 @@ def validate(cfg: DictConfig, world_size: int | None = None) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError("trainer.device='cuda' but no CUDA device is available; "
-                              "valid choices here: auto, cpu")
+            raise ConfigError("trainer.device='cuda' but no CUDA device is available; valid choices here: auto, cpu")
     from optbench.optim import validate_optimizer_config
     from optbench.schedules import validate_optimizer_schedules, validate_schedule_config
     from optbench.tasks import validate_task_config

@@ -6,6 +6,7 @@ Linux file systems: the job then dies with `OSError: File name too long`. `${ob_
 short name as it is and cuts a long one, ending it with a hash of the whole so two sweeps' jobs never
 share a directory. Registered when optbench is imported (the CLI, a SLURM job unpickling its task).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,7 @@ def short_dirname(name: str, limit: int = MAX_NAME) -> str:
     if len(raw.encode()) <= limit:
         return raw
     digest = hashlib.sha1(raw.encode()).hexdigest()[:10]
-    cut = raw.encode()[:limit - len(digest) - 1].decode(errors="ignore")
+    cut = raw.encode()[: limit - len(digest) - 1].decode(errors="ignore")
     return f"{cut}~{digest}"
 
 

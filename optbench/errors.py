@@ -1,4 +1,5 @@
 """The one exception type that the CLI turns into a single line and exit status 2."""
+
 from __future__ import annotations
 
 import argparse

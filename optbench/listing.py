@@ -1,11 +1,17 @@
 """What `optbench list` prints: the selectable options of each config group, one line each (the
 command line is optbench/commands/list.py)."""
+
 from __future__ import annotations
 
 from optbench.confdir import description, group_options, load_option
 
-KINDS = {"optimizers": "optimizer", "schedulers": "scheduler", "tasks": "task",
-         "experiments": "experiment", "models": "model"}
+KINDS = {
+    "optimizers": "optimizer",
+    "schedulers": "scheduler",
+    "tasks": "task",
+    "experiments": "experiment",
+    "models": "model",
+}
 
 
 def optimizer_rows() -> list[str]:
@@ -22,19 +28,24 @@ def optimizer_rows() -> list[str]:
         rows.append(f"  {name:<14} {spec.source:<18} {spec.state:<9} {hp}")
         where = f"{spec.target}" if isinstance(spec.target, str) else "optimizer.target=<module.Class>"
         rows.append(f"  {'':<14} {spec.description or description('optimizer', name)} [{where}]")
-    rows.append("  state = optimizer-state memory as a multiple of the parameters' bytes (Adam: 2x), measured in each "
-                "run's summary (optimizer_state_bytes); r+c: a row and a column vector per matrix; L+R: a "
-                "preconditioner and its inverse root per dimension; +Q: eigenbases or Kronecker factors per "
-                "dimension; +r: a vector per matrix row; h: history_size; +fb: the fallback's (AdamW's) state for "
-                "the non-matrix roles; +base: the base optimizer's")
+    rows.append(
+        "  state = optimizer-state memory as a multiple of the parameters' bytes (Adam: 2x), measured in each "
+        "run's summary (optimizer_state_bytes); r+c: a row and a column vector per matrix; L+R: a "
+        "preconditioner and its inverse root per dimension; +Q: eigenbases or Kronecker factors per "
+        "dimension; +r: a vector per matrix row; h: history_size; +fb: the fallback's (AdamW's) state for "
+        "the non-matrix roles; +base: the base optimizer's"
+    )
     return rows
 
 
 def task_row(name: str, task: dict) -> str:
     """name, the success criterion (metric and target) and the description."""
     target = task.get("target")
-    goal = f"{task.get('metric')} {'>=' if task.get('mode') == 'max' else '<='} {target:g}" \
-        if isinstance(target, (int, float)) else f"{task.get('metric')} (no target)"
+    goal = (
+        f"{task.get('metric')} {'>=' if task.get('mode') == 'max' else '<='} {target:g}"
+        if isinstance(target, (int, float))
+        else f"{task.get('metric')} (no target)"
+    )
     return f"  {name:<22} {goal:<22} {task.get('description', '')}"
 
 

@@ -8,13 +8,14 @@ smoothed loss (vs log lr) and the lr at its minimum divided by 10. The model and
 restored afterwards, so the function can run on a model you go on training. The command line
 is optbench/commands/lr_find.py (`optbench lr-find`).
 """
+
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,16 +25,15 @@ from optbench.plotting import pyplot, save_figure
 
 @dataclass
 class RangeTestResult:
-    lrs: list[float] = field(default_factory=list)          # the optimizer.lr value at each step
-    losses: list[float] = field(default_factory=list)       # raw training loss at that lr
+    lrs: list[float] = field(default_factory=list)  # the optimizer.lr value at each step
+    losses: list[float] = field(default_factory=list)  # raw training loss at that lr
     smoothed: list[float] = field(default_factory=list)
     stopped_early: bool = False
-    steepest: float | None = None                           # lr of steepest descent
-    min_over_10: float | None = None                        # lr at the loss minimum / 10
+    steepest: float | None = None  # lr of steepest descent
+    min_over_10: float | None = None  # lr at the loss minimum / 10
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("lrs", "losses", "smoothed", "stopped_early",
-                                                "steepest", "min_over_10")}
+        return {k: getattr(self, k) for k in ("lrs", "losses", "smoothed", "stopped_early", "steepest", "min_over_10")}
 
 
 def exponential_ramp(start: float, end: float, steps: int) -> np.ndarray:
@@ -57,11 +57,19 @@ def suggestions(lrs, smoothed, skip_start: int = 5, skip_end: int = 2) -> tuple[
     return steepest, min_over_10
 
 
-def lr_range_test(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  batches: Iterator, loss_fn: Callable[[torch.nn.Module, object], torch.Tensor],
-                  start: float = 1e-6, end: float = 10.0, steps: int = 100, smoothing: float = 0.98,
-                  diverge: float = 4.0, reference_lr: float | None = None,
-                  needs_closure: bool = False) -> RangeTestResult:
+def lr_range_test(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator,
+    loss_fn: Callable[[torch.nn.Module, object], torch.Tensor],
+    start: float = 1e-6,
+    end: float = 10.0,
+    steps: int = 100,
+    smoothing: float = 0.98,
+    diverge: float = 4.0,
+    reference_lr: float | None = None,
+    needs_closure: bool = False,
+) -> RangeTestResult:
     """Ramp the lr, record the loss, restore model and optimizer. `batches` yields per step a list
     of micro-batches (a Task's train_batches); `reference_lr` is the lr the groups' current lrs are
     relative to (default: the first group's), so per-role lr ratios stay as configured."""
@@ -120,8 +128,10 @@ def plot(result: RangeTestResult, title: str, out: Path) -> Path:
     ax.plot(result.lrs, result.losses, color="0.75", lw=1, label="loss")
     ax.plot(result.lrs, result.smoothed, color="tab:blue", lw=2, label="smoothed loss")
     finite = [s for s in result.smoothed if math.isfinite(s)]
-    for lr, colour, label in ((result.steepest, "tab:red", "steepest descent"),
-                              (result.min_over_10, "tab:green", "minimum / 10")):
+    for lr, colour, label in (
+        (result.steepest, "tab:red", "steepest descent"),
+        (result.min_over_10, "tab:green", "minimum / 10"),
+    ):
         if lr is not None:
             ax.axvline(lr, color=colour, ls="--", lw=1.2, label=f"{label}: {lr:.2g}")
     ax.set_xscale("log")

@@ -1,4 +1,5 @@
 """Matplotlib for files only: the Agg backend (no window, works headless) and one way to save."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,6 +1,7 @@
 """What `optbench schedule` shows: the lr multiplier (and momentum) curves of a composed config,
 built as the loop builds them, and their plot. The command line is optbench/commands/schedule.py.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -12,10 +13,14 @@ from optbench.plotting import pyplot, save_figure
 
 def schedule_curves(cfg) -> dict:
     """steps, lr multipliers, and (if configured) momentum values for the composed config."""
-    from optbench.schedules import (build_momentum_schedule, build_schedule_from_config, lr_scale,
-                                    validate_optimizer_schedules, validate_schedule_config)
-
     from optbench.optim import validate_optimizer_config
+    from optbench.schedules import (
+        build_momentum_schedule,
+        build_schedule_from_config,
+        lr_scale,
+        validate_optimizer_schedules,
+        validate_schedule_config,
+    )
 
     t = cfg.trainer
     for key in ("max_steps", "batch_size", "eval_every"):  # what the schedule is drawn over
@@ -27,9 +32,12 @@ def schedule_curves(cfg) -> dict:
     validate_optimizer_schedules(cfg.optimizer, t.max_steps)
     schedule = build_schedule_from_config(cfg.scheduler, t.max_steps)
     steps = list(range(t.max_steps))
-    curves = {"steps": steps, "multiplier": [schedule(s) for s in steps],
-              "base_lr": float(cfg.optimizer.lr) * lr_scale(cfg.optimizer, t.batch_size),
-              "metric_driven": hasattr(schedule, "observe")}
+    curves = {
+        "steps": steps,
+        "multiplier": [schedule(s) for s in steps],
+        "base_lr": float(cfg.optimizer.lr) * lr_scale(cfg.optimizer, t.batch_size),
+        "metric_driven": hasattr(schedule, "observe"),
+    }
     momentum = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"))
     if momentum is not None:
         curves["momentum_key"] = momentum.key
@@ -47,8 +55,9 @@ def plot_curves(curves: dict, title: str, out: Path) -> Path:
     ax.set_ylabel("lr multiplier")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    lr_axis = ax.secondary_yaxis("right", functions=(lambda m: m * curves["base_lr"],
-                                                      lambda lr: lr / curves["base_lr"]))
+    lr_axis = ax.secondary_yaxis(
+        "right", functions=(lambda m: m * curves["base_lr"], lambda lr: lr / curves["base_lr"])
+    )
     lr_axis.set_ylabel(f"lr (base {curves['base_lr']:.3g})")
     note = " (metric-driven: cuts when the eval metric stalls)" if curves["metric_driven"] else ""
     ax.set_title(textwrap.fill(title + note, 90), fontsize=8)

@@ -18,11 +18,12 @@ Also here, because they are lr/momentum arithmetic the loop applies once per run
   roles (the NanoGPT-speedrun Muon momentum warmup 0.85 -> 0.95 is
   `{key: momentum, start: 0.85, end: 0.95, steps: 300, roles: [matrix]}`).
 """
+
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -51,7 +52,7 @@ def multistep(total_steps: int, milestones=(0.5, 0.75), gamma: float = 0.1) -> S
 
 
 def exponential(total_steps: int, gamma: float = 0.99) -> Schedule:
-    return lambda t: gamma ** t
+    return lambda t: gamma**t
 
 
 def inverse_time(total_steps: int, decay: float = 0.01) -> Schedule:
@@ -79,8 +80,9 @@ def cosine(total_steps: int, min_ratio: float = 0.0) -> Schedule:
     return lambda t: min_ratio + (1 - min_ratio) * _cosine_shape(_progress(t, total_steps))
 
 
-def cosine_restarts(total_steps: int, first_period: float = 1 / 7, period_mult: float = 2.0,
-                    min_ratio: float = 0.0) -> Schedule:
+def cosine_restarts(
+    total_steps: int, first_period: float = 1 / 7, period_mult: float = 2.0, min_ratio: float = 0.0
+) -> Schedule:
     """SGDR (Loshchilov & Hutter 2017): cosine to the floor within a period, then back to 1;
     the first period is first_period x T steps and each next one period_mult times longer."""
     first = max(1.0, first_period * total_steps)
@@ -91,11 +93,17 @@ def cosine_restarts(total_steps: int, first_period: float = 1 / 7, period_mult: 
             pos -= period
             period *= period_mult
         return min_ratio + (1 - min_ratio) * _cosine_shape(pos / period)
+
     return f
 
 
-def onecycle(total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
-             final_div_factor: float = 1e4, end_at: str = "last_step") -> Schedule:
+def onecycle(
+    total_steps: int,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    end_at: str = "last_step",
+) -> Schedule:
     """Smith & Topin: cosine from 1/div up to 1 over pct_start of the run, then cosine down to
     1/(div x final_div). The base lr is the peak. end_at=last_step is torch's OneCycleLR: the
     peak at step pct_start T - 1 and the floor at the last trained step T - 1; after_run puts
@@ -108,6 +116,7 @@ def onecycle(total_steps: int, pct_start: float = 0.3, div_factor: float = 25.0,
         if t < up:
             return _cosine_between(lo, 1.0, t / up)
         return _cosine_between(1.0, end, min((t - up) / max(last - up, 1e-12), 1.0))
+
     return f
 
 
@@ -119,12 +128,17 @@ def _cosine_between(a: float, b: float, p: float) -> float:
 COOLDOWN_SHAPES: dict[str, Callable[[float], float]] = {
     "linear": lambda p: 1 - p,
     "cosine": _cosine_shape,
-    "1-sqrt": lambda p: 1 - math.sqrt(p),   # Hägele et al. 2024
+    "1-sqrt": lambda p: 1 - math.sqrt(p),  # Hägele et al. 2024
 }
 
 
-def wsd(total_steps: int, decay_fraction: float = 0.2, decay_shape: str = "linear",
-        min_ratio: float = 0.0, end_at: str = "last_step") -> Schedule:
+def wsd(
+    total_steps: int,
+    decay_fraction: float = 0.2,
+    decay_shape: str = "linear",
+    min_ratio: float = 0.0,
+    end_at: str = "last_step",
+) -> Schedule:
     """Warmup-stable-decay: 1 until the last decay_fraction of the run, then a cooldown to the
     floor (warmup is the generic warmup). The speedrun "trapezoid" is wsd with linear decay.
     The cooldown starts at step T - decay_fraction T and reaches the floor at the last trained
@@ -148,6 +162,7 @@ def wsd(total_steps: int, decay_fraction: float = 0.2, decay_shape: str = "linea
             return 1.0
         p = min((t - start) / span, 1.0) if span > 0 else 1.0
         return min_ratio + (1 - min_ratio) * shape(p)
+
     return f
 
 
@@ -159,6 +174,8 @@ def _end_step(total_steps: int, end_at: str) -> int:
     if end_at not in END_AT:
         raise ConfigError(f"scheduler.end_at={end_at!r} is invalid; valid choices: {choices(END_AT)}")
     return total_steps - 1 if end_at == "last_step" else total_steps
+
+
 def piecewise_linear(total_steps: int, points=((0.0, 1.0), (1.0, 0.0))) -> Schedule:
     """Linear between knots [position, multiplier]; a knot at position f (a fraction of the run)
     sits at step int(f x T) (floor, as airbench94's `int(total_train_steps * 0.23)`); before the
@@ -174,6 +191,7 @@ def piecewise_linear(total_steps: int, points=((0.0, 1.0), (1.0, 0.0))) -> Sched
             if t < s1:
                 return _between((s0, a), (s1, b), t)
         return knots[-1][1]
+
     return f
 
 
@@ -190,12 +208,26 @@ class Plateau:
     after each evaluation. The bookkeeping is torch's ReduceLROnPlateau, run on a stand-in
     one-parameter optimizer whose lr is the multiplier."""
 
-    def __init__(self, total_steps: int, mode: str = "max", factor: float = 0.1, patience: int = 2,
-                 threshold: float = 1e-4, cooldown: int = 0, min_ratio: float = 0.0):
+    def __init__(
+        self,
+        total_steps: int,
+        mode: str = "max",
+        factor: float = 0.1,
+        patience: int = 2,
+        threshold: float = 1e-4,
+        cooldown: int = 0,
+        min_ratio: float = 0.0,
+    ):
         self._holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
         self._reducer = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self._holder, mode=mode, factor=factor, patience=patience, threshold=threshold,
-            cooldown=cooldown, min_lr=min_ratio)
+            self._holder,
+            mode=mode,
+            factor=factor,
+            patience=patience,
+            threshold=threshold,
+            cooldown=cooldown,
+            min_lr=min_ratio,
+        )
 
     def __call__(self, t: int) -> float:
         return self._holder.param_groups[0]["lr"]
@@ -212,9 +244,18 @@ class Plateau:
 
 
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
-    "constant": constant, "step": step, "multistep": multistep, "exponential": exponential,
-    "inverse_time": inverse_time, "inverse_sqrt": inverse_sqrt, "poly": poly, "cosine": cosine,
-    "cosine_restarts": cosine_restarts, "onecycle": onecycle, "wsd": wsd, "plateau": Plateau,
+    "constant": constant,
+    "step": step,
+    "multistep": multistep,
+    "exponential": exponential,
+    "inverse_time": inverse_time,
+    "inverse_sqrt": inverse_sqrt,
+    "poly": poly,
+    "cosine": cosine,
+    "cosine_restarts": cosine_restarts,
+    "onecycle": onecycle,
+    "wsd": wsd,
+    "plateau": Plateau,
     "piecewise_linear": piecewise_linear,
 }
 WARMUP_KEYS = ("warmup_steps", "warmup_fraction")
@@ -242,8 +283,9 @@ def warmup_steps_of(total_steps: int, warmup_steps: int = 0, warmup_fraction: fl
     return int(warmup_steps) if warmup_steps else round(warmup_fraction * total_steps)
 
 
-def build_schedule(name: str, total_steps: int, warmup_steps: int = 0, warmup_fraction: float = 0.0,
-                   **kwargs) -> Schedule:
+def build_schedule(
+    name: str, total_steps: int, warmup_steps: int = 0, warmup_fraction: float = 0.0, **kwargs
+) -> Schedule:
     """A ready schedule: step -> multiplier of the base lr."""
     _check_name_and_keys(name, kwargs)
     w = warmup_steps_of(total_steps, warmup_steps, warmup_fraction)
@@ -273,8 +315,9 @@ def _check_name_and_keys(name: str, kwargs: dict) -> None:
         raise ConfigError(f"unknown key(s) {unknown} for scheduler '{name}'; valid keys: {choices(valid)}")
 
 
-def _number(key: str, value, low: float | None = None, high: float | None = None,
-            low_open: bool = False, whole: bool = False) -> None:
+def _number(
+    key: str, value, low: float | None = None, high: float | None = None, low_open: bool = False, whole: bool = False
+) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
     ok = ok and (not whole or int(value) == value)
@@ -298,8 +341,10 @@ def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eva
         raise ConfigError("scheduler.warmup_steps and scheduler.warmup_fraction are both set; set one of them")
     w = warmup_steps_of(total_steps, c.get("warmup_steps", 0), c.get("warmup_fraction", 0.0))
     if w > total_steps:
-        raise ConfigError(f"scheduler warmup of {w} steps is longer than the run "
-                          f"(trainer.max_steps={total_steps}); lower scheduler.warmup_steps")
+        raise ConfigError(
+            f"scheduler warmup of {w} steps is longer than the run "
+            f"(trainer.max_steps={total_steps}); lower scheduler.warmup_steps"
+        )
     for key in ("min_ratio",):
         if key in c:
             _number(key, c[key], 0, 1)
@@ -320,35 +365,47 @@ def validate_schedule_config(cfg, total_steps: int, metric: str | None = "", eva
     if name == "multistep":
         ms = c.get("milestones", [])
         if not isinstance(ms, (list, tuple)) or not all(isinstance(m, (int, float)) and 0 < m < 1 for m in ms):
-            raise ConfigError(f"scheduler.milestones={ms!r} is invalid: must be a list of fractions of the run in (0, 1)")
+            raise ConfigError(
+                f"scheduler.milestones={ms!r} is invalid: must be a list of fractions of the run in (0, 1)"
+            )
     if c.get("end_at", "last_step") not in END_AT:
         raise ConfigError(f"scheduler.end_at={c['end_at']!r} is invalid; valid choices: {choices(END_AT)}")
     if name == "piecewise_linear":
         _check_points(c.get("points", [[0.0, 1.0], [1.0, 0.0]]))
     if name == "wsd" and c.get("decay_shape", "linear") not in COOLDOWN_SHAPES:
-        raise ConfigError(f"scheduler.decay_shape={c['decay_shape']!r} is invalid; "
-                          f"valid choices: {choices(COOLDOWN_SHAPES)}")
+        raise ConfigError(
+            f"scheduler.decay_shape={c['decay_shape']!r} is invalid; valid choices: {choices(COOLDOWN_SHAPES)}"
+        )
     if name == "plateau":
         if c.get("mode", "max") not in ("max", "min"):
             raise ConfigError(f"scheduler.mode={c['mode']!r} is invalid; valid choices: max, min")
         if metric is None or metric == "null":
-            raise ConfigError("scheduler=plateau needs an evaluation metric, and this task has none "
-                              "(task.metric is null); choose another scheduler")
+            raise ConfigError(
+                "scheduler=plateau needs an evaluation metric, and this task has none "
+                "(task.metric is null); choose another scheduler"
+            )
         if eval_every is not None and eval_every >= total_steps:
-            raise ConfigError(f"scheduler=plateau reacts to evaluations, but trainer.eval_every={eval_every} "
-                              f">= trainer.max_steps={total_steps} evaluates only at the end; lower trainer.eval_every")
+            raise ConfigError(
+                f"scheduler=plateau reacts to evaluations, but trainer.eval_every={eval_every} "
+                f">= trainer.max_steps={total_steps} evaluates only at the end; lower trainer.eval_every"
+            )
 
 
 def _check_points(points) -> None:
-    bad = ConfigError(f"scheduler.points={points!r} is invalid: must be a list of [position, multiplier] "
-                      "pairs, positions fractions of the run in [0, 1], increasing, multipliers >= 0, "
-                      "e.g. [[0, 0.2], [0.23, 1.0], [1.0, 0.07]]")
+    bad = ConfigError(
+        f"scheduler.points={points!r} is invalid: must be a list of [position, multiplier] "
+        "pairs, positions fractions of the run in [0, 1], increasing, multipliers >= 0, "
+        "e.g. [[0, 0.2], [0.23, 1.0], [1.0, 0.07]]"
+    )
     if not isinstance(points, (list, tuple)) or not points:
         raise bad
     last = -1.0
     for pt in points:
-        if not isinstance(pt, (list, tuple)) or len(pt) != 2 or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pt):
+        if (
+            not isinstance(pt, (list, tuple))
+            or len(pt) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pt)
+        ):
             raise bad
         if not 0 <= pt[0] <= 1 or pt[0] <= last or pt[1] < 0:
             raise bad
@@ -384,8 +441,9 @@ class MomentumSchedule:
     Applied to every param group that has the key, or only to the groups of the listed `roles`
     (e.g. [matrix] for Muon's own groups, not its fallback's)."""
 
-    def __init__(self, key: str, start: float, end: float, steps: int, shape: str = "linear",
-                 roles: list[str] | None = None):
+    def __init__(
+        self, key: str, start: float, end: float, steps: int, shape: str = "linear", roles: list[str] | None = None
+    ):
         self.key, self.start, self.end, self.steps, self.shape = key, start, end, steps, shape
         self.roles = set(roles) if roles else None
 
@@ -409,7 +467,6 @@ class MomentumSchedule:
                 g["betas"] = tuple(betas)
         return v
 
-
     def check(self, optimizer: torch.optim.Optimizer, name: str = "this optimizer") -> None:
         """A schedule that would change no param group would be recorded as applied and do nothing:
         refuse it, naming the keys the groups do have."""
@@ -417,18 +474,27 @@ class MomentumSchedule:
         where = f"optimizer.momentum_schedule.key={self.key}"
         if not groups:
             roles = sorted({str(g.get("role")) for g in optimizer.param_groups})
-            raise ConfigError(f"{where}: no param group of {name} has a role in {sorted(self.roles)}; "
-                              f"its groups' roles: {', '.join(roles)}")
+            raise ConfigError(
+                f"{where}: no param group of {name} has a role in {sorted(self.roles)}; "
+                f"its groups' roles: {', '.join(roles)}"
+            )
         field = "momentum" if self.key == "momentum" else "betas"
         if not any(field in g for g in groups):
-            have = [k for k in MOMENTUM_KEYS if (k == "momentum" and any("momentum" in g for g in groups))
-                    or (k.startswith("betas") and any("betas" in g for g in groups))]
-            raise ConfigError(f"{where} is invalid: {name}'s param groups have no '{field}'; valid choices: "
-                              f"{', '.join(have) if have else 'none (drop optimizer.momentum_schedule)'}")
+            have = [
+                k
+                for k in MOMENTUM_KEYS
+                if (k == "momentum" and any("momentum" in g for g in groups))
+                or (k.startswith("betas") and any("betas" in g for g in groups))
+            ]
+            raise ConfigError(
+                f"{where} is invalid: {name}'s param groups have no '{field}'; valid choices: "
+                f"{', '.join(have) if have else 'none (drop optimizer.momentum_schedule)'}"
+            )
 
 
-def build_momentum_schedule(block, optimizer: torch.optim.Optimizer | None = None,
-                            name: str = "this optimizer") -> MomentumSchedule | None:
+def build_momentum_schedule(
+    block, optimizer: torch.optim.Optimizer | None = None, name: str = "this optimizer"
+) -> MomentumSchedule | None:
     """The schedule of an optimizer.momentum_schedule block; given the optimizer, checked against
     its param groups (the keys it ramps must exist there)."""
     if not block:
@@ -446,8 +512,10 @@ def validate_optimizer_schedules(optimizer_cfg, max_steps: int) -> None:
         raise ConfigError(f"optimizer.lr_scaling={rule!r} is invalid; valid choices: {', '.join(LR_SCALINGS)}")
     ref = optimizer_cfg.get("reference_batch_size")
     if rule != "none" and (not isinstance(ref, int) or isinstance(ref, bool) or ref <= 0):
-        raise ConfigError(f"optimizer.lr_scaling={rule} needs optimizer.reference_batch_size (a whole "
-                          f"number > 0, the batch size the lr was tuned at); got {ref!r}")
+        raise ConfigError(
+            f"optimizer.lr_scaling={rule} needs optimizer.reference_batch_size (a whole "
+            f"number > 0, the batch size the lr was tuned at); got {ref!r}"
+        )
     block = optimizer_cfg.get("momentum_schedule")
     if not block:
         return
@@ -458,24 +526,31 @@ def validate_optimizer_schedules(optimizer_cfg, max_steps: int) -> None:
         raise ConfigError(f"unknown key(s) {unknown} in optimizer.momentum_schedule; valid keys: {', '.join(valid)}")
     missing = [k for k in ("key", "start", "end", "steps") if k not in b]
     if missing:
-        raise ConfigError(f"optimizer.momentum_schedule lacks {', '.join(missing)}; "
-                          "e.g. {key: momentum, start: 0.85, end: 0.95, steps: 300}")
+        raise ConfigError(
+            f"optimizer.momentum_schedule lacks {', '.join(missing)}; "
+            "e.g. {key: momentum, start: 0.85, end: 0.95, steps: 300}"
+        )
     if b["key"] not in MOMENTUM_KEYS:
-        raise ConfigError(f"optimizer.momentum_schedule.key={b['key']!r} is invalid; "
-                          f"valid choices: {', '.join(MOMENTUM_KEYS)}")
+        raise ConfigError(
+            f"optimizer.momentum_schedule.key={b['key']!r} is invalid; valid choices: {', '.join(MOMENTUM_KEYS)}"
+        )
     if b.get("shape", "linear") not in MOMENTUM_SHAPES:
-        raise ConfigError(f"optimizer.momentum_schedule.shape={b['shape']!r} is invalid; "
-                          f"valid choices: {', '.join(MOMENTUM_SHAPES)}")
+        raise ConfigError(
+            f"optimizer.momentum_schedule.shape={b['shape']!r} is invalid; valid choices: {', '.join(MOMENTUM_SHAPES)}"
+        )
     from optbench.optim.groups import ROLES
 
     bad_roles = sorted(set(b.get("roles") or []) - set(ROLES))
     if bad_roles:
-        raise ConfigError(f"optimizer.momentum_schedule.roles has unknown role(s) {bad_roles}; "
-                          f"valid roles: {', '.join(ROLES)}")
+        raise ConfigError(
+            f"optimizer.momentum_schedule.roles has unknown role(s) {bad_roles}; valid roles: {', '.join(ROLES)}"
+        )
     for k in ("start", "end"):
         v = b[k]
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
             raise ConfigError(f"optimizer.momentum_schedule.{k}={v!r} is invalid: must be in [0, 1)")
     if not isinstance(b["steps"], int) or isinstance(b["steps"], bool) or not 0 <= b["steps"] <= max_steps:
-        raise ConfigError(f"optimizer.momentum_schedule.steps={b['steps']!r} is invalid: must be a whole "
-                          f"number in [0, trainer.max_steps={max_steps}]")
+        raise ConfigError(
+            f"optimizer.momentum_schedule.steps={b['steps']!r} is invalid: must be a whole "
+            f"number in [0, trainer.max_steps={max_steps}]"
+        )

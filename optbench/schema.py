@@ -14,17 +14,18 @@
 Cross-field rules (batch size divisible by grad_accum x world, warmup_steps vs warmup_fraction, ...)
 stay in config.py and the module that owns each group: a schema checks one value at a time.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Union
 
 from omegaconf import MISSING
 
 # a number as written: Union keeps 3 an int and 0.9 a float (a float field would turn 3 into 3.0)
-Number = Union[int, float]
+Number = Union[int, float]  # noqa: UP007 - OmegaConf reads typing.Union, not int | float
 
 SCHEMA_NAME = "_schema"  # trainer/_schema in Hydra's ConfigStore (a leading _: not an option)
 
@@ -49,45 +50,46 @@ class TrainerSchema:
     grad_accum: int = MISSING
     grad_clip: Number = MISSING
     device: str = MISSING
-    amp: str = MISSING                 # a bare YAML `off` (False) becomes "False": config.amp_mode reads both
+    amp: str = MISSING  # a bare YAML `off` (False) becomes "False": config.amp_mode reads both
     compile: bool = MISSING
     eval_every: int = MISSING
-    eval_every_late: Optional[int] = MISSING
+    eval_every_late: int | None = MISSING
     eval_late_fraction: Number = MISSING
     eval_at_start: bool = MISSING
     log_every: int = MISSING
     stop_at_target: bool = MISSING
     progress: bool = MISSING
     deterministic: bool = MISSING
-    peak_flops: Optional[Number] = MISSING
+    peak_flops: Number | None = MISSING
     averaging: AveragingSchema = field(default_factory=AveragingSchema)
-    clock_includes: List[str] = MISSING
+    clock_includes: list[str] = MISSING
     nproc: int = MISSING
     checkpoint_every: int = MISSING
     resume: str = MISSING
     on_bad_checkpoint: str = MISSING
     extend: bool = MISSING
     save_final: bool = MISSING
-    init_from: Optional[str] = MISSING
+    init_from: str | None = MISSING
     divergence_factor: Number = MISSING
-    max_time_s: Optional[float] = None  # the train-clock budget (null = none); the yaml may list it too
+    max_time_s: float | None = None  # the train-clock budget (null = none); the yaml may list it too
 
 
 @dataclass
 class OptimizerMetaSchema:
     """The keys of an optimizer yaml that configure optbench, not the constructor (registry.META_KEYS)."""
+
     name: str = MISSING
-    target: Optional[str] = None
-    factory: Optional[str] = None
+    target: str | None = None
+    factory: str | None = None
     source: str = ""
     state: str = ""
     description: str = ""
     needs_closure: bool = False
-    groups: Dict[str, Any] = field(default_factory=dict)  # each role's rule: optim/groups.check_rule
-    lr_grid: Optional[List[Number]] = None
+    groups: dict[str, Any] = field(default_factory=dict)  # each role's rule: optim/groups.check_rule
+    lr_grid: list[Number] | None = None
     lr_scaling: str = "none"
-    reference_batch_size: Optional[int] = None
-    search_space: Optional[Dict[str, Any]] = None
+    reference_batch_size: int | None = None
+    search_space: dict[str, Any] | None = None
     momentum_schedule: Any = None
     first_conv: str = "fallback"
 
@@ -95,6 +97,7 @@ class OptimizerMetaSchema:
 @dataclass
 class SchedulerMetaSchema:
     """The keys every schedule has (scheduler/_base.yaml); a schedule's own keys: schedules.py."""
+
     name: str = MISSING
     warmup_steps: int = 0
     warmup_fraction: Number = 0.0
@@ -140,7 +143,7 @@ def _expected(hint) -> str:
     args = typing.get_args(hint)
     if typing.get_origin(hint) is Union and type(None) in args:
         inner = [a for a in args if a is not type(None)]
-        return _expected(inner[0] if len(inner) == 1 else Union[tuple(inner)]) + " (or null)"
+        return _expected(inner[0] if len(inner) == 1 else Union[tuple(inner)]) + " (or null)"  # noqa: UP007
     if hint is bool:
         return "; valid choices: true, false"
     if hint is int:
@@ -150,9 +153,9 @@ def _expected(hint) -> str:
     if hint is str:
         return ": must be a string"
     origin = typing.get_origin(hint)
-    if origin in (list, List):
+    if origin in (list, list):
         return f": must be a list of {_noun(args[0]) if args else 'values'}"
-    if origin in (dict, Dict):
+    if origin in (dict, dict):
         return ": must be a mapping of keys to values"
     if dataclasses.is_dataclass(hint):
         return f": must be a mapping with the keys {', '.join(f.name for f in dataclasses.fields(hint))}"
@@ -161,4 +164,5 @@ def _expected(hint) -> str:
 
 def _noun(hint) -> str:
     return {int: "whole numbers", float: "numbers", Number: "numbers", str: "strings", bool: "true/false"}.get(
-        hint, "values")
+        hint, "values"
+    )

@@ -21,6 +21,7 @@ Resumable: a trial or seed run whose directory already holds a finished summary.
 (completed or diverged) is read back, not rerun (nor submitted); an interrupted one resumes from
 its checkpoint. A run that fails is recorded with its status; the protocol goes on.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,7 +95,7 @@ def trial_points(name: str, search: str, trials: int | None, seed: int) -> list[
 
 # --------------------------------------------------------------------------- running
 WHERE_FILE = "tune_job.json"  # in each run dir: where the run ran (launcher, host, job id)
-IN_PROCESS = "in_process"     # the launcher name of a run trained by this process itself
+IN_PROCESS = "in_process"  # the launcher name of a run trained by this process itself
 
 
 def point_overrides(point: dict) -> list[str]:
@@ -116,11 +117,15 @@ def finished_summary(overrides: list[str], run_dir: Path) -> dict | None:
         summary = json.loads(done.read_text())
     except (OSError, ValueError):
         return None  # torn: the run's own resume repairs or redoes it
-    made_with = list(OmegaConf.load(run_dir / "config.yaml").get("overrides") or []) \
-        if (run_dir / "config.yaml").exists() else None
+    made_with = (
+        list(OmegaConf.load(run_dir / "config.yaml").get("overrides") or [])
+        if (run_dir / "config.yaml").exists()
+        else None
+    )
     if made_with is not None and [_unopened(o) for o in made_with] != overrides:
-        raise ConfigError(f"tune: {run_dir} was made with other settings ({' '.join(made_with)}); "
-                          "use another --name or delete it")
+        raise ConfigError(
+            f"tune: {run_dir} was made with other settings ({' '.join(made_with)}); use another --name or delete it"
+        )
     if summary.get("status") in FINISHED:
         print(f"tune: done already ({summary['status']}): {run_dir}", flush=True)
         return summary
@@ -200,8 +205,11 @@ def trial_job(cfg: DictConfig) -> dict:
     if launcher in ("local", "submitit_local"):
         _one_gpu_per_job(int(hc.job.num))
     # submitit's launchers give the job's id (SLURM's 1234_5); Hydra's basic one only its number
-    job_id = str(hc.job.get("id")) if str(hc.job.get("id")) not in ("None", str(hc.job.num),
-                                                                 f"job_id_for_{hc.job.num}") else None
+    job_id = (
+        str(hc.job.get("id"))
+        if str(hc.job.get("id")) not in ("None", str(hc.job.num), f"job_id_for_{hc.job.num}")
+        else None
+    )
     if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
         write_json(run_dir / WHERE_FILE, _where(launcher, job_id))
     from optbench.train.job import run_job
@@ -260,17 +268,20 @@ def launch_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: li
     from hydra.types import HydraContext, RunMode
 
     from optbench import CONF_DIR
-    from optbench.confdir import open_keys, with_searchpath
     from optbench.commands.train import _quoted
+    from optbench.confdir import open_keys, with_searchpath
 
     master = [*launcher, f"hydra.sweep.dir={_quoted(str(out_dir.resolve()))}"]
-    jobs = [open_keys(with_searchpath([*ov, f"hydra.sweep.subdir={_quoted(str(d.relative_to(out_dir)))}"]))
-            for ov, d in runs]
+    jobs = [
+        open_keys(with_searchpath([*ov, f"hydra.sweep.subdir={_quoted(str(d.relative_to(out_dir)))}"]))
+        for ov, d in runs
+    ]
     GlobalHydra.instance().clear()
     hydra = Hydra.create_main_hydra2(task_name="optbench", config_search_path=create_config_search_path(str(CONF_DIR)))
     try:
-        cfg = hydra.compose_config("config", overrides=with_searchpath(master), run_mode=RunMode.MULTIRUN,
-                                   with_log_configuration=False)
+        cfg = hydra.compose_config(
+            "config", overrides=with_searchpath(master), run_mode=RunMode.MULTIRUN, with_log_configuration=False
+        )
         context = HydraContext(config_loader=hydra.config_loader, callbacks=Callbacks(cfg))
         plugin = Plugins.instance().instantiate_launcher(hydra_context=context, task_function=trial_job, config=cfg)
         print(f"tune: launching {len(jobs)} runs with hydra/launcher={launcher_name(launcher)}", flush=True)
@@ -279,8 +290,11 @@ def launch_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: li
         except (KeyboardInterrupt, ConfigError):
             raise
         except Exception as e:  # noqa: BLE001 -- each run's summary (or its absence) is its result
-            print(f"tune: the launcher reported: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tune: the launcher reported: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         GlobalHydra.instance().clear()
 
@@ -324,7 +338,7 @@ def run_round(runs: list[tuple[list[str], Path]], out_dir: Path, launcher: list[
     elif todo:
         launch_round(todo, out_dir, list(launcher))
         done = {d: _read_summary(d) for _, d in todo}
-    for i, (ov, d) in enumerate(runs):
+    for i, (_, d) in enumerate(runs):
         if results[i] is None:
             results[i] = {"summary": done[d], "where": _read_where(d), "reused": False}
     return results
@@ -336,8 +350,10 @@ def score(summary: dict, metric: str, mode: str) -> float:
     if summary.get("status") != "completed":
         return -math.inf if mode == "max" else math.inf
     if metric not in final_eval:
-        raise ConfigError(f"tune: --select-metric {metric} is not among the final evaluation's metrics "
-                          f"({', '.join(sorted(final_eval))}); set data.val_split or choose another")
+        raise ConfigError(
+            f"tune: --select-metric {metric} is not among the final evaluation's metrics "
+            f"({', '.join(sorted(final_eval))}); set data.val_split or choose another"
+        )
     v = float(final_eval[metric])
     if not math.isfinite(v):
         return -math.inf if mode == "max" else math.inf
@@ -362,13 +378,16 @@ def base_settings(overrides: list[str], select_metric: str | None) -> tuple[list
             extra.append(f"task.select_tokens={default_select_tokens(cfg)}")
         select_metric = select_metric or "select_loss"
     test_metric = str(cfg.task.metric)
-    metric = select_metric or ("val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_")
-                               else test_metric)
+    metric = select_metric or (
+        "val_" + test_metric.split("_", 1)[1] if test_metric.startswith("test_") else test_metric
+    )
     known = final_eval_metrics(cfg)
     if select_metric is not None and known is not None and metric not in known:
         # refused here, not after the first trial has trained a full schedule
-        raise ConfigError(f"tune: --select-metric {metric} is invalid: the final evaluation of task "
-                          f"{cfg.task.name} gives {', '.join(known)}")
+        raise ConfigError(
+            f"tune: --select-metric {metric} is invalid: the final evaluation of task "
+            f"{cfg.task.name} gives {', '.join(known)}"
+        )
     return [*overrides, *extra], metric, metric_mode(metric, test_metric, str(cfg.task.mode))
 
 
@@ -388,9 +407,11 @@ def default_select_tokens(cfg) -> int:
             return val_tokens
     room = (shard - val_tokens - 2) // seq_len * seq_len
     if room < seq_len:
-        raise ConfigError(f"tune: the val shard ({shard} tokens) holds no held-out selection slice after "
-                          f"task.val_tokens={val_tokens}; lower task.val_tokens so that tune does not "
-                          "select on the reported tokens")
+        raise ConfigError(
+            f"tune: the val shard ({shard} tokens) holds no held-out selection slice after "
+            f"task.val_tokens={val_tokens}; lower task.val_tokens so that tune does not "
+            "select on the reported tokens"
+        )
     return min(val_tokens, room)
 
 
@@ -410,6 +431,7 @@ def final_eval_metrics(cfg) -> list[str] | None:
 def metric_mode(metric: str, test_metric: str, task_mode: str) -> str:
     """Whether the selection metric is maximised or minimised. The task's mode belongs to its own
     metric (test_acc: max); `--select-metric val_loss` on that task must still be minimised."""
+
     def stem(m: str) -> str:
         return m.split("_", 1)[1] if m.startswith(("val_", "test_")) else m
 
@@ -422,9 +444,19 @@ def metric_mode(metric: str, test_metric: str, task_mode: str) -> str:
     return task_mode
 
 
-def run_tune(optimizers: list[str], overrides: list[str], *, search: str = "grid", trials: int | None = 4,
-             seeds: int = 3, out_dir: Path, name: str | None = None, launcher: list[str] | tuple[str, ...] = (),
-             trial_seed: int = 0, select_metric: str | None = None) -> dict:
+def run_tune(
+    optimizers: list[str],
+    overrides: list[str],
+    *,
+    search: str = "grid",
+    trials: int | None = 4,
+    seeds: int = 3,
+    out_dir: Path,
+    name: str | None = None,
+    launcher: list[str] | tuple[str, ...] = (),
+    trial_seed: int = 0,
+    select_metric: str | None = None,
+) -> dict:
     """The protocol (module docstring) into out_dir; returns what it writes to out_dir/tune.json.
     `trials=None`: the lr_grid's size (grid) or 8 (sampled). `launcher`: Hydra launcher overrides
     (e.g. ["hydra/launcher=local"]); empty: every run in this process, one after another."""
@@ -439,15 +471,19 @@ def run_tune(optimizers: list[str], overrides: list[str], *, search: str = "grid
     if not optimizers:
         from optbench.confdir import group_options
 
-        raise ConfigError(f"tune: --optimizers names no optimizer; give a comma-separated list, e.g. adamw,sgd "
-                          f"(valid choices: {choices(group_options('optimizer'))})")
+        raise ConfigError(
+            f"tune: --optimizers names no optimizer; give a comma-separated list, e.g. adamw,sgd "
+            f"(valid choices: {choices(group_options('optimizer'))})"
+        )
     for o in overrides:
         if o.split("=", 1)[0].lstrip("+~") in ("optimizer", "seed", "optimizer.lr"):
             raise ConfigError(f"tune: '{o}' is chosen by the protocol; name optimizers with --optimizers")
     bad = [o for o in launcher if not o.lstrip("+~").startswith("hydra")]
     if bad:
-        raise ConfigError(f"tune: launcher override '{bad[0]}' is invalid: launcher overrides are hydra/launcher=... "
-                          "or hydra.launcher.<key>=...; other overrides are for every run")
+        raise ConfigError(
+            f"tune: launcher override '{bad[0]}' is invalid: launcher overrides are hydra/launcher=... "
+            "or hydra.launcher.<key>=...; other overrides are for every run"
+        )
     overrides, metric, mode = base_settings(overrides, select_metric)
     from optbench.config import compose, precheck
 
@@ -463,11 +499,22 @@ def run_tune(optimizers: list[str], overrides: list[str], *, search: str = "grid
     n_trials = len(next(iter(points.values())))
     final_seeds = list(range(trial_seed + 1, trial_seed + 1 + seeds))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"name": name or out_dir.name, "optimizers": optimizers, "search": search,
-              "trials_per_optimizer": n_trials, "select_metric": metric, "mode": mode, "trial_seed": trial_seed,
-              "seeds": final_seeds, "overrides": overrides,
-              "launcher": {"name": launcher_name(launcher), "overrides": launcher},
-              "rounds": [], "trials": {}, "best": {}, "final": {}}
+    record = {
+        "name": name or out_dir.name,
+        "optimizers": optimizers,
+        "search": search,
+        "trials_per_optimizer": n_trials,
+        "select_metric": metric,
+        "mode": mode,
+        "trial_seed": trial_seed,
+        "seeds": final_seeds,
+        "overrides": overrides,
+        "launcher": {"name": launcher_name(launcher), "overrides": launcher},
+        "rounds": [],
+        "trials": {},
+        "best": {},
+        "final": {},
+    }
 
     # round 1: every optimizer's trials together (parallel under a launcher)
     runs, keys = [], []
@@ -477,19 +524,32 @@ def run_tune(optimizers: list[str], overrides: list[str], *, search: str = "grid
             runs.append((ov, out_dir / "trials" / opt / f"{i:02d}-{point_slug(point)}"))
             keys.append((opt, point))
     results = _timed_round(record, "trials", runs, out_dir, launcher)
-    for (opt, point), (ov, d), r in zip(keys, runs, results):
+    for (opt, point), (_, d), r in zip(keys, runs, results):
         s = r["summary"]
         record["trials"].setdefault(opt, []).append(
-            {"point": point, "overrides": point_overrides(point), "run_dir": _rel(d, out_dir),
-             "status": s.get("status"), "value": score(s, metric, mode), "steps": s.get("steps", 0),
-             "where": r["where"], "reused": r["reused"]})
+            {
+                "point": point,
+                "overrides": point_overrides(point),
+                "run_dir": _rel(d, out_dir),
+                "status": s.get("status"),
+                "value": score(s, metric, mode),
+                "steps": s.get("steps", 0),
+                "where": r["where"],
+                "reused": r["reused"],
+            }
+        )
     pick = max if mode == "max" else min
     for opt in optimizers:
         per = record["trials"][opt]
         best_i = pick(range(len(per)), key=lambda i: per[i]["value"])
         best = per[best_i]
-        record["best"][opt] = {"trial": best_i, "overrides": " ".join(best["overrides"]), "value": best["value"],
-                               "point": best["point"], "run_dir": best["run_dir"]}
+        record["best"][opt] = {
+            "trial": best_i,
+            "overrides": " ".join(best["overrides"]),
+            "value": best["value"],
+            "point": best["point"],
+            "run_dir": best["run_dir"],
+        }
     _write(out_dir, record)
 
     # round 2: the chosen configuration of every optimizer, with fresh seeds
@@ -497,32 +557,61 @@ def run_tune(optimizers: list[str], overrides: list[str], *, search: str = "grid
     for opt in optimizers:
         best_ov = record["best"][opt]["overrides"].split()
         for seed in final_seeds:
-            runs.append(([*overrides, f"optimizer={opt}", *best_ov, f"seed={seed}"],
-                         out_dir / "final" / opt / f"seed={seed}"))
+            runs.append(
+                ([*overrides, f"optimizer={opt}", *best_ov, f"seed={seed}"], out_dir / "final" / opt / f"seed={seed}")
+            )
             keys.append((opt, seed))
     results = _timed_round(record, "final", runs, out_dir, launcher)
     for (opt, seed), (_, d), r in zip(keys, runs, results):
         s = r["summary"]
         record["final"].setdefault(opt, []).append(
-            {"seed": seed, "run_dir": _rel(d, out_dir), "status": s.get("status"),
-             "final_metric": s.get("final_metric"), "steps": s.get("steps", 0), "where": r["where"],
-             "reused": r["reused"]})
-    steps = [t["steps"] or 0 for per in record["trials"].values() for t in per] + \
-            [r["steps"] or 0 for per in record["final"].values() for r in per]
+            {
+                "seed": seed,
+                "run_dir": _rel(d, out_dir),
+                "status": s.get("status"),
+                "final_metric": s.get("final_metric"),
+                "steps": s.get("steps", 0),
+                "where": r["where"],
+                "reused": r["reused"],
+            }
+        )
+    steps = [t["steps"] or 0 for per in record["trials"].values() for t in per] + [
+        r["steps"] or 0 for per in record["final"].values() for r in per
+    ]
     max_steps = int(compose(overrides).trainer.max_steps)
-    record.update(steps_per_run=max_steps, total_steps=int(sum(steps)),
-                  planned_steps=len(optimizers) * (n_trials + seeds) * max_steps)
+    record.update(
+        steps_per_run=max_steps,
+        total_steps=int(sum(steps)),
+        planned_steps=len(optimizers) * (n_trials + seeds) * max_steps,
+    )
     _write(out_dir, record)
     return record
 
 
-def tune(optimizers: list[str], overrides: list[str], out_dir: Path, search: str = "grid",
-         trials: int | None = None, seeds: int = 3, trial_seed: int = 0, select_metric: str | None = None,
-         launcher: list[str] | tuple[str, ...] = ()) -> dict:
+def tune(
+    optimizers: list[str],
+    overrides: list[str],
+    out_dir: Path,
+    search: str = "grid",
+    trials: int | None = None,
+    seeds: int = 3,
+    trial_seed: int = 0,
+    select_metric: str | None = None,
+    launcher: list[str] | tuple[str, ...] = (),
+) -> dict:
     """run_tune with the earlier positional signature (trials=None: the grid's size), for callers
     written before it."""
-    return run_tune(optimizers, overrides, search=search, trials=trials, seeds=seeds, out_dir=Path(out_dir),
-                    launcher=launcher, trial_seed=trial_seed, select_metric=select_metric)
+    return run_tune(
+        optimizers,
+        overrides,
+        search=search,
+        trials=trials,
+        seeds=seeds,
+        out_dir=Path(out_dir),
+        launcher=launcher,
+        trial_seed=trial_seed,
+        select_metric=select_metric,
+    )
 
 
 def _timed_round(record: dict, kind: str, runs, out_dir: Path, launcher: list[str]) -> list[dict]:
@@ -530,9 +619,15 @@ def _timed_round(record: dict, kind: str, runs, out_dir: Path, launcher: list[st
 
     start = time.perf_counter()
     results = run_round(runs, out_dir, launcher)
-    record["rounds"].append({"kind": kind, "runs": len(runs), "reused": sum(r["reused"] for r in results),
-                             "launcher": launcher_name(launcher) if not all(r["reused"] for r in results) else None,
-                             "wall_s": round(time.perf_counter() - start, 3)})
+    record["rounds"].append(
+        {
+            "kind": kind,
+            "runs": len(runs),
+            "reused": sum(r["reused"] for r in results),
+            "launcher": launcher_name(launcher) if not all(r["reused"] for r in results) else None,
+            "wall_s": round(time.perf_counter() - start, 3),
+        }
+    )
     return results
 
 

@@ -18,6 +18,7 @@
     .venv/bin/python scripts/bench_cifar_pipeline.py --reference PATH --rounds 7
     .venv/bin/python scripts/bench_cifar_pipeline.py --device cuda --step
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,11 +61,13 @@ def load_reference_loader(reference: Path, file: str = "airbench94_muon.py"):
     if not src.exists():
         return None
     tree = ast.parse(src.read_text())
-    keep = [node for node in tree.body
-            if (isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in REFERENCE_DEFS)
-            or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in REFERENCE_DEFS for t in node.targets))]
-    ns = {"torch": torch, "F": F, "ceil": ceil, "os": __import__("os"),
-          "T": type("T", (), {"Normalize": _Normalize})}
+    keep = [
+        node
+        for node in tree.body
+        if (isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in REFERENCE_DEFS)
+        or (isinstance(node, ast.Assign) and any(getattr(t, "id", None) in REFERENCE_DEFS for t in node.targets))
+    ]
+    ns = {"torch": torch, "F": F, "ceil": ceil, "os": __import__("os"), "T": type("T", (), {"Normalize": _Normalize})}
     exec(compile(ast.Module(body=keep, type_ignores=[]), str(src), "exec"), ns)
     return ns["CifarLoader"]
 
@@ -106,13 +109,13 @@ class TranscribedAirbenchLoader:
         for sy in range(-r, r + 1):
             for sx in range(-r, r + 1):
                 m = (shifts[:, 0] == sy) & (shifts[:, 1] == sx)
-                out[m] = self.pad[m, :, r + sy:r + sy + 32, r + sx:r + sx + 32]
+                out[m] = self.pad[m, :, r + sy : r + sy + 32, r + sx : r + sx + 32]
         if self.epoch % 2 == 1:
             out = out.flip(-1)
         self.epoch += 1
         perm = torch.randperm(len(out), device=dev)
         for i in range(len(self)):
-            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
             yield out[idx], self.labels[idx]
 
 
@@ -120,9 +123,20 @@ class Ours:
     """Our loader in airbench mode, driven epoch by epoch like the reference."""
 
     def __init__(self, images, labels, batch, channels_last, scheme="airbench"):
-        self.loader = DeviceImageLoader(images, labels, batch, batch, CIFAR_MEAN, CIFAR_STD, flip=True,
-                                        translate=2, seed=0, channels_last=channels_last,
-                                        dtype=torch.float16, scheme=scheme)
+        self.loader = DeviceImageLoader(
+            images,
+            labels,
+            batch,
+            batch,
+            CIFAR_MEAN,
+            CIFAR_STD,
+            flip=True,
+            translate=2,
+            seed=0,
+            channels_last=channels_last,
+            dtype=torch.float16,
+            scheme=scheme,
+        )
         self.batches = self.loader.global_batches()
 
     def __len__(self):
@@ -158,8 +172,11 @@ def streams_match(ref_cls, images_nhwc, images, labels, batch, device) -> bool |
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.cuda.manual_seed(0)
-    ref = make_reference(ref_cls, images_nhwc, labels, batch) if ref_cls else \
-        TranscribedAirbenchLoader(images_nhwc, labels, batch)
+    ref = (
+        make_reference(ref_cls, images_nhwc, labels, batch)
+        if ref_cls
+        else TranscribedAirbenchLoader(images_nhwc, labels, batch)
+    )
     ref_batches = [b for _ in range(2) for b in ref]
     ours = Ours(images, labels, batch, channels_last=False)
     ours_batches = [b for _ in range(2) for b in ours]
@@ -168,46 +185,66 @@ def streams_match(ref_cls, images_nhwc, images, labels, batch, device) -> bool |
 
 def compare(args, device) -> None:
     ref_cls = load_reference_loader(Path(args.reference))
-    source = f"airbench's CifarLoader exec'd from {args.reference}/airbench94_muon.py" if ref_cls else \
-        f"TRANSCRIPTION of airbench's loader ({args.reference} absent)"
+    source = (
+        f"airbench's CifarLoader exec'd from {args.reference}/airbench94_muon.py"
+        if ref_cls
+        else f"TRANSCRIPTION of airbench's loader ({args.reference} absent)"
+    )
     g = torch.Generator().manual_seed(0)
     images_nhwc = torch.randint(0, 256, (args.images, 32, 32, 3), dtype=torch.uint8, generator=g).to(device)
     labels = torch.randint(0, 10, (args.images,), generator=g).to(device)
-    images = images_nhwc.permute(0, 3, 1, 2).contiguous()   # our loader's uint8 (N, C, H, W) set
+    images = images_nhwc.permute(0, 3, 1, 2).contiguous()  # our loader's uint8 (N, C, H, W) set
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}; {args.images} random uint8 images 3x32x32; "
-          f"aug flip + translate 2, fp16; reference: {source}")
+    print(
+        f"device: {name}; torch {torch.__version__}; {args.images} random uint8 images 3x32x32; "
+        f"aug flip + translate 2, fp16; reference: {source}"
+    )
     print(f"rounds: {args.rounds} x (A, B) alternating, each 2 epochs after a warm-up epoch; medians")
     for batch in args.batches:
+
         def airbench():
-            return make_reference(ref_cls, images_nhwc, labels, batch) if ref_cls else \
-                TranscribedAirbenchLoader(images_nhwc, labels, batch)
-        loaders = {"airbench": airbench(), "ours (channels_last)": Ours(images, labels, batch, True),
-                   "ours (NCHW)": Ours(images, labels, batch, False),
-                   "ours, optbench scheme": Ours(images, labels, batch, True, scheme="optbench")}
+            return (
+                make_reference(ref_cls, images_nhwc, labels, batch)
+                if ref_cls
+                else TranscribedAirbenchLoader(images_nhwc, labels, batch)
+            )
+
+        loaders = {
+            "airbench": airbench(),
+            "ours (channels_last)": Ours(images, labels, batch, True),
+            "ours (NCHW)": Ours(images, labels, batch, False),
+            "ours, optbench scheme": Ours(images, labels, batch, True, scheme="optbench"),
+        }
         for ld in loaders.values():
-            time_epochs(ld, 1, device)   # epoch 0: the one-time set-up, and warm-up
+            time_epochs(ld, 1, device)  # epoch 0: the one-time set-up, and warm-up
         times = {k: [] for k in loaders}
         for _ in range(args.rounds):
             for k, ld in loaders.items():
                 times[k].append(time_epochs(ld, 2, device))
         med = {k: statistics.median(v) for k, v in times.items()}
-        setup = {"airbench": statistics.median(first_epoch_setup(airbench, device) for _ in range(3)),
-                 "ours": statistics.median(first_epoch_setup(lambda: Ours(images, labels, batch, True), device)
-                                           for _ in range(3))}
+        setup = {
+            "airbench": statistics.median(first_epoch_setup(airbench, device) for _ in range(3)),
+            "ours": statistics.median(
+                first_epoch_setup(lambda: Ours(images, labels, batch, True), device) for _ in range(3)
+            ),
+        }
         same = streams_match(ref_cls, images_nhwc, images, labels, batch, device)
         legacy_cls = load_reference_loader(Path(args.reference), "legacy/airbench94.py")
         same_legacy = streams_match(legacy_cls, images_nhwc, images, labels, batch, device) if legacy_cls else "n/a"
         print(f"batch {batch} ({args.images // batch} batches/epoch):")
         for k, v in med.items():
             print(f"  {k:22s} {v * 1e3:8.3f} ms/batch  (rounds: {', '.join(f'{t * 1e3:.2f}' for t in times[k])})")
-        print(f"  ratio ours/airbench: {med['ours (channels_last)'] / med['airbench']:.3f} (channels_last), "
-              f"{med['ours (NCHW)'] / med['airbench']:.3f} (NCHW), "
-              f"{med['ours, optbench scheme'] / med['airbench']:.3f} (optbench scheme: random flip per batch)"
-              f"   target <= 1.0")
-        print(f"  first-epoch set-up: airbench {setup['airbench'] * 1e3:.1f} ms, ours {setup['ours'] * 1e3:.1f} ms; "
-              f"same seed gives the same batches as airbench's stream: {same} "
-              f"(legacy/airbench94.py's loader: {same_legacy})")
+        print(
+            f"  ratio ours/airbench: {med['ours (channels_last)'] / med['airbench']:.3f} (channels_last), "
+            f"{med['ours (NCHW)'] / med['airbench']:.3f} (NCHW), "
+            f"{med['ours, optbench scheme'] / med['airbench']:.3f} (optbench scheme: random flip per batch)"
+            f"   target <= 1.0"
+        )
+        print(
+            f"  first-epoch set-up: airbench {setup['airbench'] * 1e3:.1f} ms, ours {setup['ours'] * 1e3:.1f} ms; "
+            f"same seed gives the same batches as airbench's stream: {same} "
+            f"(legacy/airbench94.py's loader: {same_legacy})"
+        )
 
 
 def step_share(args, device) -> None:
@@ -219,14 +256,27 @@ def step_share(args, device) -> None:
     images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=g).to(device)
     labels = torch.randint(0, 10, (args.images,), generator=g).to(device)
     dtype = torch.bfloat16 if args.amp == "bf16" else torch.float32
-    loader = DeviceImageLoader(images, labels, batch, batch, CIFAR_MEAN, CIFAR_STD, flip=True, translate=2,
-                               seed=0, channels_last=True, dtype=dtype, scheme="airbench")
+    loader = DeviceImageLoader(
+        images,
+        labels,
+        batch,
+        batch,
+        CIFAR_MEAN,
+        CIFAR_STD,
+        flip=True,
+        translate=2,
+        seed=0,
+        channels_last=True,
+        dtype=dtype,
+        scheme="airbench",
+    )
     batches = loader.global_batches()
     model = AirbenchNet(widths=tuple(int(w) for w in args.widths.split(",")), channels_last=True).to(device)
     model.init_from_data(next(batches)[0][0].float())
     opt = torch.optim.SGD([q for q in model.parameters() if q.requires_grad], lr=0.01, momentum=0.85, nesterov=True)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp == "bf16" \
-        else contextlib.nullcontext
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp == "bf16" else contextlib.nullcontext
+    )
     fixed = next(batches)[0]
 
     def train_step(xy):
@@ -248,15 +298,20 @@ def step_share(args, device) -> None:
     train_step(fixed)
     t_pipe = timed(lambda: next(batches), steps * 4)
     t_step = timed(lambda: train_step(fixed), steps)
-    print(f"step: batch {batch}, airbench widths {args.widths}, amp {args.amp}: pipeline {t_pipe * 1e3:.3f} ms/batch, "
-          f"training step {t_step * 1e3:.3f} ms; pipeline / step {t_pipe / t_step:.2%}")
+    print(
+        f"step: batch {batch}, airbench widths {args.widths}, amp {args.amp}: pipeline {t_pipe * 1e3:.3f} ms/batch, "
+        f"training step {t_step * 1e3:.3f} ms; pipeline / step {t_pipe / t_step:.2%}"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--reference", default="/work/main/reference/cifar10-airbench",
-                   help="cifar10-airbench checkout (airbench94_muon.py); absent: use the transcription")
+    p.add_argument(
+        "--reference",
+        default="/work/main/reference/cifar10-airbench",
+        help="cifar10-airbench checkout (airbench94_muon.py); absent: use the transcription",
+    )
     p.add_argument("--batches", default="1024,2000", help="comma-separated batch sizes")
     p.add_argument("--images", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds (medians)")

@@ -17,6 +17,7 @@ the median. One thread by default (--threads).
 
     .venv/bin/python scripts/bench_optimizers.py --ratios-only --rounds 400
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ from optbench.train.memory import optimizer_state_bytes
 class Net(nn.Module):
     def __init__(self, width: int, depth: int):
         super().__init__()
-        self.body = nn.Sequential(*[m for _ in range(depth)
-                                    for m in (nn.Linear(width, width), nn.LayerNorm(width), nn.GELU())])
+        self.body = nn.Sequential(
+            *[m for _ in range(depth) for m in (nn.Linear(width, width), nn.LayerNorm(width), nn.GELU())]
+        )
         self.head = nn.Linear(width, 10)
 
     def forward(self, x):
@@ -74,15 +76,20 @@ def bench(name: str, args, device: torch.device) -> dict:
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"name": name, "source": OPTIMIZERS[name].source, "ms": 1e3 * statistics.median(times),
-            "state": optimizer_state_bytes(opt), "param_bytes": param_bytes}
+    return {
+        "name": name,
+        "source": OPTIMIZERS[name].source,
+        "ms": 1e3 * statistics.median(times),
+        "state": optimizer_state_bytes(opt),
+        "param_bytes": param_bytes,
+    }
 
 
 def _interleaved(a, b, rounds: int, device: torch.device) -> tuple[float, float]:
     """Median seconds per step of two step functions, alternating A B B A ... after a warmup."""
     times = ([], [])
     for i in range(rounds + 10):
-        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+        for k in (0, 1) if i % 2 == 0 else (1, 0):
             sync(device)
             start = time.perf_counter()
             (a, b)[k]()
@@ -110,32 +117,54 @@ def ratios(args, device: torch.device) -> list[str]:
     lines = []
     ours_model, ref_model = _twins(args, device)
     ours = build_optimizer("adamw", ours_model)
-    kernel = "fused" if ours.param_groups[0].get("fused") else ("foreach" if ours.param_groups[0].get("foreach") else "loop")
+    kernel = (
+        "fused" if ours.param_groups[0].get("fused") else ("foreach" if ours.param_groups[0].get("foreach") else "loop")
+    )
     names = dict(ref_model.named_parameters())
     for flavour in ("fused", "foreach"):  # fresh group dicts: torch writes its settings into them
-        groups = [{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
-                   "params": [names[n] for n in g["param_names"]]} for g in ours.param_groups]
+        groups = [
+            {
+                **{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+                "params": [names[n] for n in g["param_names"]],
+            }
+            for g in ours.param_groups
+        ]
         ref = torch.optim.AdamW(groups, **{flavour: True})
         a, b = _interleaved(ours.step, ref.step, args.rounds, device)
-        lines.append(f"AdamW: ours ({kernel}) {1e3 * a:8.3f} ms   torch.optim.AdamW({flavour}=True) {1e3 * b:8.3f} ms"
-                     f"   ratio ours/torch-{flavour} {a / b:.3f}")
+        lines.append(
+            f"AdamW: ours ({kernel}) {1e3 * a:8.3f} ms   torch.optim.AdamW({flavour}=True) {1e3 * b:8.3f} ms"
+            f"   ratio ours/torch-{flavour} {a / b:.3f}"
+        )
     # the method's own noise floor: the same optimizer on both sides
     ctl_a, ctl_b = _twins(args, device)
-    a, b = _interleaved(torch.optim.AdamW(ctl_a.parameters(), fused=True).step,
-                        torch.optim.AdamW(ctl_b.parameters(), fused=True).step, args.rounds, device)
+    a, b = _interleaved(
+        torch.optim.AdamW(ctl_a.parameters(), fused=True).step,
+        torch.optim.AdamW(ctl_b.parameters(), fused=True).step,
+        args.rounds,
+        device,
+    )
     lines.append(f"AdamW: control, torch fused vs torch fused: ratio {a / b:.3f} (what 'equal' reads as here)")
     ours_model, ref_model = _twins(args, device)
     hp = optimizer_defaults("muon")
-    kw = dict(lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["nesterov"], weight_decay=hp["weight_decay"],
-              ns_steps=hp["ns_steps"], ns_coefficients=tuple(hp["ns_coefficients"]), eps=hp["eps"])
+    kw = dict(
+        lr=hp["lr"],
+        momentum=hp["momentum"],
+        nesterov=hp["nesterov"],
+        weight_decay=hp["weight_decay"],
+        ns_steps=hp["ns_steps"],
+        ns_coefficients=tuple(hp["ns_coefficients"]),
+        eps=hp["eps"],
+    )
     # the matrices Muon trains (the body's square weights; the head is a fallback role)
     mats = [(n, p) for n, p in ours_model.named_parameters() if p.ndim == 2 and not n.startswith("head")]
     ours = Muon([{"params": [p for _, p in mats], "role": "matrix"}], **kw)
     ref = torch.optim.Muon([dict(ref_model.named_parameters())[n] for n, _ in mats], adjust_lr_fn="original", **kw)
     a, b = _interleaved(ours.step, ref.step, args.rounds, device)
     shapes = sorted({tuple(p.shape) for _, p in mats})
-    lines.append(f"Muon:  ours {1e3 * a:8.3f} ms   torch.optim.Muon {1e3 * b:8.3f} ms   ratio ours/torch {a / b:.3f}"
-                 f"   ({len(mats)} matrices of shape(s) {shapes}, ns_steps {kw['ns_steps']})")
+    lines.append(
+        f"Muon:  ours {1e3 * a:8.3f} ms   torch.optim.Muon {1e3 * b:8.3f} ms   ratio ours/torch {a / b:.3f}"
+        f"   ({len(mats)} matrices of shape(s) {shapes}, ns_steps {kw['ns_steps']})"
+    )
     # a transformer block's matrices: q, k, v, proj share a shape (one batched call), the MLP's two do not
     w = args.width
     block = [(w, w)] * 4 + [(4 * w, w), (w, 4 * w)]
@@ -145,10 +174,16 @@ def ratios(args, device: torch.device) -> list[str]:
     for p, q in zip(mine, theirs):
         p.grad = torch.randn_like(p)
         q.grad = p.grad.clone()
-    a, b = _interleaved(Muon([{"params": mine, "role": "matrix"}], **kw).step,
-                        torch.optim.Muon(theirs, adjust_lr_fn="original", **kw).step, args.rounds, device)
-    lines.append(f"Muon:  ours {1e3 * a:8.3f} ms   torch.optim.Muon {1e3 * b:8.3f} ms   ratio ours/torch {a / b:.3f}"
-                 f"   (a transformer block's 6 matrices: 4 x {(w, w)}, {(4 * w, w)}, {(w, 4 * w)})")
+    a, b = _interleaved(
+        Muon([{"params": mine, "role": "matrix"}], **kw).step,
+        torch.optim.Muon(theirs, adjust_lr_fn="original", **kw).step,
+        args.rounds,
+        device,
+    )
+    lines.append(
+        f"Muon:  ours {1e3 * a:8.3f} ms   torch.optim.Muon {1e3 * b:8.3f} ms   ratio ours/torch {a / b:.3f}"
+        f"   (a transformer block's 6 matrices: 4 x {(w, w)}, {(4 * w, w)}, {(w, 4 * w)})"
+    )
     return lines
 
 
@@ -167,9 +202,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    header = (f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-              f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), model: {args.depth} x "
-              f"Linear({args.width}) + LayerNorm, head")
+    header = (
+        f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), model: {args.depth} x "
+        f"Linear({args.width}) + LayerNorm, head"
+    )
     if args.ratios_only:
         print(f"{header}; step time vs torch's own, medians of {args.rounds} interleaved steps")
         print("\n".join(ratios(args, device)))
@@ -187,16 +224,20 @@ def main(argv=None) -> None:
     base = rows["adamw"]
     params = base["param_bytes"] / 4
     print(f"{header}; {params / 1e6:.2f}M params; batch {args.batch}; median of {args.steps} steps")
-    print(f"| {'optimizer':<10} | {'source':<17} | {'step ms':>9} | {'x AdamW':>7} | {'state MB':>9} | "
-          f"{'x AdamW':>7} | {'x params':>8} |")
+    print(
+        f"| {'optimizer':<10} | {'source':<17} | {'step ms':>9} | {'x AdamW':>7} | {'state MB':>9} | "
+        f"{'x AdamW':>7} | {'x params':>8} |"
+    )
     print(f"|{'-' * 12}|{'-' * 19}|{'-' * 11}|{'-' * 9}|{'-' * 11}|{'-' * 9}|{'-' * 10}|")
     for name in names:
         r = rows[name]
         if "error" in r:
             print(f"| {name:<10} | {r['source']:<17} | failed: {r['error'][:60]}")
             continue
-        print(f"| {name:<10} | {r['source']:<17} | {r['ms']:9.2f} | {r['ms'] / base['ms']:7.2f} | "
-              f"{r['state'] / 2**20:9.2f} | {r['state'] / base['state']:7.2f} | {r['state'] / r['param_bytes']:8.2f} |")
+        print(
+            f"| {name:<10} | {r['source']:<17} | {r['ms']:9.2f} | {r['ms'] / base['ms']:7.2f} | "
+            f"{r['state'] / 2**20:9.2f} | {r['state'] / base['state']:7.2f} | {r['state'] / r['param_bytes']:8.2f} |"
+        )
     print(f"\nstep time vs torch's own, medians of {args.rounds} interleaved steps")
     print("\n".join(ratios(args, device)))
 

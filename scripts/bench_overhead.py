@@ -13,6 +13,7 @@ directory, never in the checkout: $XDG_CACHE_HOME/optbench/bench (~/.cache/optbe
 
     python scripts/bench_overhead.py [--steps 100] [--rounds 16] [--device cpu|cuda] [overrides...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,9 +72,15 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     os.environ["OPTBENCH_DATA"] = str(bench_data_root())
-    overrides = [f"trainer.max_steps={args.steps}", f"trainer.eval_every={args.steps}",
-                 f"trainer.device={args.device}", "trainer.progress=true", "logger=jsonl",
-                 "optimizer=adamw", *args.overrides]
+    overrides = [
+        f"trainer.max_steps={args.steps}",
+        f"trainer.eval_every={args.steps}",
+        f"trainer.device={args.device}",
+        "trainer.progress=true",
+        "logger=jsonl",
+        "optimizer=adamw",
+        *args.overrides,
+    ]
 
     with tempfile.TemporaryDirectory() as tmp:
         probe = make_trainer(overrides, Path(tmp) / "probe")
@@ -110,12 +117,20 @@ def main() -> None:
                 bare.append(run_bare())
 
     ratio = statistics.median(ours) / statistics.median(bare)
-    print(f"device: {device}  model: {probe.cfg.model.name}  batch: {probe.cfg.trainer.batch_size}  "
-          f"steps: {args.steps} x {args.rounds} rounds")
-    print(f"bare PyTorch loop : {statistics.median(bare) * 1e3:8.3f} ms/step  (rounds: "
-          + ", ".join(f"{t * 1e3:.2f}" for t in bare) + ")")
-    print(f"optbench loop     : {statistics.median(ours) * 1e3:8.3f} ms/step  (rounds: "
-          + ", ".join(f"{t * 1e3:.2f}" for t in ours) + ")")
+    print(
+        f"device: {device}  model: {probe.cfg.model.name}  batch: {probe.cfg.trainer.batch_size}  "
+        f"steps: {args.steps} x {args.rounds} rounds"
+    )
+    print(
+        f"bare PyTorch loop : {statistics.median(bare) * 1e3:8.3f} ms/step  (rounds: "
+        + ", ".join(f"{t * 1e3:.2f}" for t in bare)
+        + ")"
+    )
+    print(
+        f"optbench loop     : {statistics.median(ours) * 1e3:8.3f} ms/step  (rounds: "
+        + ", ".join(f"{t * 1e3:.2f}" for t in ours)
+        + ")"
+    )
     print(f"overhead ratio    : {ratio:.3f}  (target <= 1.05: {'OK' if ratio <= 1.05 else 'ABOVE TARGET'})")
 
 

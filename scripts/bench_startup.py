@@ -5,6 +5,7 @@ Both commands run as fresh processes with the same interpreter, alternating, `--
 
     python scripts/bench_startup.py [--rounds 15] [--extra "optbench list optimizers" ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,19 @@ def timed(cmd: list[str], env: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--extra", action="append", default=[],
-                        help="another optbench command line to time beside them, e.g. 'list optimizers'")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        help="another optbench command line to time beside them, e.g. 'list optimizers'",
+    )
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     optbench = [sys.executable, "-m", "optbench.cli"] if not shutil.which("optbench") else [shutil.which("optbench")]
-    commands = {"import torch": [sys.executable, "-c", "import torch"],
-                "optbench train --help": [*optbench, "train", "--help"]}
+    commands = {
+        "import torch": [sys.executable, "-c", "import torch"],
+        "optbench train --help": [*optbench, "train", "--help"],
+    }
     for extra in args.extra:
         commands[f"optbench {extra}"] = [*optbench, *extra.split()]
     times: dict[str, list[float]] = {name: [] for name in commands}

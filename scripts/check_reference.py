@@ -10,6 +10,7 @@ scripts/fidelity_nanogpt.py (model, schedule, batches, eval steps), scripts/fide
 (model, whitening, schedules, Lookahead-EMA) and scripts/fidelity_optim.py (optimizer steps).
 Prints one table of max errors per check and exits 1 if any is over its bound.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,33 @@ def kind(path: Path) -> str | None:
 def checkouts(path: Path) -> dict[str, Path]:
     """A checkout, or a folder holding checkouts (e.g. reference/ with modded-nanogpt/ and cifar10-airbench/)."""
     path = path.resolve()  # absolute: some checks work in a temporary directory
-    found = {kind(path): path} if kind(path) else \
-        {kind(sub): sub for sub in sorted(path.iterdir()) if sub.is_dir() and kind(sub)} if path.is_dir() else {}
+    found = (
+        {kind(path): path}
+        if kind(path)
+        else {kind(sub): sub for sub in sorted(path.iterdir()) if sub.is_dir() and kind(sub)}
+        if path.is_dir()
+        else {}
+    )
     if not found:
-        print(f"check_reference: error: {path} is neither a modded-nanogpt nor a cifar10-airbench checkout "
-              "(no records/track_3_optimization/train_gpt_simple.py, no airbench94_muon.py) nor a folder "
-              "holding one", file=sys.stderr)
+        print(
+            f"check_reference: error: {path} is neither a modded-nanogpt nor a cifar10-airbench checkout "
+            "(no records/track_3_optimization/train_gpt_simple.py, no airbench94_muon.py) nor a folder "
+            "holding one",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     return found
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", action="append", required=True, type=Path,
-                    help="a modded-nanogpt or cifar10-airbench checkout (give both to check both)")
+    ap.add_argument(
+        "--reference",
+        action="append",
+        required=True,
+        type=Path,
+        help="a modded-nanogpt or cifar10-airbench checkout (give both to check both)",
+    )
     args = ap.parse_args(argv)
     refs = {}
     for p in args.reference:
@@ -51,11 +65,14 @@ def main(argv=None) -> int:
     ok = True
     if "modded-nanogpt" in refs:
         import fidelity_nanogpt
+
         ok &= fidelity_nanogpt.main(refs["modded-nanogpt"]) == 0
     if "cifar10-airbench" in refs:
         import fidelity_airbench
+
         ok &= fidelity_airbench.main(refs["cifar10-airbench"]) == 0
     import fidelity_optim
+
     for path in refs.values():
         result = fidelity_optim.main(path)
         ok &= all(r["err"] <= fidelity_optim.BOUND and r["lr_err"] <= 1e-9 for r in result["fp32"])

@@ -19,6 +19,7 @@ the max over tensors) of:
 The optimizer steps themselves (Muon, SGD) are compared by scripts/check_reference.py's optimizer part.
 Exit status 1 if any bound is exceeded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-BOUND = 1e-5          # logits and gradients, float32
-EXACT = 0.0           # lr multipliers and decays: the same float arithmetic
+BOUND = 1e-5  # logits and gradients, float32
+EXACT = 0.0  # lr multipliers and decays: the same float arithmetic
 
 
 # --------------------------------------------------------------------------- loading the reference
@@ -69,8 +70,11 @@ def _statements(fn: ast.FunctionDef, pick) -> list[ast.stmt]:
 
 
 def _assigns(fn: ast.FunctionDef, targets: set[str]) -> list[ast.stmt]:
-    return [n for n in fn.body if isinstance(n, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id in targets for t in n.targets)]
+    return [
+        n
+        for n in fn.body
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id in targets for t in n.targets)
+    ]
 
 
 def _run(stmts: list[ast.stmt], namespace: dict) -> dict:
@@ -105,7 +109,7 @@ class _Loader:
 
 
 # --------------------------------------------------------------------------- ours
-def _compose(experiment: str) -> "object":
+def _compose(experiment: str) -> object:
     from optbench.config import compose
 
     return compose([f"experiment={experiment}", "model.dtype=fp32", "trainer.device=cpu"])
@@ -141,8 +145,11 @@ def _our_optimizer(cfg, model):
     block = as_dict(cfg.optimizer)
     note = ""
     spec = OPTIMIZERS[block["name"]]
-    missing = [k for k in ("momentum_form", "ns_norm", "ns_dtype", "scale_rule", "weight_renorm")
-               if k in block and k not in spec.accepts]
+    missing = [
+        k
+        for k in ("momentum_form", "ns_norm", "ns_dtype", "scale_rule", "weight_renorm")
+        if k in block and k not in spec.accepts
+    ]
     if missing:
         note = f" (this branch's Muon lacks {missing}: dropped for the lr comparison)"
         for k in missing:
@@ -158,9 +165,12 @@ def _our_lrs(cfg, optimizer, steps: int) -> list[list[float]]:
 
     for g in optimizer.param_groups:
         g.setdefault("base_lr", g["lr"])
-    fake = types.SimpleNamespace(schedule=build_schedule_from_config(cfg.scheduler, steps),
-                                 group_course=GroupCourse.of(optimizer, steps), optimizer=optimizer,
-                                 momentum_schedule=None)
+    fake = types.SimpleNamespace(
+        schedule=build_schedule_from_config(cfg.scheduler, steps),
+        group_course=GroupCourse.of(optimizer, steps),
+        optimizer=optimizer,
+        momentum_schedule=None,
+    )
     out = []
     for t in range(steps):
         Trainer.set_lr(fake, t)
@@ -180,8 +190,14 @@ def _images(n: int, seed: int) -> torch.Tensor:
     """Normalised CIFAR-like images: smooth, channel-correlated (a realistic whitening problem)."""
     g = torch.Generator().manual_seed(seed)
     base = F.interpolate(torch.randn(n, 1, 8, 8, generator=g), size=32, mode="bilinear", align_corners=False)
-    return torch.cat([base, 0.8 * base + 0.3 * torch.randn(n, 1, 32, 32, generator=g),
-                      -0.5 * base + 0.5 * torch.randn(n, 1, 32, 32, generator=g)], 1)
+    return torch.cat(
+        [
+            base,
+            0.8 * base + 0.3 * torch.randn(n, 1, 32, 32, generator=g),
+            -0.5 * base + 0.5 * torch.randn(n, 1, 32, 32, generator=g),
+        ],
+        1,
+    )
 
 
 class Report:
@@ -197,7 +213,7 @@ class Report:
 def _forward_checks(rep: Report, ref_net, ours, ref_forward, names: dict, images: torch.Tensor) -> None:
     """Logits (train, eval) and gradients from identical weights; BN running stats after the train pass."""
     torch.manual_seed(0)
-    x = images[:32].contiguous(memory_format=torch.channels_last)   # the scripts' loaders' layout
+    x = images[:32].contiguous(memory_format=torch.channels_last)  # the scripts' loaders' layout
     y = torch.arange(len(x)) % 10
     errs = {}
     for mode in ("train", "eval"):
@@ -212,8 +228,7 @@ def _forward_checks(rep: Report, ref_net, ours, ref_forward, names: dict, images
             F.cross_entropy(theirs_out, y, label_smoothing=0.2, reduction="sum").backward()
             F.cross_entropy(ours_out, y, label_smoothing=0.2, reduction="sum").backward()
             ref_params = dict(ref_net.named_parameters())
-            grads = [rel_err(p.grad, ref_params[names[n]].grad) for n, p in ours.named_parameters()
-                     if p.requires_grad]
+            grads = [rel_err(p.grad, ref_params[names[n]].grad) for n, p in ours.named_parameters() if p.requires_grad]
             missing = [n for n, p in ours.named_parameters() if p.requires_grad and p.grad is None]
             assert not missing, missing
             ref_buffers = dict(ref_net.named_buffers())
@@ -228,8 +243,9 @@ def _tta_check(rep: Report, ns: dict, ours: nn.Module, images: torch.Tensor) -> 
     """Their infer(model, loader, tta_level=2) against our tta_logits on the same net and images."""
     from optbench.tasks import tta_logits
 
-    loader = types.SimpleNamespace(images=images[:16].contiguous(memory_format=torch.channels_last),
-                                   normalize=lambda x: x)
+    loader = types.SimpleNamespace(
+        images=images[:16].contiguous(memory_format=torch.channels_last), normalize=lambda x: x
+    )
     theirs = ns["infer"](ours, loader, tta_level=2)
     ours.eval()
     with torch.no_grad():
@@ -246,12 +262,27 @@ def _key_map(ours: nn.Module, ref_state: dict) -> dict:
 def check_legacy(path: Path, rep: Report) -> None:
     print(f"airbench94 vs {path}")
     tree = _source(path)
-    ns = _exec_defs(tree, {"hyp", "Flatten", "Mul", "BatchNorm", "Conv", "ConvGroup", "make_net", "get_patches",
-                           "get_whitening_parameters", "init_whitening_conv", "LookaheadState", "infer"},
-                    _base_namespace())
+    ns = _exec_defs(
+        tree,
+        {
+            "hyp",
+            "Flatten",
+            "Mul",
+            "BatchNorm",
+            "Conv",
+            "ConvGroup",
+            "make_net",
+            "get_patches",
+            "get_whitening_parameters",
+            "init_whitening_conv",
+            "LookaheadState",
+            "infer",
+        },
+        _base_namespace(),
+    )
     torch.manual_seed(1)
     with _cpu_float32():
-        ref_net = ns["make_net"]()   # channels_last, as the script (and our preset's model)
+        ref_net = ns["make_net"]()  # channels_last, as the script (and our preset's model)
     images = _images(200, seed=2)
 
     cfg = _compose("airbench94")
@@ -269,8 +300,12 @@ def check_legacy(path: Path, rep: Report) -> None:
     # main()'s hyperparameter arithmetic, lr schedule, lookahead schedule and whitening-bias freeze
     main = _main_of(tree)
     ns.update(train_loader=_Loader(ns["hyp"]["opt"]["batch_size"]))
-    _run(_assigns(main, {"batch_size", "epochs", "momentum", "kilostep_scale", "lr", "wd", "lr_biases",
-                         "total_train_steps"}), ns)
+    _run(
+        _assigns(
+            main, {"batch_size", "epochs", "momentum", "kilostep_scale", "lr", "wd", "lr_biases", "total_train_steps"}
+        ),
+        ns,
+    )
     T = ns["total_train_steps"]
     print(f"  total_train_steps = {T} (preset trainer.max_steps = {cfg.trainer.max_steps})")
     rep.line("steps: |preset - script|", abs(cfg.trainer.max_steps - T), EXACT)
@@ -295,22 +330,28 @@ def check_legacy(path: Path, rep: Report) -> None:
                 theirs = ns["param_configs"][ref_group_of[names[n]]]["lr"] * ns["get_lr"](t)
                 worst = max(worst, abs(ours_lrs[t][gi] - theirs) / theirs)
     rep.line(f"lr of every parameter at every step ({T} steps)", worst, EXACT, note)
-    decays = [abs(g["weight_decay"] - ns["param_configs"][ref_group_of[names[g["param_names"][0]]]]["weight_decay"])
-              for g in opt.param_groups]
+    decays = [
+        abs(g["weight_decay"] - ns["param_configs"][ref_group_of[names[g["param_names"][0]]]]["weight_decay"])
+        for g in opt.param_groups
+    ]
     rep.line("weight_decay of every group", max(decays), EXACT)
     # whitening bias: the script sets requires_grad = (epoch < whiten_bias_epochs) per epoch
     per_epoch = len(ns["train_loader"])
     theirs_trained = [t // per_epoch < ns["hyp"]["opt"]["whiten_bias_epochs"] for t in range(T)]
     ours_trained = _bias_trained(course, opt, T)
-    rep.line("whitening bias trained at step t: mismatching steps", sum(a != b for a, b in
-                                                                         zip(ours_trained, theirs_trained)), EXACT)
+    rep.line(
+        "whitening bias trained at step t: mismatching steps",
+        sum(a != b for a, b in zip(ours_trained, theirs_trained)),
+        EXACT,
+    )
 
     from optbench.train.averaging import build_averager
+
     look = build_averager(cfg.trainer.averaging, ours, T)
     alpha = ns["alpha_schedule"]
     rep.line("lookahead decay at every step", max(abs(look.decay_at(t) - alpha[t].item()) for t in range(T + 1)), EXACT)
     # one update (and the final decay-1 one) from the same slow and live weights
-    _load_into(ours, ref_net.state_dict())   # the same slow weights (BN statistics included) on both sides
+    _load_into(ours, ref_net.state_dict())  # the same slow weights (BN statistics included) on both sides
     ref_state = ns["LookaheadState"](ref_net)
     look = build_averager(cfg.trainer.averaging, ours, T)
     g = torch.Generator().manual_seed(3)
@@ -323,8 +364,11 @@ def check_legacy(path: Path, rep: Report) -> None:
     ref_state.update(ref_net, decay=alpha[5].item())
     look.update(5)
     live = ref_net.state_dict()
-    rep.line("Lookahead update at step 5 (weights and BN buffers)",
-             max(rel_err(v, live[names[k]]) for k, v in ours.state_dict().items() if v.is_floating_point()), EXACT)
+    rep.line(
+        "Lookahead update at step 5 (weights and BN buffers)",
+        max(rel_err(v, live[names[k]]) for k, v in ours.state_dict().items() if v.is_floating_point()),
+        EXACT,
+    )
 
 
 def _bias_trained(course, opt, steps: int) -> list[bool]:
@@ -340,7 +384,7 @@ def check_muon(path: Path, rep: Report) -> None:
     ns = _exec_defs(tree, {"BatchNorm", "Conv", "ConvGroup", "CifarNet", "infer"}, _base_namespace())
     torch.manual_seed(1)
     with _cpu_float32():
-        ref_net = ns["CifarNet"]().to(memory_format=torch.channels_last)   # as the script's __main__
+        ref_net = ns["CifarNet"]().to(memory_format=torch.channels_last)  # as the script's __main__
         ref_net.reset()
     images = _images(200, seed=2)
 
@@ -360,10 +404,16 @@ def check_muon(path: Path, rep: Report) -> None:
     ns.update(model=ref_net)
     _run(_assigns(main, {"batch_size", "bias_lr", "head_lr", "wd"}), ns)
     ns["train_loader"] = _Loader(ns["batch_size"])
-    _run(_assigns(main, {"total_train_steps", "whiten_bias_train_steps", "filter_params", "norm_biases",
-                         "param_configs"}), ns)
+    _run(
+        _assigns(
+            main, {"total_train_steps", "whiten_bias_train_steps", "filter_params", "norm_biases", "param_configs"}
+        ),
+        ns,
+    )
     T, W = ns["total_train_steps"], ns["whiten_bias_train_steps"]
-    print(f"  total_train_steps = {T}, whiten_bias_train_steps = {W} (preset trainer.max_steps = {cfg.trainer.max_steps})")
+    print(
+        f"  total_train_steps = {T}, whiten_bias_train_steps = {W} (preset trainer.max_steps = {cfg.trainer.max_steps})"
+    )
     rep.line("steps: |preset - script|", abs(cfg.trainer.max_steps - T), EXACT)
     opt1 = types.SimpleNamespace(param_groups=[dict(pc, initial_lr=pc["lr"]) for pc in ns["param_configs"]])
     opt2 = types.SimpleNamespace(param_groups=[{"params": ns["filter_params"], "lr": 0.24, "initial_lr": 0.24}])
@@ -371,7 +421,8 @@ def check_muon(path: Path, rep: Report) -> None:
     lr_loops = _statements(main, lambda n: isinstance(n, ast.For) and "optimizer1.param_groups" in ast.unparse(n.iter))
     muon_lr = [n for n in ast.walk(main) if isinstance(n, ast.Call) and ast.unparse(n.func) == "Muon"]
     opt2.param_groups[0]["lr"] = opt2.param_groups[0]["initial_lr"] = ast.literal_eval(
-        next(k.value for k in muon_lr[0].keywords if k.arg == "lr"))
+        next(k.value for k in muon_lr[0].keywords if k.arg == "lr")
+    )
 
     ref_names = {id(p): n for n, p in ref_net.named_parameters()}
     ref_group_of = {}
@@ -388,18 +439,25 @@ def check_muon(path: Path, rep: Report) -> None:
         for gi, g in enumerate(opt.param_groups):
             for n in g["param_names"]:
                 if n == "whiten.bias" and t >= W:
-                    continue   # the script's lr goes negative there, unused: the bias has no gradient
+                    continue  # the script's lr goes negative there, unused: the bias has no gradient
                 theirs = ref_groups[ref_group_of[names[n]]]["lr"]
-                worst = max(worst, abs(ours_lrs[t][gi] - theirs) / max(abs(theirs), 1e-300)
-                            if theirs != 0 else abs(ours_lrs[t][gi]))
+                worst = max(
+                    worst,
+                    abs(ours_lrs[t][gi] - theirs) / max(abs(theirs), 1e-300) if theirs != 0 else abs(ours_lrs[t][gi]),
+                )
     rep.line(f"lr of every parameter at every step ({T} steps)", worst, EXACT, note)
     ref_groups = opt1.param_groups + opt2.param_groups
-    decays = [abs(g["weight_decay"] - ref_groups[ref_group_of[names[g["param_names"][0]]]].get("weight_decay", 0.0))
-              for g in opt.param_groups]
+    decays = [
+        abs(g["weight_decay"] - ref_groups[ref_group_of[names[g["param_names"][0]]]].get("weight_decay", 0.0))
+        for g in opt.param_groups
+    ]
     rep.line("weight_decay of every group", max(decays), EXACT)
-    theirs_trained = [t < W for t in range(T)]   # forward(whiten_bias_grad=(step < whiten_bias_train_steps))
-    rep.line("whitening bias trained at step t: mismatching steps",
-             sum(a != b for a, b in zip(_bias_trained(course, opt, T), theirs_trained)), EXACT)
+    theirs_trained = [t < W for t in range(T)]  # forward(whiten_bias_grad=(step < whiten_bias_train_steps))
+    rep.line(
+        "whitening bias trained at step t: mismatching steps",
+        sum(a != b for a, b in zip(_bias_trained(course, opt, T), theirs_trained)),
+        EXACT,
+    )
 
 
 def main(reference_path) -> int:

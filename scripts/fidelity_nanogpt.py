@@ -16,6 +16,7 @@ Prints the max errors of
       generator, on shards written here in the real format, with a shard switch at its edge case;
   (d) the evaluation steps against the reference's validation condition.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def reference_file(path) -> Path:
 
 
 class _ToCPU(ast.NodeTransformer):
-    """"cuda" -> "cpu" and pin_memory=True -> False: the reference's data path on a CPU."""
+    """ "cuda" -> "cpu" and pin_memory=True -> False: the reference's data path on a CPU."""
 
     def visit_Constant(self, node):
         if node.value == "cuda":
@@ -74,8 +75,15 @@ def load_reference(path, names, extra: dict | None = None) -> dict:
         node.decorator_list = []
     module = _ToCPU().visit(ast.Module(body=defs, type_ignores=[]))
     ast.fix_missing_locations(module)
-    ns = {"torch": torch, "nn": torch.nn, "F": F, "Tensor": torch.Tensor, "Path": Path, "dist": FakeDist(),
-          **(extra or {})}
+    ns = {
+        "torch": torch,
+        "nn": torch.nn,
+        "F": F,
+        "Tensor": torch.Tensor,
+        "Path": Path,
+        "dist": FakeDist(),
+        **(extra or {}),
+    }
     exec(compile(module, str(reference_file(path)), "exec"), ns)
     return ns
 
@@ -86,8 +94,9 @@ def _nodes(path):
 
 def reference_train_steps(path) -> int:
     for node in _nodes(path):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "train_steps"
-                                                for t in node.targets):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "train_steps" for t in node.targets
+        ):
             return int(ast.literal_eval(node.value))
     raise SystemExit("no train_steps in the reference")
 
@@ -106,7 +115,7 @@ def reference_muon_momentum(path) -> float:
     for node in _nodes(path):
         if isinstance(node, ast.ClassDef) and node.name == "Muon":
             init = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-            names = [a.arg for a in init.args.args][-len(init.args.defaults):]
+            names = [a.arg for a in init.args.args][-len(init.args.defaults) :]
             return float(ast.literal_eval(init.args.defaults[names.index("mu")]))
     raise SystemExit("no Muon class in the reference")
 
@@ -114,10 +123,16 @@ def reference_muon_momentum(path) -> float:
 def reference_eval_rule(path):
     """step -> bool, from the reference loop's `val_step_freq = ...` and the `if` that uses it."""
     nodes = _nodes(path)
-    freq = next(n.value for n in nodes if isinstance(n, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == "val_step_freq" for t in n.targets))
-    test = next(n.test for n in nodes if isinstance(n, ast.If)
-                and any(isinstance(m, ast.Name) and m.id == "val_step_freq" for m in ast.walk(n.test)))
+    freq = next(
+        n.value
+        for n in nodes
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "val_step_freq" for t in n.targets)
+    )
+    test = next(
+        n.test
+        for n in nodes
+        if isinstance(n, ast.If) and any(isinstance(m, ast.Name) and m.id == "val_step_freq" for m in ast.walk(n.test))
+    )
     freq_code = compile(ast.fix_missing_locations(ast.Expression(freq)), "freq", "eval")
     test_code = compile(ast.fix_missing_locations(ast.Expression(test)), "test", "eval")
 
@@ -125,6 +140,7 @@ def reference_eval_rule(path):
         env = {"step": step, "train_steps": train_steps}
         env["val_step_freq"] = eval(freq_code, env)
         return bool(eval(test_code, env))
+
     return due
 
 
@@ -171,8 +187,11 @@ def compare_model(path, n_layer=2, n_embd=256, vocab=1024, seq_len=128, batch=4,
             h1.remove(), h2.remove()
             ref_grads = ours.translate_state_dict({n: p.grad for n, p in ref.named_parameters()})
             grad_err = max(rel(p.grad, ref_grads[n]) for n, p in ours.named_parameters())
-            out[(precision, mode)] = {"logits": rel(caught["ours"], caught["ref"]),
-                                      "loss": rel(our_loss, ref_loss), "grads": grad_err}
+            out[(precision, mode)] = {
+                "logits": rel(caught["ours"], caught["ref"]),
+                "loss": rel(our_loss, ref_loss),
+                "grads": grad_err,
+            }
     return out
 
 
@@ -212,15 +231,26 @@ def reference_hyperparameters(path) -> dict:
     for node in _nodes(path):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("AdamW", "Muon")):
             continue
-        kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords
-              if k.arg in ("lr", "betas", "eps", "weight_decay", "fused")}
+        kw = {
+            k.arg: ast.literal_eval(k.value)
+            for k in node.keywords
+            if k.arg in ("lr", "betas", "eps", "weight_decay", "fused")
+        }
         if node.func.id == "AdamW" and isinstance(node.args[0], ast.List):
             for role, group in zip(("embedding", "head", "scalar"), node.args[0].elts):
-                pairs = [(k.arg, k.value) for k in group.keywords] if isinstance(group, ast.Call) \
-                    else [(k.value, v) for k, v in zip(group.keys, group.values)]  # dict(lr=...) or {"lr": ...}
+                pairs = (
+                    [(k.arg, k.value) for k in group.keywords]
+                    if isinstance(group, ast.Call)
+                    else [(k.value, v) for k, v in zip(group.keys, group.values)]
+                )  # dict(lr=...) or {"lr": ...}
                 lr = next(ast.literal_eval(v) for k, v in pairs if k == "lr")
-                out[role] = {"lr": float(lr), "weight_decay": kw["weight_decay"], "betas": tuple(kw["betas"]),
-                             "eps": kw["eps"], "fused": bool(kw.get("fused", False))}
+                out[role] = {
+                    "lr": float(lr),
+                    "weight_decay": kw["weight_decay"],
+                    "betas": tuple(kw["betas"]),
+                    "eps": kw["eps"],
+                    "fused": bool(kw.get("fused", False)),
+                }
         elif node.func.id == "Muon" and "lr" in kw:
             out["matrix"] = {"lr": kw["lr"], "weight_decay": kw["weight_decay"]}
     return out
@@ -239,6 +269,7 @@ def compare_optimizer_groups(path) -> dict:
         opt = build_optimizer_from_config(cfg.optimizer, model)
     except TypeError:  # a Muon without the C2 keys (before helper H2's muon.py is merged): compare the rest
         from omegaconf import OmegaConf
+
         block = OmegaConf.to_container(cfg.optimizer, resolve=True)
         dropped = [k for k in ("momentum_form", "ns_norm", "ns_dtype", "scale_rule") if block.pop(k, None) is not None]
         opt = build_optimizer_from_config(OmegaConf.create(block), model)
@@ -281,17 +312,21 @@ def compare_batches(path, steps: int = 300, seq_len: int = 32, rows: int = 32, m
                 for rank in range(world):
                     ns = load_reference(path, DATA_DEFS, {"dist": FakeDist(rank, world)})
                     gen = ns["distributed_data_generator"]("fineweb_train_*.bin", window, seq_len)
-                    loader = TokenLoader(shards, rows, seq_len, rows // (mbs * world), rank, world,
-                                         order="modded_nanogpt")
+                    loader = TokenLoader(
+                        shards, rows, seq_len, rows // (mbs * world), rank, world, order="modded_nanogpt"
+                    )
                     for _ in range(steps):
                         ref_x, ref_y = next(gen)
                         micro = next(loader)
-                        ref_micro = [(ref_x[i * mbs:(i + 1) * mbs], ref_y[i * mbs:(i + 1) * mbs])
-                                     for i in range(len(ref_x) // mbs)]
+                        ref_micro = [
+                            (ref_x[i * mbs : (i + 1) * mbs], ref_y[i * mbs : (i + 1) * mbs])
+                            for i in range(len(ref_x) // mbs)
+                        ]
                         compared += 1
                         same = len(micro) == len(ref_micro) and all(
                             torch.equal(a.long(), b.long()) and torch.equal(c.long(), e.long())
-                            for (a, c), (b, e) in zip(micro, ref_micro))
+                            for (a, c), (b, e) in zip(micro, ref_micro)
+                        )
                         mismatches += not same
                 # the validation set: the reference draws one batch of val_tokens from the val shard
                 # (each rank its contiguous share); ours is the first val_tokens + 1 tokens, in rows
@@ -304,10 +339,15 @@ def compare_batches(path, steps: int = 300, seq_len: int = 32, rows: int = 32, m
                     ref_rows.append((vx.long(), vy.long()))
                 val = torch.from_numpy(validation_tokens(root / "fineweb_val_000000.bin", val_tokens, seq_len))
                 ours_x, ours_y = val[:-1].view(-1, seq_len), val[1:].view(-1, seq_len)
-                val_same = torch.equal(torch.cat([r[0] for r in ref_rows]), ours_x) and \
-                    torch.equal(torch.cat([r[1] for r in ref_rows]), ours_y)
-                out[world] = {"steps_x_ranks": compared, "mismatched": mismatches,
-                              "last_shard": loader.shard, "val_equal": val_same}
+                val_same = torch.equal(torch.cat([r[0] for r in ref_rows]), ours_x) and torch.equal(
+                    torch.cat([r[1] for r in ref_rows]), ours_y
+                )
+                out[world] = {
+                    "steps_x_ranks": compared,
+                    "mismatched": mismatches,
+                    "last_shard": loader.shard,
+                    "val_equal": val_same,
+                }
         finally:
             os.chdir(cwd)
     return out
@@ -322,10 +362,19 @@ def compare_eval_steps(path) -> dict:
     T = reference_train_steps(path)
     due = reference_eval_rule(path)
     ref_steps = [s for s in range(T + 1) if due(s, T)]
-    ours = [s for s in range(T + 1) if eval_due(s, T, t.eval_every, t.eval_every_late, t.eval_late_fraction,
-                                                 t.eval_at_start)]
-    return {"reference": len(ref_steps), "ours": len(ours), "equal": ref_steps == ours,
-            "first": ours[:3], "late": [s for s in ours if s >= 0.9 * T][:3], "last": ours[-2:]}
+    ours = [
+        s
+        for s in range(T + 1)
+        if eval_due(s, T, t.eval_every, t.eval_every_late, t.eval_late_fraction, t.eval_at_start)
+    ]
+    return {
+        "reference": len(ref_steps),
+        "ours": len(ours),
+        "equal": ref_steps == ours,
+        "first": ours[:3],
+        "late": [s for s in ours if s >= 0.9 * T][:3],
+        "last": ours[-2:],
+    }
 
 
 def main(reference_path) -> int:
@@ -342,23 +391,31 @@ def main(reference_path) -> int:
     s = compare_schedule(reference_path)
     good = s["lr_max_abs"] == 0 and s["momentum_max_abs"] == 0 and s["steps"] == s["preset_steps"]
     ok &= good
-    print(f"(b) steps 0..{s['steps'] - 1} (preset max_steps {s['preset_steps']}): lr multiplier max abs diff "
-          f"{s['lr_max_abs']:.3g}, momentum max abs diff {s['momentum_max_abs']:.3g}{'  ok' if good else '  FAIL'}")
+    print(
+        f"(b) steps 0..{s['steps'] - 1} (preset max_steps {s['preset_steps']}): lr multiplier max abs diff "
+        f"{s['lr_max_abs']:.3g}, momentum max abs diff {s['momentum_max_abs']:.3g}{'  ok' if good else '  FAIL'}"
+    )
     g = compare_optimizer_groups(reference_path)
     ok &= g["max_abs"] == 0
-    print(f"(b) per-role lr / weight decay / Muon momentum / AdamW betas, eps, fused ({', '.join(g['roles'])}) "
-          f"against the reference's constructors: max abs diff {g['max_abs']:.3g}"
-          f"{'  ok' if g['max_abs'] == 0 else '  FAIL'}{g['note']}")
+    print(
+        f"(b) per-role lr / weight decay / Muon momentum / AdamW betas, eps, fused ({', '.join(g['roles'])}) "
+        f"against the reference's constructors: max abs diff {g['max_abs']:.3g}"
+        f"{'  ok' if g['max_abs'] == 0 else '  FAIL'}{g['note']}"
+    )
     for world, r in compare_batches(reference_path).items():
         good = r["mismatched"] == 0 and r["val_equal"]
         ok &= good
-        print(f"(c) world size {world}: {r['steps_x_ranks']} (step, rank) batches compared, {r['mismatched']} "
-              f"differ; shards switched up to shard {r['last_shard']}; validation tokens identical "
-              f"{r['val_equal']}{'  ok' if good else '  FAIL'}")
+        print(
+            f"(c) world size {world}: {r['steps_x_ranks']} (step, rank) batches compared, {r['mismatched']} "
+            f"differ; shards switched up to shard {r['last_shard']}; validation tokens identical "
+            f"{r['val_equal']}{'  ok' if good else '  FAIL'}"
+        )
     e = compare_eval_steps(reference_path)
     ok &= e["equal"]
-    print(f"(d) evaluation steps: reference {e['reference']}, ours {e['ours']}, identical {e['equal']} "
-          f"(first {e['first']}, late {e['late']}, last {e['last']}){'  ok' if e['equal'] else '  FAIL'}")
+    print(
+        f"(d) evaluation steps: reference {e['reference']}, ours {e['ours']}, identical {e['equal']} "
+        f"(first {e['first']}, late {e['late']}, last {e['last']}){'  ok' if e['equal'] else '  FAIL'}"
+    )
     print("all within bounds" if ok else "SOME CHECKS FAILED")
     return 0 if ok else 1
 

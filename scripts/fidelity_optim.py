@@ -29,6 +29,7 @@ Left out: the airbench whitening-layer bias (its own lr schedule and the freeze 
 belong to the whitening-bias group mechanism; it is frozen on both sides here, and so are the
 reference's frozen tensors). The lr column shows our multiplier next to the reference's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,11 @@ def _preset(bench: str) -> dict:
     from optbench.config import compose
 
     cfg = compose([f"experiment={bench}"])
-    return {"steps": int(cfg.trainer.max_steps),
-            "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
-            "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True)}
+    return {
+        "steps": int(cfg.trainer.max_steps),
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True),
+    }
 
 
 class _Presets(dict):
@@ -75,6 +78,7 @@ STARTS = {"nanogpt_track3": (0, 1000, 3000, 3247), "airbench94_muon": (0, 100, 1
 # ---------------------------------------------------------------------------- loading the reference
 class _OneProcess:
     """torch.distributed as a single process sees it."""
+
     @staticmethod
     def get_world_size():
         return 1
@@ -90,6 +94,7 @@ class _OneProcess:
 
 class _Len:
     """A stand-in train_loader: the reference only takes its len() (batches per epoch)."""
+
     def __init__(self, n: int):
         self.n = n
 
@@ -99,6 +104,7 @@ class _Len:
 
 class _Rename(ast.NodeTransformer):
     """x.bfloat16() -> x.float() (fp32 comparison), x.half() -> x.float(), x.cuda() -> x."""
+
     def __init__(self, mapping: dict):
         self.mapping = mapping
 
@@ -119,6 +125,7 @@ def _no_compile():
 
     def identity(fn=None, *args, **kwargs):
         return fn if fn is not None else (lambda g: g)
+
     torch.compile = identity
     try:
         yield
@@ -137,9 +144,12 @@ def _exec(nodes, ns: dict, filename: str, rename: dict | None = None) -> dict:
 
 
 def _defs(tree: ast.Module, names) -> list:
-    found = {n.name if hasattr(n, "name") else n.targets[0].id: n for n in tree.body
-             if (isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in names)
-             or (isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and n.targets[0].id in names)}
+    found = {
+        n.name if hasattr(n, "name") else n.targets[0].id: n
+        for n in tree.body
+        if (isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name in names)
+        or (isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name) and n.targets[0].id in names)
+    }
     missing = set(names) - set(found)
     if missing:
         raise SystemExit(f"reference file lacks {sorted(missing)}: not the expected snapshot")
@@ -168,16 +178,28 @@ def _find(root: Path, *candidates: str) -> Path | None:
 
 
 def _base_ns() -> dict:
-    return {"torch": torch, "nn": nn, "F": F, "Tensor": Tensor, "dist": _OneProcess, "ceil": math.ceil,
-            "AdamW": torch.optim.AdamW, "__name__": "reference"}
+    return {
+        "torch": torch,
+        "nn": nn,
+        "F": F,
+        "Tensor": Tensor,
+        "dist": _OneProcess,
+        "ceil": math.ceil,
+        "AdamW": torch.optim.AdamW,
+        "__name__": "reference",
+    }
 
 
 def load_track3(path: Path, fp32: bool) -> dict:
     tree = ast.parse(path.read_text())
     ns = _base_ns()
     _exec(_defs(tree, ["RMSNorm", "Linear", "Rotary", "CausalSelfAttention", "MLP", "Block", "GPT"]), ns, str(path))
-    _exec(_defs(tree, ["zeropower_via_newtonschulz5", "muon_update", "Muon"]), ns, str(path),
-          rename={"bfloat16": "float"} if fp32 else None)
+    _exec(
+        _defs(tree, ["zeropower_via_newtonschulz5", "muon_update", "Muon"]),
+        ns,
+        str(path),
+        rename={"bfloat16": "float"} if fp32 else None,
+    )
     trials = next(n for n in tree.body if isinstance(n, ast.For) and "optimizer1" in ast.unparse(n))
     setup = _statements(trials.body, {"train_steps", "optimizer1", "optimizer2", "optimizers", "set_hparams"})
 
@@ -195,7 +217,9 @@ def load_track3(path: Path, fp32: bool) -> dict:
 
         def set_lr(step):
             local["set_hparams"](step)
+
         return opts, set_lr
+
     return {"model": model, "optimizer": optimizer, "frozen": ()}
 
 
@@ -203,15 +227,39 @@ def load_airbench_muon(path: Path, fp32: bool) -> dict:
     tree = ast.parse(path.read_text())
     ns = _base_ns()
     _exec(_defs(tree, ["BatchNorm", "Conv", "ConvGroup", "CifarNet"]), ns, str(path))
-    _exec(_defs(tree, ["zeropower_via_newtonschulz5", "Muon"]), ns, str(path),
-          rename={"bfloat16": "float"} if fp32 else None)
+    _exec(
+        _defs(tree, ["zeropower_via_newtonschulz5", "Muon"]),
+        ns,
+        str(path),
+        rename={"bfloat16": "float"} if fp32 else None,
+    )
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
-    setup = _statements(main.body, {"batch_size", "bias_lr", "head_lr", "wd", "total_train_steps",
-                                    "whiten_bias_train_steps", "filter_params", "norm_biases", "param_configs",
-                                    "optimizer1", "optimizer2", "optimizers"})
+    setup = _statements(
+        main.body,
+        {
+            "batch_size",
+            "bias_lr",
+            "head_lr",
+            "wd",
+            "total_train_steps",
+            "whiten_bias_train_steps",
+            "filter_params",
+            "norm_biases",
+            "param_configs",
+            "optimizer1",
+            "optimizer2",
+            "optimizers",
+        },
+    )
     # the lr rule sits inside the training loop: the `for group in ...: group["lr"] = ...` loops
-    rule = [n for n in ast.walk(main) if isinstance(n, ast.For) and isinstance(n.target, ast.Name)
-            and n.target.id == "group" and "group['lr'] = group['initial_lr'] *" in ast.unparse(n)]
+    rule = [
+        n
+        for n in ast.walk(main)
+        if isinstance(n, ast.For)
+        and isinstance(n.target, ast.Name)
+        and n.target.id == "group"
+        and "group['lr'] = group['initial_lr'] *" in ast.unparse(n)
+    ]
     if len(rule) != 2:
         raise SystemExit("airbench94_muon.py: expected two lr-rule loops in main(); not the expected snapshot")
 
@@ -229,7 +277,9 @@ def load_airbench_muon(path: Path, fp32: bool) -> dict:
         def set_lr(step):
             local["step"] = step
             _exec(rule, local, str(path))
+
         return local["optimizers"], set_lr
+
     return {"model": model, "optimizer": optimizer, "frozen": ("whiten.bias",)}
 
 
@@ -239,9 +289,24 @@ def load_airbench94(path: Path, fp32: bool) -> dict:
     _exec(_defs(tree, ["hyp", "Flatten", "Mul", "BatchNorm", "Conv", "ConvGroup"]), ns, str(path))
     _exec(_defs(tree, ["make_net"]), ns, str(path), rename={"half": "float", "cuda": None})
     main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
-    setup = _statements(main.body, {"batch_size", "epochs", "momentum", "kilostep_scale", "lr", "wd", "lr_biases",
-                                    "total_train_steps", "norm_biases", "other_params", "param_configs",
-                                    "optimizer", "get_lr"})
+    setup = _statements(
+        main.body,
+        {
+            "batch_size",
+            "epochs",
+            "momentum",
+            "kilostep_scale",
+            "lr",
+            "wd",
+            "lr_biases",
+            "total_train_steps",
+            "norm_biases",
+            "other_params",
+            "param_configs",
+            "optimizer",
+            "get_lr",
+        },
+    )
 
     def model():
         torch.manual_seed(0)
@@ -263,7 +328,9 @@ def load_airbench94(path: Path, fp32: bool) -> dict:
         def set_lr(step):
             for g in opt.param_groups:
                 g["lr"] = g["initial_lr"] * local["get_lr"](step)
+
         return [opt], set_lr
+
     return {"model": model, "optimizer": optimizer, "frozen": ("0.bias",)}
 
 
@@ -308,8 +375,10 @@ def check_roles(bench: str, ref_model: nn.Module, ours, ref_opts) -> list[str]:
         role = g["role"] if g else "-"
         counts[(role, our_muon)] = counts.get((role, our_muon), 0) + 1
         if ro is None or g is None or ref_muon != our_muon:
-            lines.append(f"  ROLE MISMATCH {bench}: {n} ours role={role} muon={our_muon}, "
-                         f"reference {type(ro).__name__ if ro else 'not optimised'}")
+            lines.append(
+                f"  ROLE MISMATCH {bench}: {n} ours role={role} muon={our_muon}, "
+                f"reference {type(ro).__name__ if ro else 'not optimised'}"
+            )
     summary = ", ".join(f"{r}{'(muon)' if m else ''}: {c}" for (r, m), c in sorted(counts.items()))
     return [f"  roles {bench}: {summary}"] + lines
 
@@ -363,9 +432,12 @@ def compare(bench: str, ref: dict, fp32: bool) -> tuple[list[dict], list[str]]:
             for n, g in ((n, g) for g in ours.param_groups for n in g["param_names"]):
                 _, rg = _group_of(ref_opts, ref_params[n])
                 if rg is not None:
-                    lr_err = max(lr_err, abs(g["lr"] - rg["lr"]) / max(abs(rg["lr"]), 1e-30),
-                                 abs(g.get("weight_decay", 0.0) - rg.get("weight_decay", 0.0))
-                                 / max(abs(rg.get("weight_decay", 0.0)), 1e-12))
+                    lr_err = max(
+                        lr_err,
+                        abs(g["lr"] - rg["lr"]) / max(abs(rg["lr"]), 1e-30),
+                        abs(g.get("weight_decay", 0.0) - rg.get("weight_decay", 0.0))
+                        / max(abs(rg.get("weight_decay", 0.0)), 1e-12),
+                    )
             worst = (-1.0, -1.0, "")
             for n, p in our_model.named_parameters():
                 if not p.requires_grad:
@@ -376,19 +448,34 @@ def compare(bench: str, ref: dict, fp32: bool) -> tuple[list[dict], list[str]]:
             # the reference's multiplier, read off the group of a compared tensor
             _, rg = _group_of(ref_opts, ref_params[worst[2]])
             ref_mult = rg["lr"] / rg["initial_lr"]
-            rows.append(dict(bench=bench, start=start, step=step, ours_mult=mult, ref_mult=ref_mult, lr_err=lr_err,
-                             err=worst[0], moved=worst[1], tensor=worst[2]))
+            rows.append(
+                dict(
+                    bench=bench,
+                    start=start,
+                    step=step,
+                    ours_mult=mult,
+                    ref_mult=ref_mult,
+                    lr_err=lr_err,
+                    err=worst[0],
+                    moved=worst[1],
+                    tensor=worst[2],
+                )
+            )
     return rows, notes
 
 
 def print_table(rows: list[dict], title: str, bound: float | None) -> None:
     print(f"\n{title}")
-    print(f"| {'benchmark':<16} | {'start':>5} | {'step':>5} | {'lr mult ours':>12} | {'ref':>8} | {'lr/wd mismatch':>14} | "
-          f"{'rel err params':>14} | {'rel err moved':>13} | worst tensor")
+    print(
+        f"| {'benchmark':<16} | {'start':>5} | {'step':>5} | {'lr mult ours':>12} | {'ref':>8} | {'lr/wd mismatch':>14} | "
+        f"{'rel err params':>14} | {'rel err moved':>13} | worst tensor"
+    )
     print(f"|{'-' * 18}|{'-' * 7}|{'-' * 7}|{'-' * 14}|{'-' * 10}|{'-' * 16}|{'-' * 16}|{'-' * 15}|{'-' * 14}")
     for r in rows:
-        print(f"| {r['bench']:<16} | {r['start']:>5} | {r['step']:>5} | {r['ours_mult']:>12.6f} | {r['ref_mult']:>8.6f} | "
-              f"{r['lr_err']:>14.2e} | {r['err']:>14.2e} | {r['moved']:>13.2e} | {r['tensor']}")
+        print(
+            f"| {r['bench']:<16} | {r['start']:>5} | {r['step']:>5} | {r['ours_mult']:>12.6f} | {r['ref_mult']:>8.6f} | "
+            f"{r['lr_err']:>14.2e} | {r['err']:>14.2e} | {r['moved']:>13.2e} | {r['tensor']}"
+        )
     if bound is not None:
         by = {}
         for r in rows:
@@ -396,14 +483,21 @@ def print_table(rows: list[dict], title: str, bound: float | None) -> None:
         for bench, rs in by.items():
             err = max(r["err"] for r in rs)
             lr = max(r["lr_err"] for r in rs)
-            ok = err <= bound and lr <= 1e-9   # lr and decay: equal up to float rounding
-            print(f"{bench}: max rel err (params) {err:.2e}, (moved) {max(r['moved'] for r in rs):.2e}, "
-                  f"lr/wd mismatch {lr:.2e}  -> {'OK' if ok else 'FAIL'} (bound {bound:g})")
+            ok = err <= bound and lr <= 1e-9  # lr and decay: equal up to float rounding
+            print(
+                f"{bench}: max rel err (params) {err:.2e}, (moved) {max(r['moved'] for r in rs):.2e}, "
+                f"lr/wd mismatch {lr:.2e}  -> {'OK' if ok else 'FAIL'} (bound {bound:g})"
+            )
 
 
 LOADERS = {
-    "nanogpt_track3": (load_track3, ("records/track_3_optimization/train_gpt_simple.py",
-                                     "modded-nanogpt/records/track_3_optimization/train_gpt_simple.py")),
+    "nanogpt_track3": (
+        load_track3,
+        (
+            "records/track_3_optimization/train_gpt_simple.py",
+            "modded-nanogpt/records/track_3_optimization/train_gpt_simple.py",
+        ),
+    ),
     "airbench94_muon": (load_airbench_muon, ("airbench94_muon.py", "cifar10-airbench/airbench94_muon.py")),
     "airbench94": (load_airbench94, ("legacy/airbench94.py", "cifar10-airbench/legacy/airbench94.py")),
 }
@@ -423,21 +517,31 @@ def main(reference_path, bf16: bool = False, only=None) -> dict:
         if path is None:
             result["notes"].append(f"{bench}: no {candidates[0]} under {root}; skipped")
             continue
-        for fp32 in ((True, False) if bf16 else (True,)):
+        for fp32 in (True, False) if bf16 else (True,):
             rows, notes = compare(bench, loader(path, fp32), fp32)
             result["fp32" if fp32 else "bf16"] += rows
             if fp32:
                 result["notes"] += notes
-    print("Optimizer-step fidelity: ours (build_optimizer_from_config + our schedule) vs the reference's optimizer code")
-    print(f"{CONSECUTIVE} consecutive steps from each start, fresh optimizers per start; identical weights and gradients")
+    print(
+        "Optimizer-step fidelity: ours (build_optimizer_from_config + our schedule) vs the reference's optimizer code"
+    )
+    print(
+        f"{CONSECUTIVE} consecutive steps from each start, fresh optimizers per start; identical weights and gradients"
+    )
     for line in result["notes"]:
         print(line)
-    print("  left out: the airbench whitening-layer bias (own lr schedule + freeze: the whitening-bias group, "
-          "compared where that mechanism lives), frozen on both sides")
+    print(
+        "  left out: the airbench whitening-layer bias (own lr schedule + freeze: the whitening-bias group, "
+        "compared where that mechanism lives), frozen on both sides"
+    )
     print_table(result["fp32"], "Newton-Schulz in fp32 on both sides (the bound applies):", BOUND)
     if bf16:
-        print_table(result["bf16"], "Newton-Schulz in bf16 on both sides (informational: bf16 rounding in a "
-                    "different operation order, no bound):", None)
+        print_table(
+            result["bf16"],
+            "Newton-Schulz in bf16 on both sides (informational: bf16 rounding in a "
+            "different operation order, no bound):",
+            None,
+        )
     return result
 
 

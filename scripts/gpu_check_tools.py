@@ -13,6 +13,7 @@ patched copies, and the figures read back from each run's own output.
 Throughput is measured the same way on both sides: tokens between a step past the compile/warm-up
 (--skip-steps) and the last step, over the train clock between them (validation excluded on both).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,7 @@ SHARD_TOKENS = 100_000_000  # a real FineWeb shard's size; more train tokens go 
 
 
 # ------------------------------------------------------------------------------------------- data
+
 
 def write_token_shards(root: Path, train_tokens: int, val_tokens: int, vocab: int, seed: int = 0) -> list[Path]:
     """Uniform random tokens in [0, vocab) in the speedrun's shard format (optbench.data.token_shards)."""
@@ -64,8 +66,10 @@ def reference_cifar_files(cifar_root: Path, dst: Path) -> None:
     a = read_cifar10(cifar_root)
     dst.mkdir(parents=True, exist_ok=True)
     for split, x, y in (("train", a.train_images, a.train_labels), ("test", a.test_images, a.test_labels)):
-        torch.save({"images": x.permute(0, 2, 3, 1).contiguous(), "labels": y, "classes": list(a.label_names)},
-                   dst / f"{split}.pt")
+        torch.save(
+            {"images": x.permute(0, 2, 3, 1).contiguous(), "labels": y, "classes": list(a.label_names)},
+            dst / f"{split}.pt",
+        )
 
 
 def reference_gpt_layout(shard_root: Path, workdir: Path) -> None:
@@ -81,6 +85,7 @@ def reference_gpt_layout(shard_root: Path, workdir: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- patches
 
+
 def patch(src: Path, dst: Path, replacements: list[tuple[str, str]]) -> None:
     """Copy src to dst with each exact line replaced; a line that is not there is an error (the
     reference changed: the check would silently measure something else)."""
@@ -88,8 +93,10 @@ def patch(src: Path, dst: Path, replacements: list[tuple[str, str]]) -> None:
     for old, new in replacements:
         pattern = re.compile(rf"^{re.escape(old)}$", re.M)
         if len(pattern.findall(text)) != 1:
-            raise SystemExit(f"gpu_check: {src} does not contain the line {old.strip()!r} exactly once; "
-                             "the reference changed, update scripts/gpu_check_tools.py")
+            raise SystemExit(
+                f"gpu_check: {src} does not contain the line {old.strip()!r} exactly once; "
+                "the reference changed, update scripts/gpu_check_tools.py"
+            )
         text = pattern.sub(new.replace("\\", r"\\"), text)
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text(text)
@@ -100,15 +107,24 @@ def patch_ref_gpt(src: Path, dst: Path, steps: int) -> None:
 
 
 def patch_ref_cifar(src: Path, dst: Path, epochs: int) -> None:
-    patch(src, dst, [
-        ("    total_train_steps = ceil(8 * len(train_loader))",
-         f"    total_train_steps = ceil({epochs} * len(train_loader))  # gpu_check: was 8 epochs"),
-        ("    accs = torch.tensor([main(run, model) for run in range(200)])",
-         "    accs = torch.tensor([main(run, model) for run in range(1)])  # gpu_check: was 200 runs"),
-    ])
+    patch(
+        src,
+        dst,
+        [
+            (
+                "    total_train_steps = ceil(8 * len(train_loader))",
+                f"    total_train_steps = ceil({epochs} * len(train_loader))  # gpu_check: was 8 epochs",
+            ),
+            (
+                "    accs = torch.tensor([main(run, model) for run in range(200)])",
+                "    accs = torch.tensor([main(run, model) for run in range(1)])  # gpu_check: was 200 runs",
+            ),
+        ],
+    )
 
 
 # ------------------------------------------------------------------------------------------- reading
+
 
 def read_jsonl(path: Path) -> list[dict]:
     out = []
@@ -145,11 +161,17 @@ def ours_gpt(run_dir: Path, skip_steps: int) -> dict:
     # MFU is linear in tokens/s: the loop's own MFU per token rate (task.flops_per_token / peak) carries over
     per = [x["mfu"] / x["tok_per_s"] for x in lines if x.get("mfu") and x.get("tok_per_s")]
     flops_over_peak = per[-1] if per else math.nan
-    return {"tokens_per_s": tps, "steps_measured": steps, "seconds_measured": secs,
-            "steps_done": max(tokens, default=0),
-            "mfu": tps * flops_over_peak if per else math.nan, "mfu_per_token_per_s": flops_over_peak,
-            "status": summary.get("status"), "compile_warmup_s": summary.get("compile_warmup_s"),
-            "device": (summary.get("environment") or {}).get("device")}
+    return {
+        "tokens_per_s": tps,
+        "steps_measured": steps,
+        "seconds_measured": secs,
+        "steps_done": max(tokens, default=0),
+        "mfu": tps * flops_over_peak if per else math.nan,
+        "mfu_per_token_per_s": flops_over_peak,
+        "status": summary.get("status"),
+        "compile_warmup_s": summary.get("compile_warmup_s"),
+        "device": (summary.get("environment") or {}).get("device"),
+    }
 
 
 REF_GPT_LINE = re.compile(r"^step:(\d+)/(\d+)\s+(?:val_loss:\S+\s+)?train_time:([\d.]+)s")
@@ -164,8 +186,12 @@ def ref_gpt(log: Path, skip_steps: int, tokens_per_step: int = REF_TOKENS_PER_ST
         if m:
             pts[int(m[1])] = float(m[3])  # a val line at the same step comes after: the synced value wins
     rate, steps, secs = steady_rate(list(pts.items()), skip_steps)
-    return {"tokens_per_s": rate * tokens_per_step if steps else math.nan, "steps_measured": steps,
-            "seconds_measured": secs, "steps_done": max(pts, default=0)}
+    return {
+        "tokens_per_s": rate * tokens_per_step if steps else math.nan,
+        "steps_measured": steps,
+        "seconds_measured": secs,
+        "steps_done": max(pts, default=0),
+    }
 
 
 def ours_cifar(run_dir: Path, steps_per_epoch: int) -> dict:
@@ -215,6 +241,7 @@ def ref_cifar(log: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------- summary
 
+
 def _fmt(v, fmt) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
@@ -231,9 +258,14 @@ def summary(out: Path) -> str:
 
     og, rg, oc, rc = load("ours_gpt"), load("ref_gpt"), load("ours_cifar"), load("ref_cifar")
     meta = load("meta") or {}
-    lines = [f"# gpu_check: {meta.get('device', '?')}, {meta.get('date', '?')}", "",
-             f"command: `{meta.get('command', 'scripts/gpu_check.sh')}`", "",
-             "| measurement | optbench | reference | optbench / reference |", "|---|---:|---:|---:|"]
+    lines = [
+        f"# gpu_check: {meta.get('device', '?')}, {meta.get('date', '?')}",
+        "",
+        f"command: `{meta.get('command', 'scripts/gpu_check.sh')}`",
+        "",
+        "| measurement | optbench | reference | optbench / reference |",
+        "|---|---:|---:|---:|",
+    ]
     nan = math.nan
     o_tps, r_tps = (og or {}).get("tokens_per_s", nan), (rg or {}).get("tokens_per_s", nan)
     per = (og or {}).get("mfu_per_token_per_s", nan)
@@ -251,8 +283,12 @@ def summary(out: Path) -> str:
         "(validation untimed on both sides). Reference MFU uses optbench's FLOPs per token for the same model. "
         "seconds per epoch: the mean of the epochs after the first (the first carries one-off costs).",
     ]
-    for name, part in (("optbench nanogpt_track3", og), ("reference train_gpt_simple.py", rg),
-                       ("optbench airbench94_muon", oc), ("reference airbench94_muon.py", rc)):
+    for name, part in (
+        ("optbench nanogpt_track3", og),
+        ("reference train_gpt_simple.py", rg),
+        ("optbench airbench94_muon", oc),
+        ("reference airbench94_muon.py", rc),
+    ):
         note = (meta.get("notes") or {}).get(name)
         if part is None or note:
             lines.append(f"- {name}: {note or 'not run'}")
@@ -262,6 +298,7 @@ def summary(out: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------- CLI
+
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -300,8 +337,10 @@ def main(argv: list[str]) -> None:
             reference_gpt_layout(shards, a.ref_gpt_dir)
         if a.ref_cifar_dir:
             reference_cifar_files(a.root / "cifar10", a.ref_cifar_dir / "cifar10")
-        print(f"gpu_check: data in {a.root} ({a.train_tokens:,} train + {a.val_tokens:,} val tokens, vocab {a.vocab}; "
-              f"CIFAR-10 {a.cifar_train:,} + {a.cifar_test:,} images)")
+        print(
+            f"gpu_check: data in {a.root} ({a.train_tokens:,} train + {a.val_tokens:,} val tokens, vocab {a.vocab}; "
+            f"CIFAR-10 {a.cifar_train:,} + {a.cifar_test:,} images)"
+        )
     elif a.cmd == "patch-ref-gpt":
         patch_ref_gpt(a.src, a.dst, a.steps)
     elif a.cmd == "patch-ref-cifar":
@@ -309,14 +348,22 @@ def main(argv: list[str]) -> None:
     elif a.cmd == "summary":
         print(summary(a.out), end="")
     else:
-        fn = {"ours-gpt": lambda: ours_gpt(a.path, a.skip_steps),
-              "ref-gpt": lambda: ref_gpt(a.path, a.skip_steps, a.tokens_per_step),
-              "ours-cifar": lambda: ours_cifar(a.path, a.steps_per_epoch),
-              "ref-cifar": lambda: ref_cifar(a.path)}[a.cmd]
+        fn = {
+            "ours-gpt": lambda: ours_gpt(a.path, a.skip_steps),
+            "ref-gpt": lambda: ref_gpt(a.path, a.skip_steps, a.tokens_per_step),
+            "ours-cifar": lambda: ours_cifar(a.path, a.steps_per_epoch),
+            "ref-cifar": lambda: ref_cifar(a.path),
+        }[a.cmd]
         result = fn()
         a.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        print(f"gpu_check: {a.cmd}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                   for k, v in result.items() if not isinstance(v, list)))
+        print(
+            f"gpu_check: {a.cmd}: "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in result.items()
+                if not isinstance(v, list)
+            )
+        )
 
 
 if __name__ == "__main__":

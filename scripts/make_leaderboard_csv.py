@@ -7,6 +7,7 @@ itself). The table is read at run time and only its facts are kept: number, step
 steps were a new record ("(!)"), the published mean val loss and n, valid (the README's check mark versus
 its crossed circle), the description as plain text (link targets dropped), date and the log's path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,15 +64,24 @@ def parse_table(text: str) -> list[dict]:
         cell = dict(zip(header, cells))
         steps, evidence = STEPS.match(cell["Steps to 3.28"]), EVIDENCE.match(cell["Evidence"])
         if not steps or not evidence:
-            raise SystemExit(f"make_leaderboard_csv: row {cell.get('#')}: cannot read steps "
-                             f"{cell['Steps to 3.28']!r} or evidence {cell['Evidence']!r}")
+            raise SystemExit(
+                f"make_leaderboard_csv: row {cell.get('#')}: cannot read steps "
+                f"{cell['Steps to 3.28']!r} or evidence {cell['Evidence']!r}"
+            )
         log = LINK.search(cell.get("Log", ""))
-        rows.append({
-            "number": int(cell["#"]), "steps": int(steps["steps"]), "record": bool(steps["record"]),
-            "mean_val_loss": evidence["loss"], "n": int(evidence["n"]), "valid": evidence["mark"] == "✓",
-            "description": plain(cell["Description"]), "date": cell["Date"].replace("/", "-"),
-            "log": str(TRACK3 / log.group(2)) if log else "",
-        })
+        rows.append(
+            {
+                "number": int(cell["#"]),
+                "steps": int(steps["steps"]),
+                "record": bool(steps["record"]),
+                "mean_val_loss": evidence["loss"],
+                "n": int(evidence["n"]),
+                "valid": evidence["mark"] == "✓",
+                "description": plain(cell["Description"]),
+                "date": cell["Date"].replace("/", "-"),
+                "log": str(TRACK3 / log.group(2)) if log else "",
+            }
+        )
     if not rows:
         raise SystemExit("make_leaderboard_csv: the results table has no rows")
     return rows
@@ -88,7 +98,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reference", required=True, type=Path, help="modded-nanogpt checkout (or the track-3 README)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "optbench" / "report" / "leaderboards")
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "optbench" / "report" / "leaderboards"
+    )
     args = ap.parse_args(argv)
     rows = parse_table(readme_path(args.reference).read_text(encoding="utf-8"))
     out = args.out / "nanogpt_track3.csv"

@@ -10,13 +10,14 @@ shard (<prefix>_val_000000.bin), then <prefix>_train_000001.bin, ... Train on th
 `optbench train task=fineweb10B data.root=<out> data.train_pattern='<prefix>_train_*.bin'
 data.val_pattern='<prefix>_val_*.bin'`.
 """
+
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -34,6 +35,7 @@ def _gpt2_encode(text: str) -> list[int]:
     global _encoder
     if _encoder is None:
         import tiktoken
+
         _encoder = tiktoken.get_encoding("gpt2")
     return _encoder.encode_ordinary(text)
 
@@ -59,7 +61,7 @@ class ShardWriter:
     def add(self, tokens: np.ndarray) -> None:
         while len(tokens):
             take = min(len(tokens), self.shard_tokens - self.filled)
-            self.buffer[self.filled:self.filled + take] = tokens[:take]
+            self.buffer[self.filled : self.filled + take] = tokens[:take]
             self.filled += take
             tokens = tokens[take:]
             if self.filled == self.shard_tokens:
@@ -70,15 +72,21 @@ class ShardWriter:
             return
         split = "val" if self.index == 0 else "train"
         path = self.out / f"{self.prefix}_{split}_{self.index:06d}.bin"
-        write_shard(path, self.buffer[:self.filled])
+        write_shard(path, self.buffer[: self.filled])
         self.written.append(path)
         self.index, self.filled = self.index + 1, 0
 
 
-def tokenize_to_shards(texts: Iterable[str], out: Path, prefix: str = "fineweb",
-                       shard_tokens: int = 100_000_000, max_tokens: int | None = None,
-                       encode: Callable[[str], list[int]] = _gpt2_encode, eot: int = GPT2_EOT,
-                       workers: int = 1) -> list[Path]:
+def tokenize_to_shards(
+    texts: Iterable[str],
+    out: Path,
+    prefix: str = "fineweb",
+    shard_tokens: int = 100_000_000,
+    max_tokens: int | None = None,
+    encode: Callable[[str], list[int]] = _gpt2_encode,
+    eot: int = GPT2_EOT,
+    workers: int = 1,
+) -> list[Path]:
     """Tokenise documents (in order) into shards; returns the shard paths written."""
     writer = ShardWriter(out, prefix, shard_tokens)
     tokenizer = _DocumentTokenizer(encode, eot)
@@ -88,7 +96,7 @@ def tokenize_to_shards(texts: Iterable[str], out: Path, prefix: str = "fineweb",
         nonlocal total
         for tokens in docs:
             if max_tokens is not None:
-                tokens = tokens[:max_tokens - total]
+                tokens = tokens[: max_tokens - total]
             writer.add(tokens)
             total += len(tokens)
             if max_tokens is not None and total >= max_tokens:

@@ -1,11 +1,11 @@
 """Shared fixtures: composed configs, a temporary data root, quiet runs."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-
 import torch
 
 # Tiny models on 2 shared cores (pytest -n 2): a second intra-op thread costs more than it gives, and
@@ -68,11 +68,9 @@ def optbench_cli(*args, env=None, cwd=None, timeout=600):
     """Run the installed `optbench` console script as a user would."""
     import subprocess
     import sys
-
     import tempfile
 
     exe = Path(sys.executable).with_name("optbench")
     cwd = cwd or tempfile.mkdtemp(prefix="optbench-cli-")  # Hydra's outputs/ never land in the repo
     full_env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout)

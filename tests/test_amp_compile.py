@@ -1,4 +1,5 @@
 """AMP and torch.compile paths of the loop, on the CPU (CUDA variants skip without a GPU)."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,11 @@ QUICK = ["trainer.eval_every=100", "trainer.log_every=1", "trainer.batch_size=32
 
 
 def train_losses(run_dir):
-    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if json.loads(line)["type"] == "train"]
+    return [
+        json.loads(line)["loss"]
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["type"] == "train"
+    ]
 
 
 @pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])

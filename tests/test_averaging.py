@@ -1,5 +1,6 @@
 """Weight averaging (EMA, SWA) and Schedule-Free evaluation: the evaluation sees the right
 weights, and BatchNorm statistics are measured where the evaluated weights are."""
+
 from __future__ import annotations
 
 import copy
@@ -10,8 +11,6 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from optbench.train.averaging import Averager, build_averager, evaluation_model, recompute_bn
-
-
 
 
 def small_bn_model():
@@ -103,9 +102,16 @@ def test_evaluation_model_recomputes_bn_for_schedule_free_only():
 
 
 def tiny(data_root):
-    return ["trainer.max_steps=20", "trainer.batch_size=32", "trainer.eval_every=20", "trainer.log_every=10",
-            "model.widths=[8,16,16]", "data.n_train=2000", "data.n_test=500",
-            f"data.root={data_root}/cifar10_synthetic_tiny"]
+    return [
+        "trainer.max_steps=20",
+        "trainer.batch_size=32",
+        "trainer.eval_every=20",
+        "trainer.log_every=10",
+        "model.widths=[8,16,16]",
+        "data.n_train=2000",
+        "data.n_test=500",
+        f"data.root={data_root}/cifar10_synthetic_tiny",
+    ]
 
 
 def _evaluate(trainer, module):
@@ -117,8 +123,9 @@ def _evaluate(trainer, module):
 def test_the_loop_evaluates_the_swa_weights(make_cfg, data_root, tmp_path):
     from optbench.train.loop import Trainer
 
-    cfg = make_cfg(["optimizer=momentum", "trainer.averaging.kind=swa", "trainer.averaging.swa_start=0.5",
-                    *tiny(data_root)])
+    cfg = make_cfg(
+        ["optimizer=momentum", "trainer.averaging.kind=swa", "trainer.averaging.swa_start=0.5", *tiny(data_root)]
+    )
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.run()
     assert trainer.averager.updates == 11  # steps 10..20
@@ -136,8 +143,8 @@ def test_schedule_free_is_evaluated_at_x_with_bn_measured_there(make_cfg, data_r
     trainer = Trainer(cfg, tmp_path / "run")
     trainer.run()
     recorded = trainer.last_eval["test_loss"]
-    at_y = _evaluate(trainer, copy.deepcopy(trainer.model))["test_loss"]   # the loop left train mode (y)
-    trainer.optimizer.eval()                                                  # weights -> x
+    at_y = _evaluate(trainer, copy.deepcopy(trainer.model))["test_loss"]  # the loop left train mode (y)
+    trainer.optimizer.eval()  # weights -> x
     at_x = copy.deepcopy(trainer.model)
     for m in at_x.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -173,7 +180,7 @@ def test_lookahead_resets_the_live_weights_to_the_slow_copy_on_its_schedule():
 
     model = small_bn_model()
     total, k = 12, 5
-    look = Lookahead(model, total, every=k, decay=0.95 ** 5, power=3)
+    look = Lookahead(model, total, every=k, decay=0.95**5, power=3)
     floats = lambda: {n: v.clone().double() for n, v in model.state_dict().items() if v.is_floating_point()}
     slow = floats()
     for step in range(1, total + 1):
@@ -181,27 +188,34 @@ def test_lookahead_resets_the_live_weights_to_the_slow_copy_on_its_schedule():
         live = floats()
         look.update(step)
         if step % k == 0:
-            d = 0.95 ** 5 * (step / total) ** 3
+            d = 0.95**5 * (step / total) ** 3
             assert look.decay_at(step) == pytest.approx(d, rel=1e-6)
             slow = {n: d * slow[n] + (1 - d) * live[n] for n in slow}
             expected = slow
         elif step == total:
-            expected = slow     # the final update: the weights become the slow copy
+            expected = slow  # the final update: the weights become the slow copy
         else:
-            expected = live     # untouched between updates
+            expected = live  # untouched between updates
         for n, v in model.state_dict().items():
             if v.is_floating_point():
                 torch.testing.assert_close(v.double(), expected[n], rtol=1e-5, atol=1e-6, msg=(step, n))
-    assert look.updates == 3   # steps 5, 10 and the final one
-    assert model[1].num_batches_tracked.dtype == torch.long   # integer buffers are left alone
+    assert look.updates == 3  # steps 5, 10 and the final one
+    assert model[1].num_batches_tracked.dtype == torch.long  # integer buffers are left alone
 
 
 def test_lookahead_evaluates_the_live_model_and_round_trips_its_state():
     from optbench.train.averaging import Lookahead
 
     model = small_bn_model()
-    cfg = OmegaConf.create({"kind": "lookahead", "lookahead_every": 2, "lookahead_decay": 0.5,
-                            "lookahead_power": 1, "lookahead_final": False})
+    cfg = OmegaConf.create(
+        {
+            "kind": "lookahead",
+            "lookahead_every": 2,
+            "lookahead_decay": 0.5,
+            "lookahead_power": 1,
+            "lookahead_final": False,
+        }
+    )
     look = build_averager(cfg, model, max_steps=4)
     assert isinstance(look, Lookahead) and (look.every, look.final) == (2, False)
     assert evaluation_model(model, object(), look, FakeTask()) is model
@@ -213,11 +227,14 @@ def test_lookahead_evaluates_the_live_model_and_round_trips_its_state():
     assert other.updates == 1 and all(torch.equal(other.slow[n], v) for n, v in look.slow.items())
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.averaging.lookahead_every=0", "lookahead_every=0 is invalid"),
-    ("trainer.averaging.lookahead_decay=1.5", "lookahead_decay=1.5 is invalid"),
-    ("trainer.clock_includes=[data_init,compile]", "valid choices: data_init, final_eval"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.averaging.lookahead_every=0", "lookahead_every=0 is invalid"),
+        ("trainer.averaging.lookahead_decay=1.5", "lookahead_decay=1.5 is invalid"),
+        ("trainer.clock_includes=[data_init,compile]", "valid choices: data_init, final_eval"),
+    ],
+)
 def test_bad_lookahead_and_clock_keys_are_one_line(make_cfg, override, message):
     from optbench.config import validate
     from optbench.errors import ConfigError

@@ -1,5 +1,6 @@
 """scripts/bench_overhead.py: data under a cache directory (never data/ in the working directory),
 both loops fed by the task's pipeline."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,9 +25,22 @@ def test_bench_overhead_writes_its_data_to_a_cache_not_the_checkout(tmp_path, mo
     monkeypatch.delenv("OPTBENCH_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert bench.bench_data_root() == tmp_path / "cache" / "optbench" / "bench"
-    monkeypatch.setattr(sys, "argv", ["bench_overhead.py", "--steps", "3", "--rounds", "1", "trainer.progress=false",
-                                      "trainer.batch_size=16", "data.n_train=128", "data.n_test=32",
-                                      "model.widths=[4,8,8]"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "bench_overhead.py",
+            "--steps",
+            "3",
+            "--rounds",
+            "1",
+            "trainer.progress=false",
+            "trainer.batch_size=16",
+            "data.n_train=128",
+            "data.n_test=32",
+            "model.widths=[4,8,8]",
+        ],
+    )
     bench.main()
     out = capsys.readouterr().out
     assert "overhead ratio" in out
@@ -47,6 +61,7 @@ def test_bare_loop_draws_its_steps_from_the_stream():
         for i in range(100):
             drawn.append(i)
             yield [(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))]
+
     loss = lambda m, b: torch.nn.functional.cross_entropy(m(b[0]), b[1])  # noqa: E731
     bench.bare_loop(model, torch.optim.SGD(model.parameters(), lr=0.1), loss, stream(), 5, torch.device("cpu"))
     assert drawn == [0, 1, 2, 3, 4]  # the pipeline runs inside the timed loop, one batch per step

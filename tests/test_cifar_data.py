@@ -1,6 +1,7 @@
 """CIFAR-10 files in the real python format: writing, reading (batches and cache), the download
 stages (checksum, resume, extraction, cache) and their one-line errors. No network: the
 archive is built here from real-format batch files and served from a file:// URL."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,15 @@ import pytest
 import torch
 
 from optbench.data import cifar10_download as dl
-from optbench.data.cifar10 import (BATCH_DIR, CACHE_FILE, TRAIN_FILES, load_cache, read_cifar10,
-                                   write_cache, write_cifar10)
+from optbench.data.cifar10 import (
+    BATCH_DIR,
+    CACHE_FILE,
+    TRAIN_FILES,
+    load_cache,
+    read_cifar10,
+    write_cache,
+    write_cifar10,
+)
 from optbench.errors import ConfigError
 
 N_TRAIN, N_TEST = 50, 20
@@ -23,8 +31,12 @@ N_TRAIN, N_TEST = 50, 20
 
 def _random_dataset(seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 256, (N_TRAIN, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, N_TRAIN),
-            rng.integers(0, 256, (N_TEST, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, N_TEST))
+    return (
+        rng.integers(0, 256, (N_TRAIN, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, 10, N_TRAIN),
+        rng.integers(0, 256, (N_TEST, 3, 32, 32), dtype=np.uint8),
+        rng.integers(0, 10, N_TEST),
+    )
 
 
 @pytest.fixture
@@ -79,7 +91,7 @@ def test_read_back_bit_exactly_from_batches_and_cache(dataset, tmp_path):
     got = read_cifar10(root)
     _assert_same(arrays, got)
     assert got.label_names[9] == "truck"
-    _assert_same(arrays, read_cifar10(root / BATCH_DIR))   # the batch dir itself works too
+    _assert_same(arrays, read_cifar10(root / BATCH_DIR))  # the batch dir itself works too
     write_cache(got, root / CACHE_FILE)
     _assert_same(arrays, load_cache(root / CACHE_FILE))
     # the cache is preferred: with the batch files gone it is all read_cifar10 needs
@@ -108,9 +120,16 @@ def test_missing_file_wrong_shape_and_bad_cache_are_one_clear_line(dataset, tmp_
     (empty / CACHE_FILE).write_bytes(b"not a torch file")
     with pytest.raises(ConfigError, match="cache unreadable"):
         read_cifar10(empty)
-    torch.save({"train_images": torch.zeros(2, 32, 32, 3, dtype=torch.uint8), "train_labels": torch.zeros(2).long(),
-                "test_images": torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "test_labels": torch.zeros(1).long(),
-                "label_names": []}, empty / CACHE_FILE)
+    torch.save(
+        {
+            "train_images": torch.zeros(2, 32, 32, 3, dtype=torch.uint8),
+            "train_labels": torch.zeros(2).long(),
+            "test_images": torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+            "test_labels": torch.zeros(1).long(),
+            "label_names": [],
+        },
+        empty / CACHE_FILE,
+    )
     with pytest.raises(ConfigError, match=r"train images \(2, 32, 32, 3\)"):
         read_cifar10(empty)
 
@@ -138,12 +157,12 @@ def test_download_resumes_a_partial_file(dataset, tmp_path, monkeypatch):
     data = archive.read_bytes()
     out = tmp_path / "out"
     out.mkdir()
-    (out / (dl.ARCHIVE + ".part")).write_bytes(data[:len(data) // 3])
+    (out / (dl.ARCHIVE + ".part")).write_bytes(data[: len(data) // 3])
     offsets = []
     real_open = dl.open_url
     monkeypatch.setattr(dl, "open_url", lambda url, offset=0: offsets.append(offset) or real_open(url, offset))
     dl.download_cifar10(out, url=archive.as_uri(), md5=md5, progress=False)
-    assert offsets == [len(data) // 3]   # continued where the part file ended
+    assert offsets == [len(data) // 3]  # continued where the part file ended
     _assert_same(arrays, read_cifar10(out))
 
 
@@ -155,7 +174,7 @@ def test_interrupted_download_keeps_the_part_file_for_resume(dataset, tmp_path, 
     out = tmp_path / "out"
 
     def cut_off(url, offset=0):  # the server says N bytes, the connection ends at N/2
-        return io.BytesIO(data[offset:len(data) // 2]), offset > 0, len(data)
+        return io.BytesIO(data[offset : len(data) // 2]), offset > 0, len(data)
 
     monkeypatch.setattr(dl, "open_url", cut_off)
     with pytest.raises(ConfigError, match=r"stopped at \d+ of \d+ bytes; rerun .* to resume"):
@@ -187,7 +206,7 @@ def test_corrupt_archive_with_matching_checksum_is_refused(dataset, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match="not a readable tar.gz"):
         dl.download_cifar10(out, url=truncated.as_uri(), md5=md5, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == [dl.ARCHIVE]   # no batch dir, no cache
+    assert sorted(p.name for p in out.iterdir()) == [dl.ARCHIVE]  # no batch dir, no cache
 
 
 def test_archive_missing_a_batch_or_with_unsafe_paths_is_refused(dataset, tmp_path):

@@ -1,13 +1,14 @@
 """The CIFAR networks: shapes, gradients, the whitening layer's defining property, parameter
 counts against the published figure, channels-last equivalence."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from optbench.models import build_model
 from optbench.errors import ConfigError
+from optbench.models import build_model
 from optbench.models.cnn import AirbenchNet, ResNet18
 
 
@@ -51,7 +52,7 @@ def test_whitening_init_decorrelates_the_patches():
     model = AirbenchNet(widths=(8, 8, 8))
     model.init_from_data(images)
     w = model.whiten.weight
-    assert torch.equal(w[:12], -w[12:])   # each filter and its negation
+    assert torch.equal(w[:12], -w[12:])  # each filter and its negation
     z = F.conv2d(images, w[:12]).permute(0, 2, 3, 1).reshape(-1, 12).double()
     cov = z.T @ z / len(z)
     # eigenvector / sqrt(eigenvalue + eps): identity covariance up to the eps shrinkage per direction
@@ -77,15 +78,18 @@ def test_resnet18_has_the_cifar_shape_and_parameter_count():
 
 
 def test_channels_last_models_compute_the_same_function():
-    for make in (lambda cl: AirbenchNet(widths=(8, 16, 16), channels_last=cl),
-                 lambda cl: ResNet18(widths=(8, 8, 16, 16), channels_last=cl)):
+    for make in (
+        lambda cl: AirbenchNet(widths=(8, 16, 16), channels_last=cl),
+        lambda cl: ResNet18(widths=(8, 8, 16, 16), channels_last=cl),
+    ):
         torch.manual_seed(0)
         a = make(False).eval()
         torch.manual_seed(0)
         b = make(True).eval()
         assert b.head.weight.is_contiguous() and any(
             p.ndim == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-            for p in b.parameters())
+            for p in b.parameters()
+        )
         x = torch.randn(2, 3, 32, 32)
         with torch.no_grad():
             assert torch.allclose(a(x), b(x.contiguous(memory_format=torch.channels_last)), atol=1e-5)
@@ -121,22 +125,22 @@ def test_inverse_width_divides_the_logits_by_the_head_input_width():
 
 def test_head_unit_std_and_whitening_bias_init():
     assert _tiny(head_unit_std=True).head.weight.std().item() == pytest.approx(1.0, abs=1e-5)
-    assert _tiny().head.weight.std().item() < 0.5   # nn.Linear's default: U(+-1/sqrt(16))
+    assert _tiny().head.weight.std().item() < 0.5  # nn.Linear's default: U(+-1/sqrt(16))
     assert torch.count_nonzero(_tiny(whiten_bias_init="zero").whiten.bias) == 0
-    bias = _tiny(whiten_bias_init="default").whiten.bias   # PyTorch's conv bias: U(+-1/sqrt(fan_in = 12))
-    assert torch.count_nonzero(bias) == 24 and bias.abs().max() <= 12 ** -0.5
+    bias = _tiny(whiten_bias_init="default").whiten.bias  # PyTorch's conv bias: U(+-1/sqrt(fan_in = 12))
+    assert torch.count_nonzero(bias) == 24 and bias.abs().max() <= 12**-0.5
     with pytest.raises(ConfigError, match=r"model.whiten_bias_init='ones' is invalid; valid choices: zero, default"):
         _tiny(whiten_bias_init="ones")
 
 
 def test_dirac_init_and_batchnorm_settings():
     model = _tiny()
-    conv = model.groups[0].conv1.weight            # 8 x 24 x 3 x 3: c_out < c_in
+    conv = model.groups[0].conv1.weight  # 8 x 24 x 3 x 3: c_out < c_in
     identity = torch.zeros_like(conv)
     for d in range(8):
         identity[d, d, 1, 1] = 1
-    assert torch.equal(conv, identity)             # every filter is a dirac (first min(out, in))
-    conv2 = model.groups[1].conv1.weight           # 16 x 8: the first 8 filters dirac, the rest default init
+    assert torch.equal(conv, identity)  # every filter is a dirac (first min(out, in))
+    conv2 = model.groups[1].conv1.weight  # 16 x 8: the first 8 filters dirac, the rest default init
     assert all(conv2[d, d, 1, 1] == 1 and conv2[d].abs().sum() == 1 for d in range(8))
     assert conv2[8:].abs().sum() > 0
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -157,7 +161,7 @@ def test_whitening_order_sorts_the_output_variances():
         model.init_from_data(images)
         weights[order] = model.whiten.weight[:12]
         z = F.conv2d(images, weights[order]).permute(0, 2, 3, 1).reshape(-1, 12).double()
-        variances[order] = (z ** 2).mean(0)
+        variances[order] = (z**2).mean(0)
     assert torch.all(variances["descending"][:-1] >= variances["descending"][1:] - 1e-6)
     assert torch.all(variances["ascending"][:-1] <= variances["ascending"][1:] + 1e-6)
     torch.testing.assert_close(weights["descending"], weights["ascending"].flip(0))
@@ -167,7 +171,7 @@ def test_fp16_keeps_batchnorm_in_fp32():
     model = _tiny(dtype="fp16")
     for name, p in model.named_parameters():
         assert p.dtype == (torch.float32 if ".norm" in name else torch.float16), name
-    assert _tiny(dtype="auto").head.weight.dtype == torch.float32   # auto resolved by the task; alone: fp32
+    assert _tiny(dtype="auto").head.weight.dtype == torch.float32  # auto resolved by the task; alone: fp32
 
 
 def _renamed(sd: dict, layout: str) -> dict:
@@ -175,12 +179,12 @@ def _renamed(sd: dict, layout: str) -> dict:
     out = {}
     for k, v in sd.items():
         first, _, rest = k.partition(".")
-        if layout == "muon":      # CifarNet: whiten, layers = [GELU, ConvGroup x 3, MaxPool], head
+        if layout == "muon":  # CifarNet: whiten, layers = [GELU, ConvGroup x 3, MaxPool], head
             if first == "groups":
                 i, _, tail = rest.partition(".")
                 k = f"layers.{int(i) + 1}.{tail}"
-            k = "_orig_mod." + k   # as saved from a torch.compile'd module
-        else:                     # legacy nn.Sequential: 0 whiten, 1 GELU, 2-4 groups, 5 pool, 6 flatten, 7 head, 8 Mul
+            k = "_orig_mod." + k  # as saved from a torch.compile'd module
+        else:  # legacy nn.Sequential: 0 whiten, 1 GELU, 2-4 groups, 5 pool, 6 flatten, 7 head, 8 Mul
             if first == "groups":
                 i, _, tail = rest.partition(".")
                 k = f"{int(i) + 2}.{tail}"

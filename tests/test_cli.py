@@ -1,4 +1,5 @@
 """`optbench` as a user runs it: the console script, one-line errors, Hydra's grammar."""
+
 from __future__ import annotations
 
 import json
@@ -21,21 +22,24 @@ def assert_one_line_error(result, *needles):
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("override, needles", [
-    ("optimizer=nope", ["'nope'", "adamw", "sgd"]),
-    ("scheduler=zigzag", ["'zigzag'", "constant", "cosine"]),
-    ("task=imagenet", ["'imagenet'", "cifar10_synthetic"]),
-    ("trainer.max_stepz=5", ["trainer.max_stepz", "max_steps"]),
-    ("optimizer.lrr=0.1", ["optimizer.lrr", "lr"]),
-    ("optimizer.lr=-0.1", ["optimizer.lr", "> 0"]),
-    ("trainer.max_steps=0", ["trainer.max_steps=0"]),
-    ("trainer.amp=fp8", ["fp8", "bf16"]),
-    ("trainer.device=tpu", ["tpu", "auto"]),
-    ("logger=slack", ["'slack'", "jsonl", "wandb"]),
-    ("data.synthetic=false data.root=/nonexistent/cifar", ["/nonexistent/cifar", "optbench data cifar10"]),
-    ("optimizer=lbfgs trainer.amp=fp16", ["fp16", "lbfgs", "bf16"]),
-    ("optimizer.groups.scalar.weight_decay=-2", ["groups.scalar.weight_decay=-2", "multiplier"]),
-])
+@pytest.mark.parametrize(
+    "override, needles",
+    [
+        ("optimizer=nope", ["'nope'", "adamw", "sgd"]),
+        ("scheduler=zigzag", ["'zigzag'", "constant", "cosine"]),
+        ("task=imagenet", ["'imagenet'", "cifar10_synthetic"]),
+        ("trainer.max_stepz=5", ["trainer.max_stepz", "max_steps"]),
+        ("optimizer.lrr=0.1", ["optimizer.lrr", "lr"]),
+        ("optimizer.lr=-0.1", ["optimizer.lr", "> 0"]),
+        ("trainer.max_steps=0", ["trainer.max_steps=0"]),
+        ("trainer.amp=fp8", ["fp8", "bf16"]),
+        ("trainer.device=tpu", ["tpu", "auto"]),
+        ("logger=slack", ["'slack'", "jsonl", "wandb"]),
+        ("data.synthetic=false data.root=/nonexistent/cifar", ["/nonexistent/cifar", "optbench data cifar10"]),
+        ("optimizer=lbfgs trainer.amp=fp16", ["fp16", "lbfgs", "bf16"]),
+        ("optimizer.groups.scalar.weight_decay=-2", ["groups.scalar.weight_decay=-2", "multiplier"]),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(override, needles, data_root):
     result = optbench_cli("train", *QUICK, *override.split())
     assert_one_line_error(result, *needles)
@@ -59,15 +63,24 @@ def test_unknown_verb():
 
 def test_train_end_to_end_from_the_cli(data_root, tmp_path):
     run_dir = tmp_path / "run"
-    result = optbench_cli("train", "task=cifar10_synthetic", "optimizer=adamw", "trainer.max_steps=30",
-                          "trainer.eval_every=15", f"hydra.run.dir={run_dir}")
+    result = optbench_cli(
+        "train",
+        "task=cifar10_synthetic",
+        "optimizer=adamw",
+        "trainer.max_steps=30",
+        "trainer.eval_every=15",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr
     assert "completed" in result.stdout and "test_acc=" in result.stdout
     assert "it/s" in result.stderr or "img/s" in result.stderr  # the progress bar
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 30
-    losses = [json.loads(ln)["loss"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if json.loads(ln)["type"] == "train"]
+    losses = [
+        json.loads(ln)["loss"]
+        for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if json.loads(ln)["type"] == "train"
+    ]
     assert losses[-1] < losses[0]
 
 
@@ -78,7 +91,11 @@ def test_multirun_gives_each_job_its_own_directory(data_root, tmp_path):
     summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
     assert len(summaries) == 4
     assert sorted((s["optimizer"], s["seed"]) for s in summaries) == [
-        ("adamw", 0), ("adamw", 1), ("sgd", 0), ("sgd", 1)]
+        ("adamw", 0),
+        ("adamw", 1),
+        ("sgd", 0),
+        ("sgd", 1),
+    ]
     configs = [Path(p).read_text() for p in sorted(sweep.glob("*/config.yaml"))]
     assert all("overrides:" in c for c in configs)
 
@@ -114,44 +131,47 @@ def run_in_process(capsys, *argv):
     return exit_info.value.code, out, err
 
 
-@pytest.mark.parametrize("argv, needles", [
-    # regressions: each of these used to end in a traceback, a usage block or a silent run
-    (["train", "foo"], ["'foo'", "key=value"]),
-    (["train", "--cfg", "jobb"], ["jobb", "--cfg job"]),
-    (["train", "hydra.run.dir="], ["hydra.run.dir", "empty"]),
-    (["train", "optimizer.betas=[0.9]"], ["optimizer.betas", "2 numbers"]),
-    (["train", "optimizer.betas=0.9"], ["optimizer.betas", "2 numbers"]),
-    (["train", "optimizer=adan", "optimizer.betas=[0.9,0.9]"], ["3 numbers", "0.98,0.92,0.99"]),
-    (["train", "optimizer.groups.head.lr_mult=-1"], ["optimizer.groups.head.lr_mult=-1", ">= 0"]),
-    (["train", "optimizer.groups.hed.lr_mult=0.1"], ["'optimizer.groups'", "head, matrix"]),
-    (["train", "optimizer=muon", "optimizer.ns_steps=0"], ["optimizer.ns_steps=0", ">= 1"]),
-    (["train", "trainer.compile=maybe"], ["trainer.compile='maybe'", "true, false"]),
-    (["train", "trainer.stop_at_target=maybe"], ["trainer.stop_at_target", "true, false"]),
-    (["train", "task.target=abc"], ["task.target='abc'", "number"]),
-    (["train", "task=fineweb_synthetic", "model=cnn_small"], ["'cnn_small'", "gpt_tiny"]),
-    (["train", "model=gpt_tiny"], ["'gpt_tiny'", "cnn_small"]),
-    (["list", "nope"], ["'nope'", "optimizers"]),
-    (["report"], ["report", "DIR"]),
-    (["report", "/nonexistent"], ["/nonexistent"]),
-    (["tune", "--optimizers", "adamw", "--seeds", "abc"], ["--seeds", "'abc'"]),
-    (["data", "nope"], ["'nope'", "cifar10", "fineweb10B"]),
-    (["lr-find", "--start", "abc"], ["--start", "'abc'"]),
-    (["lr-find", "--start", "10", "--end", "1"], ["--start 10 --end 1"]),
-    (["landscape"], ["function=", "rosenbrock"]),
-    (["landscape", "function=foo"], ["'foo'", "rosenbrock"]),
-    (["schedule", "--bogus"], ["--bogus"]),
-    (["schedule", "trainer.max_steps=0"], ["trainer.max_steps=0", ">= 1"]),
-    (["schedule", "optimizer.lr=abc"], ["optimizer.lr='abc'"]),
-    # issue 12: caught only once the run had started (exit 1), or not at all
-    (["train", "seed=99999999999999999999"], ["seed=99999999999999999999", "2**63-1"]),
-    (["train", "seed=-1"], ["seed=-1", "[0, 2**63-1]"]),
-    (["train", "trainer.averaging.kind=ema", "trainer.averaging.ema_decay=1.5"], ["ema_decay=1.5", "[0, 1)"]),
-    (["train", "task.target=1.5"], ["task.target=1.5", "accuracy", "[0, 1]"]),
-    (["train", "optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
-    (["lr-find", "--end", "inf"], ["--end inf", "finite"]),
-    (["train", "--cfg", "job", "optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
-    (["train", "data.root=/tmp/données"], ["\"data.root='/tmp/données'\"", "quoted"]),  # not LexerNoViableAlt...
-])
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        # regressions: each of these used to end in a traceback, a usage block or a silent run
+        (["train", "foo"], ["'foo'", "key=value"]),
+        (["train", "--cfg", "jobb"], ["jobb", "--cfg job"]),
+        (["train", "hydra.run.dir="], ["hydra.run.dir", "empty"]),
+        (["train", "optimizer.betas=[0.9]"], ["optimizer.betas", "2 numbers"]),
+        (["train", "optimizer.betas=0.9"], ["optimizer.betas", "2 numbers"]),
+        (["train", "optimizer=adan", "optimizer.betas=[0.9,0.9]"], ["3 numbers", "0.98,0.92,0.99"]),
+        (["train", "optimizer.groups.head.lr_mult=-1"], ["optimizer.groups.head.lr_mult=-1", ">= 0"]),
+        (["train", "optimizer.groups.hed.lr_mult=0.1"], ["'optimizer.groups'", "head, matrix"]),
+        (["train", "optimizer=muon", "optimizer.ns_steps=0"], ["optimizer.ns_steps=0", ">= 1"]),
+        (["train", "trainer.compile=maybe"], ["trainer.compile='maybe'", "true, false"]),
+        (["train", "trainer.stop_at_target=maybe"], ["trainer.stop_at_target", "true, false"]),
+        (["train", "task.target=abc"], ["task.target='abc'", "number"]),
+        (["train", "task=fineweb_synthetic", "model=cnn_small"], ["'cnn_small'", "gpt_tiny"]),
+        (["train", "model=gpt_tiny"], ["'gpt_tiny'", "cnn_small"]),
+        (["list", "nope"], ["'nope'", "optimizers"]),
+        (["report"], ["report", "DIR"]),
+        (["report", "/nonexistent"], ["/nonexistent"]),
+        (["tune", "--optimizers", "adamw", "--seeds", "abc"], ["--seeds", "'abc'"]),
+        (["data", "nope"], ["'nope'", "cifar10", "fineweb10B"]),
+        (["lr-find", "--start", "abc"], ["--start", "'abc'"]),
+        (["lr-find", "--start", "10", "--end", "1"], ["--start 10 --end 1"]),
+        (["landscape"], ["function=", "rosenbrock"]),
+        (["landscape", "function=foo"], ["'foo'", "rosenbrock"]),
+        (["schedule", "--bogus"], ["--bogus"]),
+        (["schedule", "trainer.max_steps=0"], ["trainer.max_steps=0", ">= 1"]),
+        (["schedule", "optimizer.lr=abc"], ["optimizer.lr='abc'"]),
+        # issue 12: caught only once the run had started (exit 1), or not at all
+        (["train", "seed=99999999999999999999"], ["seed=99999999999999999999", "2**63-1"]),
+        (["train", "seed=-1"], ["seed=-1", "[0, 2**63-1]"]),
+        (["train", "trainer.averaging.kind=ema", "trainer.averaging.ema_decay=1.5"], ["ema_decay=1.5", "[0, 1)"]),
+        (["train", "task.target=1.5"], ["task.target=1.5", "accuracy", "[0, 1]"]),
+        (["train", "optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
+        (["lr-find", "--end", "inf"], ["--end inf", "finite"]),
+        (["train", "--cfg", "job", "optimizer.lr=-1"], ["optimizer.lr=-1", "> 0"]),
+        (["train", "data.root=/tmp/données"], ["\"data.root='/tmp/données'\"", "quoted"]),  # not LexerNoViableAlt...
+    ],
+)
 def test_bad_input_on_every_verb_is_one_line_exit_2(argv, needles, data_root, capsys):
     status, out, err = run_in_process(capsys, *argv)
     assert status == 2, err
@@ -194,10 +214,20 @@ def test_airbench_presets_train_on_a_cpu_from_the_cli(preset, data_root, tmp_pat
     """The benchmark presets, shrunk (narrow net, small synthetic set): the full-width form is the
     same command without the model/data/batch overrides."""
     run_dir = tmp_path / "run"
-    result = optbench_cli("train", f"experiment={preset}", "task=cifar10_synthetic", "model.widths=[8,8,8]",
-                          "trainer.batch_size=100", "trainer.max_steps=4", "trainer.eval_every=2",
-                          f"data.root={tmp_path / 'syn'}", "data.n_train=400", "data.n_test=100",
-                          "trainer.progress=false", f"hydra.run.dir={run_dir}")
+    result = optbench_cli(
+        "train",
+        f"experiment={preset}",
+        "task=cifar10_synthetic",
+        "model.widths=[8,8,8]",
+        "trainer.batch_size=100",
+        "trainer.max_steps=4",
+        "trainer.eval_every=2",
+        f"data.root={tmp_path / 'syn'}",
+        "data.n_train=400",
+        "data.n_test=100",
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 4
@@ -241,8 +271,9 @@ def test_help_into_a_closed_pipe_has_no_traceback(tmp_path):
     read, write = os.pipe()
     os.close(read)  # the reader is gone before anything is written: every write is EPIPE
     exe = Path(sys.executable).with_name("optbench")
-    proc = subprocess.run([str(exe), "train", "--help"], stdout=write, stderr=subprocess.PIPE, text=True,
-                          cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "train", "--help"], stdout=write, stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120
+    )
     os.close(write)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
     assert proc.returncode == 141

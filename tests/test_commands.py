@@ -1,5 +1,6 @@
 """One home per verb: each `optbench <verb>` is optbench.commands.<verb>.main (cli.VERBS), and
 `python -m optbench` is the same command line as `optbench`."""
+
 from __future__ import annotations
 
 import importlib
@@ -21,8 +22,9 @@ def test_every_verb_names_a_main_that_exists(verb):
 
 def python_m(*args):
     env = {**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parent)}
-    return subprocess.run([sys.executable, "-m", "optbench", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "optbench", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_python_m_optbench_is_the_cli():
@@ -32,4 +34,5 @@ def test_python_m_optbench_is_the_cli():
     assert r.returncode == 0 and r.stdout.startswith("schedulers:\n") and "cosine" in r.stdout, r.stderr
     r = python_m("nosuchverb")
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
-        f"optbench: error: unknown verb 'nosuchverb'; valid verbs: {', '.join(VERBS)}"]
+        f"optbench: error: unknown verb 'nosuchverb'; valid verbs: {', '.join(VERBS)}"
+    ]

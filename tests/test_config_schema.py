@@ -1,6 +1,7 @@
 """Base yamls (optimizer/_base.yaml, scheduler/_base.yaml) and the structured-config schemas
 (optbench/schema.py): what every optimizer and schedule shares comes from one file, a value of the
 wrong type is one line naming the key, and Hydra's errors are read by type, not by their text."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,15 +10,19 @@ import pytest
 from omegaconf import OmegaConf
 
 from optbench import CONF_DIR
-from optbench.config import compose, validate
 from optbench.confdir import group_options, load_option
+from optbench.config import compose, validate
 from optbench.errors import ConfigError
 from optbench.schema import TrainerSchema
 
 # transcribed from the yamls as they were before the bases (each of the 40 optimizer yamls and 13
 # scheduler yamls listed these lines): the composed configs must still have them
-ROLE_POLICY = {"matrix": {"lr_mult": 1.0, "weight_decay": True}, "embedding": {"lr_mult": 1.0, "weight_decay": True},
-               "head": {"lr_mult": 1.0, "weight_decay": True}, "scalar": {"lr_mult": 1.0, "weight_decay": False}}
+ROLE_POLICY = {
+    "matrix": {"lr_mult": 1.0, "weight_decay": True},
+    "embedding": {"lr_mult": 1.0, "weight_decay": True},
+    "head": {"lr_mult": 1.0, "weight_decay": True},
+    "scalar": {"lr_mult": 1.0, "weight_decay": False},
+}
 OPTIMIZER_SHARED = {"groups": ROLE_POLICY, "lr_scaling": "none", "reference_batch_size": None}
 SCHEDULER_SHARED = {"warmup_steps": 0, "warmup_fraction": 0.0}
 OWN_VALUES = {("lars", "groups"): {**ROLE_POLICY, "scalar": {"lr_mult": 1e-3, "weight_decay": False}}}
@@ -32,8 +37,9 @@ def _composed(group: str, names: list[str]) -> dict[str, dict]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return {n: OmegaConf.to_container(hydra_compose(None, [f"+{group}={n}"])[group], resolve=False)
-                    for n in names}
+            return {
+                n: OmegaConf.to_container(hydra_compose(None, [f"+{group}={n}"])[group], resolve=False) for n in names
+            }
     finally:
         GlobalHydra.instance().clear()
 
@@ -56,8 +62,10 @@ def test_every_option_gets_the_shared_keys_from_its_base_and_lists_only_its_own(
 def test_a_user_yaml_may_pull_the_base_or_list_every_key(tmp_path):
     conf = tmp_path / "my_conf" / "optimizer"
     conf.mkdir(parents=True)
-    (conf / "short.yaml").write_text("defaults: [_base, _self_]\nname: short\ntarget: torch.optim.SGD\n"
-                                     "source: mine\nstate: 0x\nlr: 0.1\nlr_scaling: sqrt\nreference_batch_size: 64\n")
+    (conf / "short.yaml").write_text(
+        "defaults: [_base, _self_]\nname: short\ntarget: torch.optim.SGD\n"
+        "source: mine\nstate: 0x\nlr: 0.1\nlr_scaling: sqrt\nreference_batch_size: 64\n"
+    )
     (conf / "plain.yaml").write_text("name: plain\ntarget: torch.optim.SGD\nsource: mine\nstate: 0x\nlr: 0.1\n")
     searchpath = f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]"
     try:
@@ -83,36 +91,57 @@ def test_the_trainer_schema_has_exactly_the_yaml_keys():
     assert cfg.averaging.lookahead_power == 3 and isinstance(cfg.averaging.lookahead_power, int)  # kept as written
 
 
-@pytest.mark.parametrize("override, message", [
-    ("trainer.max_steps=abc", "trainer.max_steps='abc' is invalid: must be a whole number"),
-    ("trainer.max_steps=2.5", "trainer.max_steps=2.5 is invalid: must be a whole number"),
-    ("trainer.compile=maybe", "trainer.compile='maybe' is invalid; valid choices: true, false"),
-    ("trainer.grad_clip=abc", "trainer.grad_clip='abc' is invalid: must be a number"),
-    ("trainer.max_time_s=abc", "trainer.max_time_s='abc' is invalid: must be a number (or null)"),
-    ("trainer.averaging.ema_decay=x", "trainer.averaging.ema_decay='x' is invalid: must be a number"),
-    ("trainer.clock_includes=data_init", "trainer.clock_includes='data_init' is invalid: must be a list of strings"),
-    ("trainer.max_stepz=5", "unknown key 'trainer.max_stepz'; valid keys under 'trainer': amp, averaging, "),
-    ("optimizer.groups.hed.lr_mult=0.1", "unknown key 'optimizer.groups.hed.lr_mult'; valid keys under "
-                                         "'optimizer.groups': embedding, head, matrix, scalar"),
-    ("trainer", "cannot parse override 'trainer' (expected key=value)"),
-    ("optimizer.lr=[1,", "cannot parse override 'optimizer.lr=[1,': not Hydra's override grammar"),
-    ("optimizer=nope", "unknown optimizer 'nope'; valid choices: adafactor, "),
-    ("optimizer=_base", "unknown optimizer '_base' (the keys its options share, not one of them); valid choices: ada"),
-    ("trainer=_schema", "unknown trainer '_schema' (the keys its options share, not one of them); valid choices: default"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_steps=abc", "trainer.max_steps='abc' is invalid: must be a whole number"),
+        ("trainer.max_steps=2.5", "trainer.max_steps=2.5 is invalid: must be a whole number"),
+        ("trainer.compile=maybe", "trainer.compile='maybe' is invalid; valid choices: true, false"),
+        ("trainer.grad_clip=abc", "trainer.grad_clip='abc' is invalid: must be a number"),
+        ("trainer.max_time_s=abc", "trainer.max_time_s='abc' is invalid: must be a number (or null)"),
+        ("trainer.averaging.ema_decay=x", "trainer.averaging.ema_decay='x' is invalid: must be a number"),
+        (
+            "trainer.clock_includes=data_init",
+            "trainer.clock_includes='data_init' is invalid: must be a list of strings",
+        ),
+        ("trainer.max_stepz=5", "unknown key 'trainer.max_stepz'; valid keys under 'trainer': amp, averaging, "),
+        (
+            "optimizer.groups.hed.lr_mult=0.1",
+            "unknown key 'optimizer.groups.hed.lr_mult'; valid keys under "
+            "'optimizer.groups': embedding, head, matrix, scalar",
+        ),
+        ("trainer", "cannot parse override 'trainer' (expected key=value)"),
+        ("optimizer.lr=[1,", "cannot parse override 'optimizer.lr=[1,': not Hydra's override grammar"),
+        ("optimizer=nope", "unknown optimizer 'nope'; valid choices: adafactor, "),
+        (
+            "optimizer=_base",
+            "unknown optimizer '_base' (the keys its options share, not one of them); valid choices: ada",
+        ),
+        (
+            "trainer=_schema",
+            "unknown trainer '_schema' (the keys its options share, not one of them); valid choices: default",
+        ),
+    ],
+)
 def test_composition_errors_are_one_line_from_the_exception_objects(override, message):
     with pytest.raises(ConfigError) as e:
         compose([override])
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optimizer.reference_batch_size=abc", "optimizer.reference_batch_size='abc' is invalid: must be a whole number (or null)"),
-    ("optimizer.lr_grid=[1,a]", "optimizer.lr_grid=[1, 'a'] is invalid: must be a list of numbers (or null)"),
-    ("optimizer.lr_scaling=[1]", "optimizer.lr_scaling=[1] is invalid: must be a string"),
-    ("scheduler.warmup_steps=1.5", "scheduler.warmup_steps=1.5 is invalid: must be a whole number"),
-    ("scheduler.warmup_fraction=abc", "scheduler.warmup_fraction='abc' is invalid: must be a number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "optimizer.reference_batch_size=abc",
+            "optimizer.reference_batch_size='abc' is invalid: must be a whole number (or null)",
+        ),
+        ("optimizer.lr_grid=[1,a]", "optimizer.lr_grid=[1, 'a'] is invalid: must be a list of numbers (or null)"),
+        ("optimizer.lr_scaling=[1]", "optimizer.lr_scaling=[1] is invalid: must be a string"),
+        ("scheduler.warmup_steps=1.5", "scheduler.warmup_steps=1.5 is invalid: must be a whole number"),
+        ("scheduler.warmup_fraction=abc", "scheduler.warmup_fraction='abc' is invalid: must be a number"),
+    ],
+)
 def test_meta_keys_of_the_open_groups_are_checked_by_their_schema(override, message):
     cfg = compose([override])  # optimizer and scheduler nodes stay open: Hydra composes it
     with pytest.raises(ConfigError, match="^" + message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

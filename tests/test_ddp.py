@@ -9,6 +9,7 @@ accumulation updates them from both micro-batches in turn. Batch statistics in t
 per micro-batch in both, so training is identical; we compare parameters, not BN buffers, and check
 the DDP evaluation against an independent single-process evaluation of the DDP model instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ from optbench.config import validate
 from optbench.errors import ConfigError
 from optbench.train import checkpoint as ckpt
 
-TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "data.n_train=512",
-        "data.n_test=256"]
+TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "data.n_train=512", "data.n_test=256"]
 RUN = [*TINY, "trainer.max_steps=8", "trainer.log_every=1", "trainer.eval_every=4", "trainer.save_final=true"]
 
 
@@ -44,9 +44,14 @@ def test_ddp_two_ranks_equal_single_process_same_global_batch(run_train, make_cf
 
     # no hydra.run.dir: the parent must resolve Hydra's ${now:...} dir once for both ranks
     exe = str(Path(sys.executable).with_name("optbench"))
-    proc = subprocess.run([exe, "train", *RUN, "trainer.nproc=2", "trainer.progress=false"], cwd=tmp_path,
-                          env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [exe, "train", *RUN, "trainer.nproc=2", "trainer.progress=false"],
+        cwd=tmp_path,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dirs = [p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir()]
     assert len(run_dirs) == 1, run_dirs
@@ -87,8 +92,11 @@ def test_ddp_two_ranks_equal_single_process_same_global_batch(run_train, make_cf
 def test_global_batch_must_divide_by_world_size_and_accumulation(make_cfg):
     cfg = make_cfg([*TINY, "trainer.grad_accum=2"])
     validate(cfg, world_size=2)  # 32 = 8 per micro-batch x 2 ranks x 2 steps
-    with pytest.raises(ConfigError, match=r"trainer.batch_size=32 is not divisible by grad_accum x "
-                                          r"world size = 2 x 3; choose a multiple of 6"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trainer.batch_size=32 is not divisible by grad_accum x "
+        r"world size = 2 x 3; choose a multiple of 6",
+    ):
         validate(cfg, world_size=3)  # under torchrun: WORLD_SIZE
     with pytest.raises(ConfigError, match="= 1 x 3"):
         validate(make_cfg([*TINY, "trainer.nproc=3"]))  # before launching: trainer.nproc

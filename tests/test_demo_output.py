@@ -1,6 +1,7 @@
 """`make demo` leaves the checkout clean: its report goes to a git-ignored folder, and the tracked
 results/demo/ is rewritten only by `make demo-results`. (A demo that rewrote tracked files made every
 later run record git_commit ...-dirty.)"""
+
 from __future__ import annotations
 
 import shlex
@@ -11,14 +12,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("git") is None,
-                                reason="needs make and git")
+pytestmark = pytest.mark.skipif(
+    shutil.which("make") is None or shutil.which("git") is None, reason="needs make and git"
+)
 
 
 def report_outputs(target: str) -> list[Path]:
     """The folders `optbench report` writes for `make <target>`, from make's dry run."""
-    out = subprocess.run(["make", "-n", "-C", str(ROOT), target, "VENV=.venv"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), target, "VENV=.venv"], capture_output=True, text=True, check=True
+    ).stdout
     folders = []
     for line in out.splitlines():
         args = shlex.split(line)

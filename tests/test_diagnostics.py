@@ -1,4 +1,5 @@
 """task.kind=diagnostic: every problem is well-formed, learns under AdamW, and its difficulty matters."""
+
 from __future__ import annotations
 
 import copy
@@ -114,7 +115,7 @@ def test_delayed_gradient_is_the_one_from_k_steps_ago(base_cfg):
 def test_bilinear_surrogate_gradient_is_the_rotational_field(base_cfg):
     from optbench.tasks import build_task
 
-    cfg = task_cfg(base_cfg, "diag_bilinear", "medium")   # eps 0.1
+    cfg = task_cfg(base_cfg, "diag_bilinear", "medium")  # eps 0.1
     task = build_task(cfg, torch.device("cpu"))
     m = task.model
     (batch,) = next(task.train_batches)
@@ -128,18 +129,29 @@ def test_bilinear_surrogate_gradient_is_the_rotational_field(base_cfg):
 
 
 def test_a_diagnostic_trains_in_the_loop_and_reports_its_problem(run_train):
-    summary, _ = run_train(["task=diag_delayed", "task.difficulty=easy", "optimizer=sgd", "optimizer.lr=0.3",
-                            "trainer.max_steps=60", "trainer.eval_every=20"])
+    summary, _ = run_train(
+        [
+            "task=diag_delayed",
+            "task.difficulty=easy",
+            "optimizer=sgd",
+            "optimizer.lr=0.3",
+            "trainer.max_steps=60",
+            "trainer.eval_every=20",
+        ]
+    )
     assert summary["status"] == "completed" and summary["reached"] and summary["steps_to_target"] <= 60
     assert summary["problem"] == "delayed" and summary["problem_info"]["delay"] == 1
 
 
-@pytest.mark.parametrize("override,message", [
-    ("task.difficulty=extreme", "task.difficulty='extreme' is invalid; valid choices: easy, medium, hard"),
-    ("task.problem=nope", "task.problem='nope' is invalid"),
-    ("+task.levels.hard.bogus=1", "task.levels.hard.bogus is not a parameter of problem quadratic"),
-    ("task.cpu_threads=0", "task.cpu_threads=0 is invalid"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("task.difficulty=extreme", "task.difficulty='extreme' is invalid; valid choices: easy, medium, hard"),
+        ("task.problem=nope", "task.problem='nope' is invalid"),
+        ("+task.levels.hard.bogus=1", "task.levels.hard.bogus is not a parameter of problem quadratic"),
+        ("task.cpu_threads=0", "task.cpu_threads=0 is invalid"),
+    ],
+)
 def test_bad_diagnostic_settings_are_refused(make_cfg, override, message):
     from optbench.config import validate
 

@@ -1,5 +1,6 @@
 """The environment block names what CPU results depend on: the CPU model, its vector ISA, the
 BLAS and parallel backends, and the thread settings (counts and the variables that set them)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """A researcher extends optbench without editing it: a new task kind (one module of their own and
 one task yaml) and a new optimizer (one yaml) are each added here in a temporary folder, trained
 through the real CLI, and listed; no file of the optbench package is created or changed."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,7 @@ def build(cfg, device, rank, world_size):
                 metric="loss", mode="min", target=cfg.task.target, samples_per_step=1)
 '''
 
-TASK_YAML = '''
+TASK_YAML = """
 # @package _global_
 # Least squares on a random system: a task kind that lives outside optbench.
 task:
@@ -64,9 +65,9 @@ task:
   target: 1.0
   loss_reduction: mean
   benchmark: null
-'''
+"""
 
-OPTIMIZER_YAML = '''
+OPTIMIZER_YAML = """
 # Plain SGD written by me: torch's class named by its path, nothing in optbench changed.
 defaults: [_base, _self_]
 name: my_sgd
@@ -75,17 +76,21 @@ lr: 0.05
 momentum: 0.5
 weight_decay: 0.0
 lr_grid: [0.01, 0.05, 0.1]
-'''
+"""
 
 
 def _package_files() -> dict[str, float]:
-    return {str(p.relative_to(PACKAGE)): p.stat().st_mtime for p in PACKAGE.rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(PACKAGE)): p.stat().st_mtime
+        for p in PACKAGE.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def _optbench(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "optbench", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "optbench", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=240
+    )
 
 
 def test_a_task_kind_and_an_optimizer_of_my_own_train_without_editing_optbench(tmp_path):
@@ -97,12 +102,27 @@ def test_a_task_kind_and_an_optimizer_of_my_own_train_without_editing_optbench(t
     (conf / "task" / "my_least_squares.yaml").write_text(TASK_YAML.lstrip())
     (conf / "optimizer" / "my_sgd.yaml").write_text(OPTIMIZER_YAML.lstrip())
     before = _package_files()
-    env = {**os.environ, "WANDB_MODE": "disabled", "OPTBENCH_CONFIG_PATH": str(conf),
-           "PYTHONPATH": os.pathsep.join([str(plugins), str(PACKAGE.parent)])}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "OPTBENCH_CONFIG_PATH": str(conf),
+        "PYTHONPATH": os.pathsep.join([str(plugins), str(PACKAGE.parent)]),
+    }
 
     run_dir = tmp_path / "run"
-    out = _optbench(["train", "task=my_least_squares", "optimizer=my_sgd", "trainer.max_steps=30",
-                     "trainer.eval_every=10", "trainer.device=cpu", f"hydra.run.dir={run_dir}"], env, tmp_path)
+    out = _optbench(
+        [
+            "train",
+            "task=my_least_squares",
+            "optimizer=my_sgd",
+            "trainer.max_steps=30",
+            "trainer.eval_every=10",
+            "trainer.device=cpu",
+            f"hydra.run.dir={run_dir}",
+        ],
+        env,
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["task"] == "my_least_squares"
@@ -117,8 +137,17 @@ def test_a_task_kind_and_an_optimizer_of_my_own_train_without_editing_optbench(t
     assert listed.returncode == 0 and "my_sgd" in listed.stdout
 
     # a wrong module name is one line naming it
-    bad = _optbench(["train", "task=my_least_squares", "task.module=no_such_module_xyz", "trainer.max_steps=2",
-                     f"hydra.run.dir={tmp_path / 'bad'}"], env, tmp_path)
+    bad = _optbench(
+        [
+            "train",
+            "task=my_least_squares",
+            "task.module=no_such_module_xyz",
+            "trainer.max_steps=2",
+            f"hydra.run.dir={tmp_path / 'bad'}",
+        ],
+        env,
+        tmp_path,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "task.module='no_such_module_xyz' cannot be imported" in bad.stderr, bad.stderr
 

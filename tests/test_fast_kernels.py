@@ -1,5 +1,6 @@
 """torch.optim entries run torch's fused (else foreach) kernels, with the same numbers as torch's
 per-tensor loop; libraries other than torch are left as they are."""
+
 from __future__ import annotations
 
 import copy
@@ -24,18 +25,30 @@ def _steps(model, opt, n=5):
         opt.step()
 
 
-@pytest.mark.parametrize("name, cls, kernel", [
-    ("adamw", torch.optim.AdamW, "fused"), ("adam", torch.optim.Adam, "fused"),
-    ("nesterov", torch.optim.SGD, "fused"), ("nadam", torch.optim.NAdam, "foreach"),
-])
+@pytest.mark.parametrize(
+    "name, cls, kernel",
+    [
+        ("adamw", torch.optim.AdamW, "fused"),
+        ("adam", torch.optim.Adam, "fused"),
+        ("nesterov", torch.optim.SGD, "fused"),
+        ("nadam", torch.optim.NAdam, "foreach"),
+    ],
+)
 def test_torch_entries_use_the_fast_kernel_with_unchanged_numbers(name, cls, kernel):
     model, ref_model = _net(), _net()
     opt = build_optimizer(name, model)
     assert all(g[kernel] for g in opt.param_groups)
     # the reference: the same groups through torch's default (per-tensor loop on CPU)
-    ref = cls([{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
-                "params": [dict(ref_model.named_parameters())[n] for n in g["param_names"]]}
-               for g in opt.param_groups], foreach=False)
+    ref = cls(
+        [
+            {
+                **{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+                "params": [dict(ref_model.named_parameters())[n] for n in g["param_names"]],
+            }
+            for g in opt.param_groups
+        ],
+        foreach=False,
+    )
     _steps(model, opt)
     _steps(ref_model, ref)
     for a, b in zip(model.parameters(), ref_model.parameters()):
@@ -59,11 +72,19 @@ def test_channels_last_weights_get_foreach_not_fused():
     assert all(g["foreach"] and not g["fused"] for g in opt.param_groups)
     ref_model = copy.deepcopy(model)
     names = dict(ref_model.named_parameters())
-    ref = torch.optim.SGD([{**{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
-                            "params": [names[n] for n in g["param_names"]]} for g in opt.param_groups], foreach=False)
+    ref = torch.optim.SGD(
+        [
+            {
+                **{k: v for k, v in g.items() if k not in ("params", "fused", "foreach")},
+                "params": [names[n] for n in g["param_names"]],
+            }
+            for g in opt.param_groups
+        ],
+        foreach=False,
+    )
     for m in (model, ref_model):
         for p in m.parameters():
-            p.grad = torch.arange(p.numel(), dtype=p.dtype).reshape(p.shape).sin()   # contiguous grads
+            p.grad = torch.arange(p.numel(), dtype=p.dtype).reshape(p.shape).sin()  # contiguous grads
     opt.step(), ref.step()
     for a, b in zip(model.parameters(), ref_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

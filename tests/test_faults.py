@@ -11,6 +11,7 @@ steps, one CPU thread) so the module runs in CI in well under 30 s.
 The one-line read-only and disk-full messages and the report's handling of an unreadable summary
 are tested here too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,16 @@ import torch
 
 from optbench.train import checkpoint as ckpt
 
-TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "data.n_train=256",
-        "data.n_test=128", "trainer.eval_every=4", "trainer.log_every=2", "trainer.progress=false"]
+TINY = [
+    "trainer.device=cpu",
+    "trainer.batch_size=32",
+    "model.widths=[4,8,8]",
+    "data.n_train=256",
+    "data.n_test=128",
+    "trainer.eval_every=4",
+    "trainer.log_every=2",
+    "trainer.progress=false",
+]
 RUN = [*TINY, "trainer.max_steps=12", "trainer.checkpoint_every=4"]
 
 # A child process that runs one training run in-process (no Hydra launcher: faster to start). With
@@ -67,8 +76,13 @@ CHILD = textwrap.dedent("""
 
 def child(run_dir: Path, overrides: list[str], kill_at: int = 0) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "KILL_AT": str(kill_at)}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(run_dir), json.dumps(overrides)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(run_dir), json.dumps(overrides)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def step_of(path: Path) -> int:
@@ -146,8 +160,9 @@ def test_damaged_summary_is_rewritten_by_the_same_command(run_train, tmp_path, d
     first, run_dir = run_train(overrides, tmp_path / "run")
     path = run_dir / "summary.json"
     good = path.read_bytes()
-    path.write_bytes({"truncated": good[: len(good) // 2], "zero-filled": bytes(len(good)),
-                      "binary": bytes(range(256))}[damage])
+    path.write_bytes(
+        {"truncated": good[: len(good) // 2], "zero-filled": bytes(len(good)), "binary": bytes(range(256))}[damage]
+    )
     capsys.readouterr()
     again, _ = run_train(overrides, run_dir)
     assert "summary.json is unreadable; rewritten from the final checkpoint (step 4)" in capsys.readouterr().err
@@ -193,8 +208,9 @@ def tmpfs(size: str):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root and mount for a tmpfs")
     where = Path(tempfile.mkdtemp(prefix="optbench-tmpfs-"))
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         where.rmdir()
         pytest.skip(f"mount -t tmpfs does not work here: {r.stderr.strip()[:100]}")
@@ -254,13 +270,18 @@ def _fill_to_checkpoint(run_train, where: Path) -> Path:
     run_dir = where / "run"
     with pytest.raises(Exception) as e:
         run_train([*RUN, "trainer.save_final=true"], run_dir)
-    assert "No space left" in str(e.value) or "unexpected pos" in str(e.value) \
-        or getattr(e.value, "errno", None) == 28 or "no space left" in str(e.value).lower(), repr(e.value)
+    assert (
+        "No space left" in str(e.value)
+        or "unexpected pos" in str(e.value)
+        or getattr(e.value, "errno", None) == 28
+        or "no space left" in str(e.value).lower()
+    ), repr(e.value)
     return run_dir
 
 
-def test_full_disk_while_checkpointing_keeps_the_good_checkpoints_and_recovers(run_train, full_disk,
-                                                                                straight, resumed_at):
+def test_full_disk_while_checkpointing_keeps_the_good_checkpoints_and_recovers(
+    run_train, full_disk, straight, resumed_at
+):
     where, _ = full_disk
     run_dir = _fill_to_checkpoint(run_train, where)
     names = sorted(p.name for p in ckpt.checkpoint_path(run_dir).parent.iterdir())

@@ -1,5 +1,6 @@
 """Token shards (format, errors), the loader (rank slices, resume), the hub download (mocked),
 the Markov source and the shard-writing half of scripts/prepare_fineweb.py. No network."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,8 +47,15 @@ def _corrupt(path: Path, kind: str) -> None:
     path.write_bytes(bytes(raw))
 
 
-@pytest.mark.parametrize("kind,words", [("magic", "magic number 12345"), ("version", "unknown version 7"),
-                                        ("truncated", "truncated"), ("short", "truncated")])
+@pytest.mark.parametrize(
+    "kind,words",
+    [
+        ("magic", "magic number 12345"),
+        ("version", "unknown version 7"),
+        ("truncated", "truncated"),
+        ("short", "truncated"),
+    ],
+)
 def test_bad_headers_give_one_line_naming_the_file(tmp_path, kind, words):
     path = write_shard(tmp_path / "bad.bin", np.arange(100))
     _corrupt(path, kind)
@@ -139,12 +147,14 @@ class FakeHub:
     """Serves shards from memory with the hub's metadata (size, sha256); counts downloads."""
 
     def __init__(self, names, store: Path, corrupt=()):
-        self.files = {n: write_shard(store / n, np.arange(i * 10, i * 10 + 50)).read_bytes()
-                      for i, n in enumerate(names)}
+        self.files = {
+            n: write_shard(store / n, np.arange(i * 10, i * 10 + 50)).read_bytes() for i, n in enumerate(names)
+        }
         self.corrupt, self.downloads = set(corrupt), []
 
     def info(self, repo, names):
         import hashlib
+
         return {n: (len(b), hashlib.sha256(b).hexdigest()) for n, b in self.files.items() if n in names}
 
     def download(self, repo, name, root):
@@ -232,13 +242,15 @@ def _load_prepare_script():
 def test_prepare_script_writes_eot_delimited_shards(tmp_path):
     prep = _load_prepare_script()
     # a stub tokenizer (tiktoken's GPT-2 files cannot be downloaded here): one token per byte
-    written = prep.tokenize_to_shards(["ab", "cde", "f"], tmp_path, prefix="mine", shard_tokens=4,
-                                      encode=lambda s: list(s.encode()), eot=50256)
+    written = prep.tokenize_to_shards(
+        ["ab", "cde", "f"], tmp_path, prefix="mine", shard_tokens=4, encode=lambda s: list(s.encode()), eot=50256
+    )
     assert [p.name for p in written] == ["mine_val_000000.bin", "mine_train_000001.bin", "mine_train_000002.bin"]
     E = 50256
     assert [list(read_shard(p)) for p in written] == [[E, 97, 98, E], [99, 100, 101, E], [102]]
-    capped = prep.tokenize_to_shards(["abcdef"], tmp_path / "cap", shard_tokens=100, max_tokens=3,
-                                     encode=lambda s: list(s.encode()))
+    capped = prep.tokenize_to_shards(
+        ["abcdef"], tmp_path / "cap", shard_tokens=100, max_tokens=3, encode=lambda s: list(s.encode())
+    )
     assert list(read_shard(capped[0])) == [E, 97, 98]
 
 
@@ -248,8 +260,10 @@ def test_hub_metadata_gives_lfs_size_and_sha256(monkeypatch):
 
     def fake_paths_info(self, repo, paths, repo_type=None, **kw):
         assert repo == "kjj0/fineweb10B-gpt2" and repo_type == "dataset"
-        return [RepoFile(path=p, size=134, oid="git-oid",
-                         lfs={"size": 200_001_024, "oid": "ab" * 32, "pointerSize": 134}) for p in paths]
+        return [
+            RepoFile(path=p, size=134, oid="git-oid", lfs={"size": 200_001_024, "oid": "ab" * 32, "pointerSize": 134})
+            for p in paths
+        ]
 
     monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", fake_paths_info)
     info = fineweb.hub_file_info("kjj0/fineweb10B-gpt2", ["fineweb_val_000000.bin"])

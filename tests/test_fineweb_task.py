@@ -1,5 +1,6 @@
 """The language-model task through the one loop: the tiny GPT reaches the Markov source's entropy
 floor, the real FineWeb file layout trains, MFU is reported, and bad configs are one line."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,16 @@ def one_thread():
 
 
 def test_tiny_gpt_reaches_the_markov_entropy_floor(run_train, one_thread):
-    summary, run_dir = run_train(["task=fineweb_synthetic", "scheduler=cosine", "optimizer.lr=1e-2",
-                                  "trainer.max_steps=150", "trainer.batch_size=32", "trainer.eval_every=150"])
+    summary, run_dir = run_train(
+        [
+            "task=fineweb_synthetic",
+            "scheduler=cosine",
+            "optimizer.lr=1e-2",
+            "trainer.max_steps=150",
+            "trainer.batch_size=32",
+            "trainer.eval_every=150",
+        ]
+    )
     floor = MarkovSource.random(64, 4, 1234).entropy_rate()  # the source the config describes
     assert summary["status"] == "completed"
     assert summary["entropy_floor"] == pytest.approx(floor, abs=1e-12)
@@ -49,18 +58,33 @@ def test_tiny_gpt_reaches_the_markov_entropy_floor(run_train, one_thread):
 def fake_fineweb(tmp_path):
     """A directory laid out like the downloaded speedrun shards (small, real format)."""
     rng = np.random.default_rng(0)
-    for name, n in (("fineweb_val_000000.bin", 3000), ("fineweb_train_000001.bin", 4000),
-                    ("fineweb_train_000002.bin", 4000)):
+    for name, n in (
+        ("fineweb_val_000000.bin", 3000),
+        ("fineweb_train_000001.bin", 4000),
+        ("fineweb_train_000002.bin", 4000),
+    ):
         write_shard(tmp_path / name, rng.integers(0, 500, n))
     return tmp_path
 
 
 def test_fineweb_layout_trains_and_reports_mfu_from_the_configured_peak(run_train, fake_fineweb, one_thread):
-    summary, run_dir = run_train([
-        "task=fineweb10B", f"data.root={fake_fineweb}", "model=gpt_tiny", "model.vocab_size=512",
-        "data.vocab_size=500", "task.seq_len=32", "task.val_tokens=1024", "trainer.batch_size=16",
-        "trainer.grad_accum=2", "trainer.max_steps=6", "trainer.log_every=3", "trainer.eval_every=6",
-        "trainer.peak_flops=1e12"])
+    summary, run_dir = run_train(
+        [
+            "task=fineweb10B",
+            f"data.root={fake_fineweb}",
+            "model=gpt_tiny",
+            "model.vocab_size=512",
+            "data.vocab_size=500",
+            "task.seq_len=32",
+            "task.val_tokens=1024",
+            "trainer.batch_size=16",
+            "trainer.grad_accum=2",
+            "trainer.max_steps=6",
+            "trainer.log_every=3",
+            "trainer.eval_every=6",
+            "trainer.peak_flops=1e12",
+        ]
+    )
     assert summary["status"] == "completed" and summary["val_shard"] == "fineweb_val_000000.bin"
     assert summary["train_shards"] == 2 and summary["tokens_seen"] == 6 * 16 * 32
     expected = summary["throughput_tokens_per_s"] * summary["flops_per_token"] / 1e12
@@ -75,8 +99,13 @@ def test_peak_flops_lookup(monkeypatch):
     from optbench.train.mfu import mfu, peak_flops
 
     cuda = torch.device("cuda", 0)
-    for name, peak in (("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
-                       ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("Tesla T4", None)):
+    for name, peak in (
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("Tesla T4", None),
+    ):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None, n=name: n)
         assert peak_flops(None, cuda) == peak
     assert peak_flops(None, torch.device("cpu")) is None
@@ -86,13 +115,16 @@ def test_peak_flops_lookup(monkeypatch):
     assert mfu(1000.0, 6e8, 1e12, world_size=2) == pytest.approx(1000 * 6e8 / 2e12)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["task.val_tokens=1000"], "task.val_tokens=1000 is invalid: must be a multiple of task.seq_len=64"),
-    (["model.positions=alibi"], "model.positions='alibi' is invalid; valid choices: learned, rotary"),
-    (["data.markov.successors=100"], "data.markov.successors=100 is invalid"),
-    (["model.vocab_size=32"], "model.vocab_size=32 is smaller than the data's vocabulary (64)"),
-    (["task.val_tokens=262144"], "more than the synthetic val shard holds"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["task.val_tokens=1000"], "task.val_tokens=1000 is invalid: must be a multiple of task.seq_len=64"),
+        (["model.positions=alibi"], "model.positions='alibi' is invalid; valid choices: learned, rotary"),
+        (["data.markov.successors=100"], "data.markov.successors=100 is invalid"),
+        (["model.vocab_size=32"], "model.vocab_size=32 is smaller than the data's vocabulary (64)"),
+        (["task.val_tokens=262144"], "more than the synthetic val shard holds"),
+    ],
+)
 def test_bad_language_model_configs(make_cfg, overrides, message):
     from optbench.config import validate
 
@@ -108,8 +140,14 @@ def test_missing_fineweb_data_points_at_the_download_command(make_cfg, tmp_path)
         validate(make_cfg(["task=fineweb10B", f"data.root={tmp_path / 'absent'}"]))
 
 
-@pytest.mark.parametrize("experiment,optimizer,steps", [
-    ("nanogpt_modernarch", "muon", 3200), ("nanogpt_modernarch_adamw", "adamw", 9536), ("nanogpt_small", "adamw", 2000)])
+@pytest.mark.parametrize(
+    "experiment,optimizer,steps",
+    [
+        ("nanogpt_modernarch", "muon", 3200),
+        ("nanogpt_modernarch_adamw", "adamw", 9536),
+        ("nanogpt_small", "adamw", 2000),
+    ],
+)
 def test_presets_compose_with_the_fixed_protocol(make_cfg, experiment, optimizer, steps):
     cfg = make_cfg([f"experiment={experiment}"])
     assert cfg.optimizer.name == optimizer and cfg.trainer.max_steps == steps
@@ -123,8 +161,13 @@ def test_presets_compose_with_the_fixed_protocol(make_cfg, experiment, optimizer
 def test_resumed_run_sees_the_same_tokens(run_train, tmp_path, one_thread):
     """Stop after 4 steps with a checkpoint, run on to 8: the same as 8 steps straight. Were the loader
     position not restored, steps 5-8 would re-read the first tokens and the weights would differ."""
-    base = ["task=fineweb_synthetic", "trainer.batch_size=8", "trainer.eval_every=4", "trainer.log_every=1",
-            "optimizer.lr=1e-2"]
+    base = [
+        "task=fineweb_synthetic",
+        "trainer.batch_size=8",
+        "trainer.eval_every=4",
+        "trainer.log_every=1",
+        "optimizer.lr=1e-2",
+    ]
     first, run_dir = run_train([*base, "trainer.max_steps=4", "trainer.save_final=true"], tmp_path / "resumed")
     assert first["steps"] == 4
     resumed, _ = run_train([*base, "trainer.max_steps=8", "trainer.extend=true"], run_dir)  # on purpose

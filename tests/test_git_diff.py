@@ -2,6 +2,7 @@
 the tree is dirty, and config.yaml / summary.json say whether it did; nothing when the tree is
 clean or optbench does not run from a checkout (a wheel install). Checked on a temporary git
 repository standing in for the source checkout."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,24 @@ from optbench.train import rundir
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
-TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "data.n_train=128",
-        "data.n_test=64", "trainer.max_steps=2", "trainer.eval_every=2", "logger=none"]
+TINY = [
+    "trainer.device=cpu",
+    "trainer.batch_size=32",
+    "model.widths=[4,8,8]",
+    "data.n_train=128",
+    "data.n_test=64",
+    "trainer.max_steps=2",
+    "trainer.eval_every=2",
+    "logger=none",
+]
 
 
 def git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        check=True,
+        capture_output=True,
+    )
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The GPT model: causality for every option, GPT-2's parameter count, attention against a
 hand-written reference, rotary's relative-position property, init, soft-cap, roles, FLOPs."""
+
 from __future__ import annotations
 
 import math
@@ -14,19 +15,30 @@ from optbench.models.gpt import GPT, Rotary
 TINY = dict(vocab_size=97, n_layer=2, n_embd=32, n_head=4, max_seq_len=16)
 
 
-@pytest.mark.parametrize("positions,norm,mlp,qk_norm,tie", [
-    # every value of every option appears; the GPT-2 recipe and the modern one among them
-    ("learned", "layernorm", "gelu", False, True),
-    ("rotary", "rmsnorm", "relu2", True, False),
-    ("learned", "rmsnorm", "relu2", True, True),
-    ("rotary", "layernorm", "gelu", False, False),
-    ("rotary", "rmsnorm", "gelu", True, True),
-])
+@pytest.mark.parametrize(
+    "positions,norm,mlp,qk_norm,tie",
+    [
+        # every value of every option appears; the GPT-2 recipe and the modern one among them
+        ("learned", "layernorm", "gelu", False, True),
+        ("rotary", "rmsnorm", "relu2", True, False),
+        ("learned", "rmsnorm", "relu2", True, True),
+        ("rotary", "layernorm", "gelu", False, False),
+        ("rotary", "rmsnorm", "gelu", True, True),
+    ],
+)
 def test_every_option_is_causal_and_shaped(positions, norm, mlp, qk_norm, tie):
     torch.manual_seed(0)
     # zero_init_proj off, so the blocks actually mix positions at init
-    model = GPT(**TINY, positions=positions, norm=norm, mlp=mlp, qk_norm=qk_norm, tie_embeddings=tie,
-                zero_init_proj=False, logit_softcap=15.0).eval()
+    model = GPT(
+        **TINY,
+        positions=positions,
+        norm=norm,
+        mlp=mlp,
+        qk_norm=qk_norm,
+        tie_embeddings=tie,
+        zero_init_proj=False,
+        logit_softcap=15.0,
+    ).eval()
     x = torch.randint(0, 97, (2, 16))
     logits = model(x)
     assert logits.shape == (2, 16, 97)
@@ -40,8 +52,19 @@ def test_every_option_is_causal_and_shaped(positions, norm, mlp, qk_norm, tie):
 def test_gpt2_small_has_the_published_parameter_count():
     # GPT-2 small (Radford et al. 2019): 124,439,808 parameters with vocab 50257, 1024 positions, tied head
     with torch.device("meta"):
-        model = GPT(vocab_size=50257, n_layer=12, n_embd=768, n_head=12, max_seq_len=1024, positions="learned",
-                    norm="layernorm", mlp="gelu", qk_norm=False, tie_embeddings=True, bias=True)
+        model = GPT(
+            vocab_size=50257,
+            n_layer=12,
+            n_embd=768,
+            n_head=12,
+            max_seq_len=1024,
+            positions="learned",
+            norm="layernorm",
+            mlp="gelu",
+            qk_norm=False,
+            tie_embeddings=True,
+            bias=True,
+        )
     assert sum(p.numel() for p in model.parameters()) == 124_439_808
 
 

@@ -1,6 +1,7 @@
 """The Modded-NanoGPT track-3 GPT (optbench/models/gpt_track3.py) against a forward written here from
 the benchmark's formulas in plain tensor ops, plus its init, dtypes, roles, FLOPs, the reference
 key names (translate_state_dict) and optbench.models.init_from."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,11 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.2 * noise if name.endswith("norm_embed.weight") or p.ndim == 1 and "norm" in name
-                    else noise * (0.3 if p.ndim == 1 else 1 / math.sqrt(p.size(-1))))
+            p.copy_(
+                1 + 0.2 * noise
+                if name.endswith("norm_embed.weight") or p.ndim == 1 and "norm" in name
+                else noise * (0.3 if p.ndim == 1 else 1 / math.sqrt(p.size(-1)))
+            )
 
 
 def _rms(x, gain=None, eps=None):
@@ -33,6 +37,7 @@ def _rms(x, gain=None, eps=None):
 
 def _hand_forward(sd: dict, idx: torch.Tensor, n_layer: int, head_dim: int) -> torch.Tensor:
     """The benchmark's network from its formulas, in float32 (own transcription, not its code)."""
+
     def lin(x, name):
         return x @ sd[name + ".weight"].T + sd[name + ".bias"]
 
@@ -44,11 +49,11 @@ def _hand_forward(sd: dict, idx: torch.Tensor, n_layer: int, head_dim: int) -> t
     # channel i is paired with channel i + head_dim/2
     q4 = head_dim // 4
     freq = torch.tensor([(1 / 1024) ** (i / (q4 - 1)) for i in range(q4)] + [0.0] * q4)
-    ang = torch.arange(T, dtype=torch.float32)[:, None] * freq[None, :]      # T x head_dim/2
+    ang = torch.arange(T, dtype=torch.float32)[:, None] * freq[None, :]  # T x head_dim/2
     c, s = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
 
     def rope(t):  # B, T, H, D
-        a, b = t[..., :head_dim // 2], t[..., head_dim // 2:]
+        a, b = t[..., : head_dim // 2], t[..., head_dim // 2 :]
         return torch.cat([a * c + b * s, b * c - a * s], -1)
 
     mask = torch.ones(T, T).tril().bool()
@@ -160,8 +165,9 @@ def test_roles_follow_the_reference_split():
     assert roles["wte.weight"] == "embedding" and roles["lm_head.weight"] == "head"
     assert roles["lm_head.bias"] == "scalar" and roles["norm_embed.weight"] == "scalar"
     assert roles["blocks.1.attn.v.weight"] == "matrix" and roles["blocks.0.mlp.fc.bias"] == "scalar"
-    assert {r for n, r in roles.items() if n.startswith("blocks.") and n.endswith(".weight")
-            and "norm" not in n} == {"matrix"}
+    assert {r for n, r in roles.items() if n.startswith("blocks.") and n.endswith(".weight") and "norm" not in n} == {
+        "matrix"
+    }
 
 
 def test_flops_per_token():
@@ -182,8 +188,13 @@ def _reference_named(model: Track3GPT) -> dict:
     """Our weights under the reference script's key names, as its model.state_dict() names them."""
     sd = {}
     for k, v in model.state_dict().items():
-        k = {"wte.weight": "embed.weight", "norm_embed.weight": "norm1.gains", "norm_f.weight": "norm2.gains",
-             "lm_head.weight": "proj.weight", "lm_head.bias": "proj.bias"}.get(k, k)
+        k = {
+            "wte.weight": "embed.weight",
+            "norm_embed.weight": "norm1.gains",
+            "norm_f.weight": "norm2.gains",
+            "lm_head.weight": "proj.weight",
+            "lm_head.bias": "proj.bias",
+        }.get(k, k)
         if k.startswith("blocks.") and ".norm" in k:
             k = k.replace(".weight", ".gains")
         sd[k] = v.clone()

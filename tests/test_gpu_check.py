@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh up to the point of needing CUDA: its data in the real formats, the reference
 copies it patches, the figures it reads back from each side's own output, and its CPU smoke run.
 The fake reference files here are stand-ins holding only the lines the script patches."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,15 +30,18 @@ def fake_reference(root: Path, gpt_line="    train_steps = 3250") -> Path:
     gpt.write_text(f"for _ in range(1):\n{gpt_line}\n    print(train_steps)\n")
     air = root / "cifar10-airbench" / "airbench94_muon.py"
     air.parent.mkdir(parents=True)
-    air.write_text("def main(run, model):\n    total_train_steps = ceil(8 * len(train_loader))\n"
-                   "if True:\n    accs = torch.tensor([main(run, model) for run in range(200)])\n")
+    air.write_text(
+        "def main(run, model):\n    total_train_steps = ceil(8 * len(train_loader))\n"
+        "if True:\n    accs = torch.tensor([main(run, model) for run in range(200)])\n"
+    )
     return root
 
 
 def run_script(*args, env=None, timeout=240) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=REPO
+    )
 
 
 def test_dry_run_writes_the_real_formats_and_patches_the_reference_copies(tmp_path):
@@ -71,18 +75,26 @@ def test_dry_run_writes_the_real_formats_and_patches_the_reference_copies(tmp_pa
 
 
 def test_a_changed_reference_is_refused(tmp_path):
-    r = run_script("--out", str(tmp_path / "out"), "--dry-run",
-                   "--reference", str(fake_reference(tmp_path / "ref", gpt_line="    train_steps = 4000")))
+    r = run_script(
+        "--out",
+        str(tmp_path / "out"),
+        "--dry-run",
+        "--reference",
+        str(fake_reference(tmp_path / "ref", gpt_line="    train_steps = 4000")),
+    )
     assert r.returncode != 0 and "does not contain the line 'train_steps = 3250'" in r.stderr
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--out"], "--out needs a value"),
-    ([], "--out DIR is required"),
-    (["--out", "x", "--bogus"], "unknown argument '--bogus'"),
-    (["--out", "x", "--steps", "5"], "--steps 5 is invalid"),
-    (["--out", "x", "--reference", "/nonexistent"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--out"], "--out needs a value"),
+        ([], "--out DIR is required"),
+        (["--out", "x", "--bogus"], "unknown argument '--bogus'"),
+        (["--out", "x", "--steps", "5"], "--steps 5 is invalid"),
+        (["--out", "x", "--reference", "/nonexistent"], "not found"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(args, needle, tmp_path):
     r = run_script(*[a if a != "x" else str(tmp_path / "x") for a in args], timeout=30)
     assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, r.stderr
@@ -111,15 +123,22 @@ def test_reference_gpt_log_gives_the_steady_tokens_per_second(tmp_path):
 def test_reference_cifar_table_gives_seconds_per_epoch(tmp_path):
     log = tmp_path / "ref.log"
     head = "|  run     |  epoch  |  train_acc  |  val_acc  |  tta_val_acc  |  time_seconds  |"
-    log.write_text("\n".join([
-        "-" * len(head), head, "-" * len(head),
-        "|  warmup  |      0  |     0.1000  |   0.1000  |               |       30.0000  |",
-        "|          |      1  |     0.1000  |   0.1000  |               |       31.0000  |",
-        "|          |   eval  |             |           |       0.1000  |       32.0000  |",
-        "|       0  |      0  |     0.8000  |   0.8000  |               |        0.5000  |",
-        "|          |      1  |     0.9000  |   0.9000  |               |        0.9000  |",
-        "|          |   eval  |             |           |       0.9100  |        1.0000  |",
-    ]) + "\n")
+    log.write_text(
+        "\n".join(
+            [
+                "-" * len(head),
+                head,
+                "-" * len(head),
+                "|  warmup  |      0  |     0.1000  |   0.1000  |               |       30.0000  |",
+                "|          |      1  |     0.1000  |   0.1000  |               |       31.0000  |",
+                "|          |   eval  |             |           |       0.1000  |       32.0000  |",
+                "|       0  |      0  |     0.8000  |   0.8000  |               |        0.5000  |",
+                "|          |      1  |     0.9000  |   0.9000  |               |        0.9000  |",
+                "|          |   eval  |             |           |       0.9100  |        1.0000  |",
+            ]
+        )
+        + "\n"
+    )
     r = tools.ref_cifar(log)
     assert r["runs_seen"] == 2 and r["epoch_seconds"] == pytest.approx([0.5, 0.4])
     assert r["seconds_per_epoch"] == pytest.approx(0.4)
@@ -137,8 +156,10 @@ def write_metrics(run: Path, lines: list[dict], summary: dict | None = None) -> 
 
 def test_ours_gpt_and_cifar_and_the_ratios(tmp_path):
     tok = 1000
-    gpt = [{"type": "train", "step": s, "tokens": s * tok, "time_s": 5 + 0.5 * s, "tok_per_s": 2000.0,
-            "mfu": 0.4} for s in (1, 5, 10, 15, 20)]
+    gpt = [
+        {"type": "train", "step": s, "tokens": s * tok, "time_s": 5 + 0.5 * s, "tok_per_s": 2000.0, "mfu": 0.4}
+        for s in (1, 5, 10, 15, 20)
+    ]
     write_metrics(tmp_path / "g", gpt)
     og = tools.ours_gpt(tmp_path / "g", skip_steps=10)
     assert og["tokens_per_s"] == pytest.approx(10 * tok / 5.0) and og["mfu"] == pytest.approx(0.4)
@@ -148,10 +169,22 @@ def test_ours_gpt_and_cifar_and_the_ratios(tmp_path):
     assert oc["epoch_seconds"] == pytest.approx([3.0, 2.0, 2.2]) and oc["seconds_per_epoch"] == pytest.approx(2.1)
     out = tmp_path / "out"
     out.mkdir()
-    for name, d in (("ours_gpt", og), ("ours_cifar", oc), ("ref_gpt", {"tokens_per_s": 1600.0}),
-                    ("ref_cifar", {"seconds_per_epoch": 1.4}),
-                    ("meta", {"device": "NVIDIA H200", "steps": 20, "skip": 10, "epochs": 3,
-                              "notes": {"reference airbench94_muon.py": "skipped: torchvision is not installed"}})):
+    for name, d in (
+        ("ours_gpt", og),
+        ("ours_cifar", oc),
+        ("ref_gpt", {"tokens_per_s": 1600.0}),
+        ("ref_cifar", {"seconds_per_epoch": 1.4}),
+        (
+            "meta",
+            {
+                "device": "NVIDIA H200",
+                "steps": 20,
+                "skip": 10,
+                "epochs": 3,
+                "notes": {"reference airbench94_muon.py": "skipped: torchvision is not installed"},
+            },
+        ),
+    ):
         (out / f"{name}.json").write_text(json.dumps(d))
     text = tools.summary(out)
     assert "| nanogpt_track3 tokens/s (20 steps, steady after step 10) | 2,000 | 1,600 | 1.250 |" in text

@@ -1,4 +1,5 @@
 """Role policy: weight decay per role is on, off, or a multiplier of the optimizer's decay."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,8 +12,8 @@ from optbench.optim import build_optimizer
 class Net(nn.Module):
     def __init__(self):
         super().__init__()
-        self.body = nn.Linear(8, 8)       # matrix weight + scalar bias
-        self.head = nn.Linear(8, 2)       # head weight + scalar bias
+        self.body = nn.Linear(8, 8)  # matrix weight + scalar bias
+        self.head = nn.Linear(8, 2)  # head weight + scalar bias
 
 
 def decay_by_role(opt) -> dict:
@@ -20,9 +21,12 @@ def decay_by_role(opt) -> dict:
 
 
 def test_multiplier_scales_the_optimizers_decay():
-    opt = build_optimizer("adamw", Net(), weight_decay=0.1,
-                          groups={"scalar": {"lr_mult": 1.0, "weight_decay": 0.25},
-                                  "head": {"lr_mult": 1.0, "weight_decay": False}})
+    opt = build_optimizer(
+        "adamw",
+        Net(),
+        weight_decay=0.1,
+        groups={"scalar": {"lr_mult": 1.0, "weight_decay": 0.25}, "head": {"lr_mult": 1.0, "weight_decay": False}},
+    )
     assert decay_by_role(opt) == pytest.approx({"matrix": 0.1, "head": 0.0, "scalar": 0.025})
 
 
@@ -40,12 +44,17 @@ def test_negative_multiplier_is_refused():
 def test_absolute_role_lr_and_decay_override_the_multipliers():
     """Recipes such as modded-nanogpt give each role its own lr (embedding 0.7, head 0.004)."""
     import torch
+
     from optbench.optim import build_optimizer
 
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
-    opt = build_optimizer("adamw", model, lr=0.01, weight_decay=0.1,
-                          groups={"embedding": {"lr": 0.7, "weight_decay_value": 0.001},
-                                  "head": {"lr_mult": 2.0}})
+    opt = build_optimizer(
+        "adamw",
+        model,
+        lr=0.01,
+        weight_decay=0.1,
+        groups={"embedding": {"lr": 0.7, "weight_decay_value": 0.001}, "head": {"lr_mult": 2.0}},
+    )
     by_role = {g["role"]: g for g in opt.param_groups}
     assert by_role["embedding"]["lr"] == 0.7 and by_role["embedding"]["weight_decay"] == 0.001
     assert by_role["head"]["lr"] == 0.02 and by_role["head"]["weight_decay"] == 0.1
@@ -54,11 +63,17 @@ def test_absolute_role_lr_and_decay_override_the_multipliers():
 
 def test_absolute_role_lr_in_a_muon_fallback_is_used_as_is():
     import torch
+
     from optbench.optim import build_optimizer
 
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 3))
-    opt = build_optimizer("muon", model, lr=0.025, fallback={"name": "adamw", "lr": 0.015, "weight_decay": 0.001},
-                          groups={"embedding": {"lr": 0.7}, "head": {"lr": 0.004}, "scalar": {"lr_mult": 1.0}})
+    opt = build_optimizer(
+        "muon",
+        model,
+        lr=0.025,
+        fallback={"name": "adamw", "lr": 0.015, "weight_decay": 0.001},
+        groups={"embedding": {"lr": 0.7}, "head": {"lr": 0.004}, "scalar": {"lr_mult": 1.0}},
+    )
     by_role = {g["role"]: g for g in opt.param_groups}
     assert (by_role["embedding"]["lr"], by_role["head"]["lr"], by_role["scalar"]["lr"]) == (0.7, 0.004, 0.015)
     assert by_role["matrix"]["lr"] == 0.025
@@ -67,6 +82,7 @@ def test_absolute_role_lr_in_a_muon_fallback_is_used_as_is():
 def test_bad_role_rule_key_is_one_line():
     import pytest
     import torch
+
     from optbench.errors import ConfigError
     from optbench.optim import build_optimizer
 
@@ -77,11 +93,16 @@ def test_bad_role_rule_key_is_one_line():
 # --------------------------------------------------------------------------- sub-roles, group courses
 def _airbench():
     from optbench.models.cnn import AirbenchNet
+
     return AirbenchNet(widths=(8, 8, 8))
 
 
-WHITEN_RULE = {"lr": 0.5, "weight_decay_value": 0.25, "freeze_after_steps": 3,
-               "lr_schedule": {"name": "poly", "power": 1.0, "min_ratio": 0.0, "steps": 4}}
+WHITEN_RULE = {
+    "lr": 0.5,
+    "weight_decay_value": 0.25,
+    "freeze_after_steps": 3,
+    "lr_schedule": {"name": "poly", "power": 1.0, "min_ratio": 0.0, "steps": 4},
+}
 
 
 def test_a_subrole_rule_gives_the_whitening_bias_its_own_group():
@@ -98,11 +119,14 @@ def test_a_subrole_rule_gives_the_whitening_bias_its_own_group():
 
 
 def test_a_subrole_inherits_its_roles_rule_and_goes_to_the_muon_fallback():
-    opt = build_optimizer("muon", _airbench(), fallback={"name": "nesterov", "lr": 0.05, "momentum": 0.85},
-                          groups={"scalar": {"lr_mult": 2.0, "weight_decay": False},
-                                  "whiten_bias": {"freeze_after_steps": 7}})
+    opt = build_optimizer(
+        "muon",
+        _airbench(),
+        fallback={"name": "nesterov", "lr": 0.05, "momentum": 0.85},
+        groups={"scalar": {"lr_mult": 2.0, "weight_decay": False}, "whiten_bias": {"freeze_after_steps": 7}},
+    )
     own = next(g for g in opt.param_groups if g.get("subrole") == "whiten_bias")
-    assert own["lr"] == pytest.approx(0.1) and not own["use_muon"]   # the scalar rule, on the fallback's lr
+    assert own["lr"] == pytest.approx(0.1) and not own["use_muon"]  # the scalar rule, on the fallback's lr
     assert any(own is g for g in opt.fallback.param_groups)
 
 
@@ -127,7 +151,7 @@ def test_group_course_follows_its_own_schedule_and_drops_frozen_gradients():
     course = GroupCourse.of(opt, total_steps=10)
     own = next(i for i, g in enumerate(opt.param_groups) if g.get("subrole") == "whiten_bias")
     other = next(i for i, g in enumerate(opt.param_groups) if i != own)
-    for t in range(8):   # its own poly over 4 steps: 1 - t/4, then 0; the others: the run's multiplier
+    for t in range(8):  # its own poly over 4 steps: 1 - t/4, then 0; the others: the run's multiplier
         assert course.multiplier(own, t, 0.9) == pytest.approx(max(0.0, 1 - t / 4))
         assert course.multiplier(other, t, 0.9) == 0.9
     for step, kept in ((2, True), (3, False)):

@@ -1,5 +1,6 @@
 """No per-step host syncs in the loop with weight averaging on, and the averaging update is
 bit-identical to torch.optim.swa_utils.AveragedModel's; the log-step grad norm is off the clock."""
+
 from __future__ import annotations
 
 import copy
@@ -30,6 +31,7 @@ def count_syncs(monkeypatch):
             if not (caller.co_name == "_get_value" and caller.co_filename.endswith("optim/optimizer.py")):
                 counter["n"] += 1
             return _real(self, *a, **k)
+
         monkeypatch.setattr(torch.Tensor, name, wrapped)
     return counter
 
@@ -88,9 +90,18 @@ def test_ema_warmup_counts_one_decay_per_update_with_bn():
 def _steps_syncs(make_cfg, tmp_path, steps, extra, count_syncs):
     from optbench.train.loop import Trainer
 
-    cfg = make_cfg(["trainer.max_steps=%d" % steps, f"trainer.log_every={steps}", f"trainer.eval_every={steps}",
-                    "trainer.batch_size=16", "data.n_train=256", "data.n_test=32", "model.widths=[4,8,8]",
-                    *extra])
+    cfg = make_cfg(
+        [
+            "trainer.max_steps=%d" % steps,
+            f"trainer.log_every={steps}",
+            f"trainer.eval_every={steps}",
+            "trainer.batch_size=16",
+            "data.n_train=256",
+            "data.n_test=32",
+            "model.widths=[4,8,8]",
+            *extra,
+        ]
+    )
     trainer = Trainer(cfg, tmp_path / f"run{steps}")
     seen = {}
     real_step = trainer.train_step
@@ -100,13 +111,15 @@ def _steps_syncs(make_cfg, tmp_path, steps, extra, count_syncs):
         out = real_step(micro_batches, want_grad_norm)
         seen[trainer.step] = count_syncs["n"] - before
         return out
+
     trainer.train_step = counted
     trainer.run()
     return seen
 
 
-@pytest.mark.parametrize("extra", [["trainer.averaging.kind=ema"], ["trainer.averaging.kind=swa",
-                                                                     "trainer.averaging.swa_start=0.0"]])
+@pytest.mark.parametrize(
+    "extra", [["trainer.averaging.kind=ema"], ["trainer.averaging.kind=swa", "trainer.averaging.swa_start=0.0"]]
+)
 def test_train_steps_do_not_sync_with_averaging_on(make_cfg, tmp_path, count_syncs, extra):
     seen = _steps_syncs(make_cfg, tmp_path, 6, extra, count_syncs)
     assert seen and all(v == 0 for v in seen.values()), seen
@@ -128,9 +141,18 @@ def test_log_step_grad_norm_is_off_the_clock_and_only_measured_when_logged(make_
         offset[0] += 100.0
         calls.append(self.step)
         return real_measure(self)
+
     monkeypatch.setattr(Trainer, "measure_grad_norm", slow)
-    common = ["trainer.max_steps=6", "trainer.log_every=2", "trainer.eval_every=6", "trainer.batch_size=16",
-              "data.n_train=256", "data.n_test=32", "model.widths=[4,8,8]", "trainer.grad_clip=0"]
+    common = [
+        "trainer.max_steps=6",
+        "trainer.log_every=2",
+        "trainer.eval_every=6",
+        "trainer.batch_size=16",
+        "data.n_train=256",
+        "data.n_test=32",
+        "model.widths=[4,8,8]",
+        "trainer.grad_clip=0",
+    ]
     summary = Trainer(make_cfg(common), tmp_path / "a").run()
     assert calls == [0, 1, 3, 5] and summary["train_time_s"] < 100  # log steps 1, 2, 4, 6
     calls.clear()
@@ -143,9 +165,19 @@ def test_cuda_train_steps_do_not_sync_with_averaging_on(make_cfg, tmp_path):
     """On a GPU, torch itself reports every sync: none may happen in a non-log train step."""
     from optbench.train.loop import Trainer
 
-    cfg = make_cfg(["trainer.device=cuda", "trainer.max_steps=6", "trainer.log_every=6", "trainer.eval_every=6",
-                    "trainer.batch_size=16", "data.n_train=256", "data.n_test=32", "model.widths=[4,8,8]",
-                    "trainer.averaging.kind=ema"])
+    cfg = make_cfg(
+        [
+            "trainer.device=cuda",
+            "trainer.max_steps=6",
+            "trainer.log_every=6",
+            "trainer.eval_every=6",
+            "trainer.batch_size=16",
+            "data.n_train=256",
+            "data.n_test=32",
+            "model.widths=[4,8,8]",
+            "trainer.averaging.kind=ema",
+        ]
+    )
     trainer = Trainer(cfg, tmp_path / "run")
     real_step = trainer.train_step
 
@@ -157,12 +189,18 @@ def test_cuda_train_steps_do_not_sync_with_averaging_on(make_cfg, tmp_path):
             return real_step(micro_batches, want_grad_norm)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
     trainer.train_step = strict
     assert trainer.run()["status"] == "completed"
 
 
-@pytest.mark.parametrize("averaging", [["trainer.averaging.kind=ema", "trainer.averaging.ema_warmup=true"],
-                                       ["trainer.averaging.kind=swa", "trainer.averaging.swa_start=0.25"]])
+@pytest.mark.parametrize(
+    "averaging",
+    [
+        ["trainer.averaging.kind=ema", "trainer.averaging.ema_warmup=true"],
+        ["trainer.averaging.kind=swa", "trainer.averaging.swa_start=0.25"],
+    ],
+)
 def test_resumed_averaging_is_bit_identical(make_cfg, tmp_path, averaging):
     """Stopped after step 4 (a signal: checkpoint, then out) and run again: the averaged weights at
     the end are the uninterrupted run's, bit for bit."""
@@ -171,8 +209,17 @@ def test_resumed_averaging_is_bit_identical(make_cfg, tmp_path, averaging):
     from optbench.train import checkpoint as ckpt
     from optbench.train.loop import Trainer
 
-    common = ["trainer.max_steps=8", "trainer.log_every=2", "trainer.eval_every=8", "trainer.batch_size=16",
-              "data.n_train=256", "data.n_test=32", "model.widths=[4,8,8]", "trainer.save_final=true", *averaging]
+    common = [
+        "trainer.max_steps=8",
+        "trainer.log_every=2",
+        "trainer.eval_every=8",
+        "trainer.batch_size=16",
+        "data.n_train=256",
+        "data.n_test=32",
+        "model.widths=[4,8,8]",
+        "trainer.save_final=true",
+        *averaging,
+    ]
     straight = Trainer(make_cfg(common), tmp_path / "straight")
     straight.run()
     first = Trainer(make_cfg(common), tmp_path / "resumed")
@@ -183,6 +230,7 @@ def test_resumed_averaging_is_bit_identical(make_cfg, tmp_path, averaging):
         if first.step == 3:  # this is step 4
             first.signals.received = signal.SIGTERM
         return out
+
     first.train_step = stop_after_4
     assert first.run()["status"] == "interrupted" and first.step == 4
     second = Trainer(make_cfg(common), tmp_path / "resumed")

@@ -1,6 +1,7 @@
 """`optbench landscape`: the test functions (gradients by autograd vs closed forms written here,
 known minima), every registered optimizer on every function through build_optimizer, and the
 pictures (real PNG / GIF files)."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from optbench.errors import ConfigError
 from optbench.commands.landscape import parse_keys
+from optbench.errors import ConfigError
 from optbench.landscape.functions import FUNCTIONS
 from optbench.landscape.plot import plot
 from optbench.landscape.run import PointModel, compare, run_trajectory, steps_to_tolerance, table
@@ -22,18 +23,25 @@ C, S = math.cos(math.pi / 6), math.sin(math.pi / 6)
 GRADIENTS = {
     "rosenbrock": lambda x, y: (-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)),
     "beale": lambda x, y: (
-        2 * (1.5 - x + x * y) * (y - 1) + 2 * (2.25 - x + x * y ** 2) * (y ** 2 - 1)
-        + 2 * (2.625 - x + x * y ** 3) * (y ** 3 - 1),
-        2 * (1.5 - x + x * y) * x + 2 * (2.25 - x + x * y ** 2) * 2 * x * y
-        + 2 * (2.625 - x + x * y ** 3) * 3 * x * y ** 2),
+        2 * (1.5 - x + x * y) * (y - 1)
+        + 2 * (2.25 - x + x * y**2) * (y**2 - 1)
+        + 2 * (2.625 - x + x * y**3) * (y**3 - 1),
+        2 * (1.5 - x + x * y) * x + 2 * (2.25 - x + x * y**2) * 2 * x * y + 2 * (2.625 - x + x * y**3) * 3 * x * y**2,
+    ),
     "booth": lambda x, y: (2 * (x + 2 * y - 7) + 4 * (2 * x + y - 5), 4 * (x + 2 * y - 7) + 2 * (2 * x + y - 5)),
-    "himmelblau": lambda x, y: (4 * x * (x * x + y - 11) + 2 * (x + y * y - 7),
-                                2 * (x * x + y - 11) + 4 * y * (x + y * y - 7)),
-    "rastrigin": lambda x, y: (2 * x + 20 * math.pi * math.sin(2 * math.pi * x),
-                               2 * y + 20 * math.pi * math.sin(2 * math.pi * y)),
+    "himmelblau": lambda x, y: (
+        4 * x * (x * x + y - 11) + 2 * (x + y * y - 7),
+        2 * (x * x + y - 11) + 4 * y * (x + y * y - 7),
+    ),
+    "rastrigin": lambda x, y: (
+        2 * x + 20 * math.pi * math.sin(2 * math.pi * x),
+        2 * y + 20 * math.pi * math.sin(2 * math.pi * y),
+    ),
     # f = 0.5 (u^2 + 50 v^2), u = Cx + Sy, v = -Sx + Cy
-    "quadratic": lambda x, y: ((C * x + S * y) * C + 50 * (-S * x + C * y) * (-S),
-                               (C * x + S * y) * S + 50 * (-S * x + C * y) * C),
+    "quadratic": lambda x, y: (
+        (C * x + S * y) * C + 50 * (-S * x + C * y) * (-S),
+        (C * x + S * y) * S + 50 * (-S * x + C * y) * C,
+    ),
     "saddle": lambda x, y: (2 * x, -2 * y),
 }
 
@@ -150,6 +158,7 @@ def test_optimizer_that_cannot_step_is_skipped_with_a_note(monkeypatch):
 
     def refuse(name, model, lr):
         raise ValueError("needs a 4-D tensor")
+
     monkeypatch.setattr(landscape, "build_point_optimizer", refuse)
     lines = []
     settings = parse_keys(["function=booth", "optimizer=sgd", "steps=2", "lr=0.1"])
@@ -158,15 +167,18 @@ def test_optimizer_that_cannot_step_is_skipped_with_a_note(monkeypatch):
     assert "skipped: ValueError: needs a 4-D tensor" in table(FUNCTIONS["booth"], [t], 1e-2)
 
 
-@pytest.mark.parametrize("keys,message", [
-    (["function=sphere", "optimizer=sgd"], "unknown function 'sphere'; valid choices: beale, booth"),
-    (["function=booth", "optimizer=sgd,adamz"], "unknown optimizer 'adamz'"),
-    (["function=booth"], "name the optimizers"),
-    (["function=booth", "optimizer=sgd", "steps=0"], "steps='0' is invalid"),
-    (["function=booth", "optimizer=sgd", "start=[1]"], "start='[1]' is invalid"),
-    (["function=booth", "optimizer=sgd", "momentum=0.9"], "unknown key 'momentum'"),
-    (["function=booth", "optimizer=sgd", "lr.adamz=0.1"], "unknown optimizer 'adamz'"),
-])
+@pytest.mark.parametrize(
+    "keys,message",
+    [
+        (["function=sphere", "optimizer=sgd"], "unknown function 'sphere'; valid choices: beale, booth"),
+        (["function=booth", "optimizer=sgd,adamz"], "unknown optimizer 'adamz'"),
+        (["function=booth"], "name the optimizers"),
+        (["function=booth", "optimizer=sgd", "steps=0"], "steps='0' is invalid"),
+        (["function=booth", "optimizer=sgd", "start=[1]"], "start='[1]' is invalid"),
+        (["function=booth", "optimizer=sgd", "momentum=0.9"], "unknown key 'momentum'"),
+        (["function=booth", "optimizer=sgd", "lr.adamz=0.1"], "unknown optimizer 'adamz'"),
+    ],
+)
 def test_bad_keys_are_one_line(keys, message):
     with pytest.raises(ConfigError) as e:
         parse_keys(keys)
@@ -177,8 +189,19 @@ def test_cli_table_png_and_gif(tmp_path):
     from tests.conftest import optbench_cli
 
     out = tmp_path / "rosen.png"
-    r = optbench_cli("landscape", "function=rosenbrock", "optimizer=sgd,adam", "steps=20", "lr.sgd=1e-3",
-                     "lr.adam=0.05", "steps.adam=10", "start=[-1,1.5]", "--animate", "--out", str(out))
+    r = optbench_cli(
+        "landscape",
+        "function=rosenbrock",
+        "optimizer=sgd,adam",
+        "steps=20",
+        "lr.sgd=1e-3",
+        "lr.adam=0.05",
+        "steps.adam=10",
+        "start=[-1,1.5]",
+        "--animate",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith(("sgd ", "adam "))}
     assert rows["sgd"][1:3] == ["0.001", "20"] and rows["adam"][1:3] == ["0.05", "10"]

@@ -1,5 +1,6 @@
 """The training loop's contract (docs/design.md): run-directory files, summary fields, timing rules,
 accumulation, reproducibility."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,19 @@ from optbench.train.loop import Trainer
 SMALL = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.log_every=5", "trainer.batch_size=64"]
 
 SUMMARY_FIELDS = {
-    "status", "final_metric", "best_metric", "target", "reached", "time_to_target_s", "steps_to_target",
-    "train_time_s", "throughput_samples_per_s", "peak_memory_bytes", "param_count",
-    "optimizer_state_bytes", "environment",
+    "status",
+    "final_metric",
+    "best_metric",
+    "target",
+    "reached",
+    "time_to_target_s",
+    "steps_to_target",
+    "train_time_s",
+    "throughput_samples_per_s",
+    "peak_memory_bytes",
+    "param_count",
+    "optimizer_state_bytes",
+    "environment",
 }
 ENV_FIELDS = {"torch", "device_name", "world_size", "git_commit"}
 
@@ -106,9 +117,16 @@ def test_clock_pause_and_read():
 
 
 def test_grad_accumulation_equals_bigger_batch(run_train, linear_model, tmp_path):
-    common = [linear_model, "optimizer=sgd", "trainer.max_steps=6", "trainer.eval_every=6",
-              "trainer.log_every=1", "trainer.batch_size=64", "data.augment.flip=false",
-              "data.augment.translate=0"]
+    common = [
+        linear_model,
+        "optimizer=sgd",
+        "trainer.max_steps=6",
+        "trainer.eval_every=6",
+        "trainer.log_every=1",
+        "trainer.batch_size=64",
+        "data.augment.flip=false",
+        "data.augment.translate=0",
+    ]
     one, dir_one = run_train([*common, "trainer.grad_accum=1"], run_dir=tmp_path / "a")
     four, dir_four = run_train([*common, "trainer.grad_accum=4"], run_dir=tmp_path / "b")
     loss_one = [r["loss"] for r in read_metrics(dir_one) if r["type"] == "train"]
@@ -129,8 +147,9 @@ def test_same_seed_reproduces_exactly(run_train, tmp_path):
 
 
 def test_stop_at_target_and_time_to_target(run_train):
-    summary, run_dir = run_train(["trainer.max_steps=200", "trainer.eval_every=10", "task.target=0.3",
-                                  "trainer.stop_at_target=true"])
+    summary, run_dir = run_train(
+        ["trainer.max_steps=200", "trainer.eval_every=10", "task.target=0.3", "trainer.stop_at_target=true"]
+    )
     evals = [r for r in read_metrics(run_dir) if r["type"] == "eval"]
     first_hit = next(r for r in evals if r["test_acc"] >= 0.3)
     assert summary["reached"] and summary["steps_to_target"] == first_hit["step"]
@@ -147,8 +166,17 @@ def test_target_not_reached_is_recorded(run_train):
 
 def test_gradient_clipping_bounds_the_update(make_cfg, linear_model, tmp_path):
     """With SGD (lr=1, no momentum, no decay) and clip c, one step moves the weights by exactly c."""
-    cfg = make_cfg([linear_model, "optimizer=sgd", "optimizer.lr=1.0", "trainer.grad_clip=0.01",
-                    "trainer.max_steps=1", "trainer.eval_every=1", "trainer.log_every=1"])
+    cfg = make_cfg(
+        [
+            linear_model,
+            "optimizer=sgd",
+            "optimizer.lr=1.0",
+            "trainer.grad_clip=0.01",
+            "trainer.max_steps=1",
+            "trainer.eval_every=1",
+            "trainer.log_every=1",
+        ]
+    )
     trainer = Trainer(cfg, tmp_path / "run")
     before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
     trainer.run()

@@ -1,5 +1,6 @@
 """task.loss_reduction=sum: the optimizer sees the gradient of the sum of per-example losses over the
 whole global batch (every micro-batch, every rank), the logged loss stays a per-example mean."""
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,24 @@ import torch.nn.functional as F
 
 from optbench.errors import ConfigError
 
-LM = ["task=fineweb_synthetic", "trainer.batch_size=4", "trainer.max_steps=2", "model.n_layer=1",
-      "model.n_embd=32", "model.n_head=2", "trainer.device=cpu"]
-IMG = ["task=cifar10_synthetic", "trainer.batch_size=16", "trainer.max_steps=2", "model.widths=[4,8,8]",
-       "data.n_train=256", "data.n_test=64", "trainer.device=cpu"]
+LM = [
+    "task=fineweb_synthetic",
+    "trainer.batch_size=4",
+    "trainer.max_steps=2",
+    "model.n_layer=1",
+    "model.n_embd=32",
+    "model.n_head=2",
+    "trainer.device=cpu",
+]
+IMG = [
+    "task=cifar10_synthetic",
+    "trainer.batch_size=16",
+    "trainer.max_steps=2",
+    "model.widths=[4,8,8]",
+    "data.n_train=256",
+    "data.n_test=64",
+    "trainer.device=cpu",
+]
 
 
 def _grads(model):
@@ -24,6 +39,7 @@ def _grads(model):
 
 def _trainer(make_cfg, tmp_path, overrides):
     from optbench.train.loop import Trainer
+
     return Trainer(make_cfg(overrides), tmp_path / "run")
 
 
@@ -51,8 +67,17 @@ def test_language_model_gradient_over_two_micro_batches(make_cfg, tmp_path, redu
 
 
 def test_image_classification_sum(make_cfg, tmp_path):
-    tr = _trainer(make_cfg, tmp_path, [*IMG, "trainer.grad_accum=2", "task.loss_reduction=sum",
-                                       "data.augment.flip=false", "data.augment.translate=0"])
+    tr = _trainer(
+        make_cfg,
+        tmp_path,
+        [
+            *IMG,
+            "trainer.grad_accum=2",
+            "task.loss_reduction=sum",
+            "data.augment.flip=false",
+            "data.augment.translate=0",
+        ],
+    )
     tr.model.eval()  # BatchNorm with its running statistics: the two passes see the same function
     micro = next(tr.task.train_batches)
     logged = tr._forward_backward(micro)
@@ -108,8 +133,9 @@ def test_ddp_two_ranks_give_the_sum_gradient(make_cfg, tmp_path, data_root):
     micro = next(single.task.train_batches)
     single._forward_backward(micro)
     ref = _grads(single.model)
-    mp.start_processes(_rank_grads, args=(overrides, str(data_root), str(tmp_path), _free_port()), nprocs=2,
-                       start_method="spawn")  # not fork: forking a process with torch's threads can deadlock
+    mp.start_processes(
+        _rank_grads, args=(overrides, str(data_root), str(tmp_path), _free_port()), nprocs=2, start_method="spawn"
+    )  # not fork: forking a process with torch's threads can deadlock
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         for n in ref:

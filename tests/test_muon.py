@@ -1,5 +1,6 @@
 """Muon (our own code) against independent references: torch.optim.Muon for the 2D steps, a
 standalone AdamW for the fallback roles, and itself in one process for the DDP-sharded update."""
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from optbench.optim.muon import Muon
 import optbench.optim.muon as muon_module
+from optbench.optim.muon import Muon
 
 STEPS = 5
 
@@ -119,11 +120,15 @@ def test_fallback_roles_match_a_standalone_adamw_and_policy():
     assert roles["scalar"]["weight_decay"] == 0.0 and roles["embedding"]["lr"] == pytest.approx(3e-4)
     # the reference: torch AdamW with the yaml's fallback numbers on the non-matrix parameters
     ref = {n: p for n, p in ref_model.named_parameters()}
-    adamw = torch.optim.AdamW([
-        {"params": [ref["emb.weight"]], "lr": 3e-4, "weight_decay": 0.01},
-        {"params": [ref["head.weight"]], "lr": 1.5e-4, "weight_decay": 0.01},
-        {"params": [ref["body.bias"], ref["head.bias"]], "lr": 3e-4, "weight_decay": 0.0},
-    ], betas=(0.9, 0.95), eps=1e-10)
+    adamw = torch.optim.AdamW(
+        [
+            {"params": [ref["emb.weight"]], "lr": 3e-4, "weight_decay": 0.01},
+            {"params": [ref["head.weight"]], "lr": 1.5e-4, "weight_decay": 0.01},
+            {"params": [ref["body.bias"], ref["head.bias"]], "lr": 3e-4, "weight_decay": 0.0},
+        ],
+        betas=(0.9, 0.95),
+        eps=1e-10,
+    )
     ref_muon = torch.optim.Muon([ref["body.weight"]], lr=0.02, weight_decay=0.01, adjust_lr_fn="original")
     for seed in range(4):
         _loss_step(model, opt, seed)
@@ -195,10 +200,16 @@ def test_ddp_sharded_update_equals_single_process(tmp_path, monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    procs = {f"rank{r}": subprocess.Popen([sys.executable, str(script), str(r), "2", str(port), str(tmp_path / f"rank{r}")],
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-             for r in range(2)}
+    procs = {
+        f"rank{r}": subprocess.Popen(
+            [sys.executable, str(script), str(r), "2", str(port), str(tmp_path / f"rank{r}")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for r in range(2)
+    }
     # meanwhile the single-process reference, here (the worker patches newton_schulz: undone at teardown)
     monkeypatch.setattr(muon_module, "newton_schulz", muon_module.newton_schulz)
     monkeypatch.setattr(sys, "argv", [str(script), "0", "1", "0", str(tmp_path / "single")])
@@ -216,8 +227,8 @@ def test_ddp_sharded_update_equals_single_process(tmp_path, monkeypatch):
 
 
 def test_fallback_can_be_another_registered_optimizer(make_cfg):
-    from optbench.optim import build_optimizer_from_config, validate_optimizer_config
     from optbench.errors import ConfigError
+    from optbench.optim import build_optimizer_from_config, validate_optimizer_config
 
     cfg = make_cfg(["optimizer=muon", "optimizer.fallback.name=lion", "optimizer.fallback.lr=1e-4"])
     validate_optimizer_config(cfg.optimizer)  # AdamW's eps, left from the yaml, is dropped for Lion
@@ -247,8 +258,21 @@ def _ns64(m, coeffs, steps, eps, norm):
     return x.T if tall else x
 
 
-def _muon64(init, grads, lr, mu, wd, nesterov=True, form="lerp", coeffs=(3.4445, -4.7750, 2.0315), steps=5,
-            eps=1e-7, norm="clamp", scale_rule="original", renorm=False):
+def _muon64(
+    init,
+    grads,
+    lr,
+    mu,
+    wd,
+    nesterov=True,
+    form="lerp",
+    coeffs=(3.4445, -4.7750, 2.0315),
+    steps=5,
+    eps=1e-7,
+    norm="clamp",
+    scale_rule="original",
+    renorm=False,
+):
     """Several Muon steps on a list of tensors, float64, straight from C2's formulas."""
     ps = [t.double().clone() for t in init]
     bufs = [torch.zeros_like(p) for p in ps]
@@ -256,17 +280,20 @@ def _muon64(init, grads, lr, mu, wd, nesterov=True, form="lerp", coeffs=(3.4445,
         for i, g in enumerate(step_grads):
             g = g.double()
             if form == "lerp":
-                bufs[i] = bufs[i] + (1 - mu) * (g - bufs[i])           # buf.lerp(g, 1-mu)
-                u = g + mu * (bufs[i] - g) if nesterov else bufs[i]      # g.lerp(buf, mu)
+                bufs[i] = bufs[i] + (1 - mu) * (g - bufs[i])  # buf.lerp(g, 1-mu)
+                u = g + mu * (bufs[i] - g) if nesterov else bufs[i]  # g.lerp(buf, mu)
             else:
                 bufs[i] = mu * bufs[i] + g
                 u = g + mu * bufs[i] if nesterov else bufs[i]
             rows, cols = u.shape[0], u[0].numel()
             if renorm:
-                ps[i] = ps[i] * (rows ** 0.5 / torch.sqrt((ps[i] ** 2).sum()))
+                ps[i] = ps[i] * (rows**0.5 / torch.sqrt((ps[i] ** 2).sum()))
             ps[i] = ps[i] * (1 - lr * wd)
-            scale = {"original": max(1, rows / cols) ** 0.5, "none": 1.0,
-                     "match_rms_adamw": 0.2 * max(rows, cols) ** 0.5}[scale_rule]
+            scale = {
+                "original": max(1, rows / cols) ** 0.5,
+                "none": 1.0,
+                "match_rms_adamw": 0.2 * max(rows, cols) ** 0.5,
+            }[scale_rule]
             ps[i] = ps[i] - lr * scale * _ns64(u.reshape(rows, cols), coeffs, steps, eps, norm).reshape(u.shape)
     return ps
 
@@ -281,20 +308,31 @@ def _ours(init, grads, **kw):
     return ps
 
 
-@pytest.mark.parametrize("case", [
-    dict(momentum_form="lerp", nesterov=True),
-    dict(momentum_form="lerp", nesterov=False),
-    dict(momentum_form="sgd", nesterov=True, momentum=0.6),
-    dict(momentum_form="sgd", nesterov=False, momentum=0.6),
-    dict(ns_coefficients=(2.0, -1.5, 0.5), ns_steps=12, ns_norm="add"),   # modded-nanogpt track 3
-    dict(ns_steps=3, ns_norm="add", scale_rule="none", weight_renorm=True, momentum_form="sgd",
-         momentum=0.6, weight_decay=0.0),                                  # airbench94_muon
-    dict(scale_rule="match_rms_adamw"),
-    dict(scale_rule="none"),
-    dict(weight_renorm=True),
-    dict(ns_norm="clamp", eps=3.0),   # eps above some norms: clamp and add must differ, each exact
-    dict(ns_norm="add", eps=3.0),
-], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(momentum_form="lerp", nesterov=True),
+        dict(momentum_form="lerp", nesterov=False),
+        dict(momentum_form="sgd", nesterov=True, momentum=0.6),
+        dict(momentum_form="sgd", nesterov=False, momentum=0.6),
+        dict(ns_coefficients=(2.0, -1.5, 0.5), ns_steps=12, ns_norm="add"),  # modded-nanogpt track 3
+        dict(
+            ns_steps=3,
+            ns_norm="add",
+            scale_rule="none",
+            weight_renorm=True,
+            momentum_form="sgd",
+            momentum=0.6,
+            weight_decay=0.0,
+        ),  # airbench94_muon
+        dict(scale_rule="match_rms_adamw"),
+        dict(scale_rule="none"),
+        dict(weight_renorm=True),
+        dict(ns_norm="clamp", eps=3.0),  # eps above some norms: clamp and add must differ, each exact
+        dict(ns_norm="add", eps=3.0),
+    ],
+    ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
+)
 def test_each_option_matches_its_float64_formula(case):
     torch.manual_seed(0)
     init = [torch.randn(s, dtype=torch.float64) for s in SHAPES]
@@ -302,10 +340,21 @@ def test_each_option_matches_its_float64_formula(case):
     kw = dict(lr=0.05, momentum=0.9, weight_decay=0.02, nesterov=True)
     kw.update(case)
     ours = _ours(init, grads, **kw)
-    ref = _muon64(init, grads, kw["lr"], kw["momentum"], kw["weight_decay"], kw["nesterov"],
-                  kw.get("momentum_form", "lerp"), kw.get("ns_coefficients", (3.4445, -4.7750, 2.0315)),
-                  kw.get("ns_steps", 5), kw.get("eps", 1e-7), kw.get("ns_norm", "clamp"),
-                  kw.get("scale_rule", "original"), kw.get("weight_renorm", False))
+    ref = _muon64(
+        init,
+        grads,
+        kw["lr"],
+        kw["momentum"],
+        kw["weight_decay"],
+        kw["nesterov"],
+        kw.get("momentum_form", "lerp"),
+        kw.get("ns_coefficients", (3.4445, -4.7750, 2.0315)),
+        kw.get("ns_steps", 5),
+        kw.get("eps", 1e-7),
+        kw.get("ns_norm", "clamp"),
+        kw.get("scale_rule", "original"),
+        kw.get("weight_renorm", False),
+    )
     for a, b, t in zip(ours, ref, init):
         assert (b - t).abs().max() > 1e-2  # real updates
         # NS runs in fp32 on float64 parameters: fp32 round-off only
@@ -367,13 +416,13 @@ def test_scale_rule_uses_the_flattened_filter():
     # a (64, 32, 3, 3) filter is a 64 x 288 matrix; a (512, 8, 3, 3) one a 512 x 72 matrix
     assert shape_scale("original", 64, 288) == 1.0
     assert shape_scale("original", 512, 72) == pytest.approx((512 / 72) ** 0.5)
-    assert shape_scale("match_rms_adamw", 64, 288) == pytest.approx(0.2 * 288 ** 0.5)
+    assert shape_scale("match_rms_adamw", 64, 288) == pytest.approx(0.2 * 288**0.5)
     assert shape_scale("none", 512, 72) == 1.0
     # and the optimizer applies it so: one step of a (512, 8, 3, 3) filter from zero momentum
     p = nn.Parameter(torch.zeros(512, 8, 3, 3))
     p.grad = torch.randn(512, 8, 3, 3)
     Muon([{"params": [p], "role": "matrix"}], lr=1.0, momentum=0.0, ns_dtype="fp32").step()
-    expected = -(512 / 72) ** 0.5 * _ns64(p.grad.reshape(512, 72), NS_COEFF, 5, 1e-7, "clamp")
+    expected = -((512 / 72) ** 0.5) * _ns64(p.grad.reshape(512, 72), NS_COEFF, 5, 1e-7, "clamp")
     torch.testing.assert_close(p.detach().reshape(512, 72).double(), expected, atol=1e-4, rtol=1e-4)
 
 
@@ -384,7 +433,7 @@ def test_weight_renorm_sets_each_filter_tensor_to_sqrt_out_channels():
     p = nn.Parameter(torch.randn(12, 3, 3, 3) * 5)
     p.grad = torch.randn_like(p)
     Muon([{"params": [p], "role": "matrix"}], lr=0.0, weight_renorm=True).step()  # lr 0: renorm alone
-    assert p.norm().item() == pytest.approx(12 ** 0.5, rel=1e-6)
+    assert p.norm().item() == pytest.approx(12**0.5, rel=1e-6)
 
 
 class _Cnn(nn.Module):
@@ -397,11 +446,14 @@ class _Cnn(nn.Module):
         self.head = nn.Linear(8, 10)
 
 
-@pytest.mark.parametrize("first_conv, freeze, on_fallback", [
-    ("fallback", False, ["stem.weight"]),
-    ("muon", False, []),
-    ("fallback", True, ["conv.weight"]),   # the first TRAINABLE filter is the input layer's stand-in
-])
+@pytest.mark.parametrize(
+    "first_conv, freeze, on_fallback",
+    [
+        ("fallback", False, ["stem.weight"]),
+        ("muon", False, []),
+        ("fallback", True, ["conv.weight"]),  # the first TRAINABLE filter is the input layer's stand-in
+    ],
+)
 def test_first_conv_goes_to_the_fallback_by_default(first_conv, freeze, on_fallback):
     from optbench.optim import build_optimizer
 
@@ -409,7 +461,9 @@ def test_first_conv_goes_to_the_fallback_by_default(first_conv, freeze, on_fallb
     muon = [n for g in opt.param_groups if g["use_muon"] for n in g["param_names"]]
     emb = [n for g in opt.param_groups if g["role"] == "embedding" for n in g["param_names"]]
     assert emb == on_fallback
-    assert set(muon) == {"stem.weight", "conv.weight", "conv2.weight"} - set(on_fallback) - ({"stem.weight"} if freeze else set())
+    assert set(muon) == {"stem.weight", "conv.weight", "conv2.weight"} - set(on_fallback) - (
+        {"stem.weight"} if freeze else set()
+    )
     # the fallback (AdamW) trains it, with the embedding rule's lr
     group = next((g for g in opt.param_groups if g["role"] == "embedding"), None)
     assert (group is None) == (not on_fallback)
@@ -417,15 +471,21 @@ def test_first_conv_goes_to_the_fallback_by_default(first_conv, freeze, on_fallb
         assert not group["use_muon"] and group["lr"] == pytest.approx(3e-4) and "betas" in group
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optimizer.momentum_form=heavy", r"optimizer.momentum_form='heavy' is invalid; valid choices: lerp, sgd"),
-    ("optimizer.ns_norm=max", r"optimizer.ns_norm='max' is invalid; valid choices: clamp, add"),
-    ("optimizer.ns_dtype=fp16", r"optimizer.ns_dtype='fp16' is invalid; valid choices: bf16, fp32"),
-    ("optimizer.scale_rule=spectral", r"optimizer.scale_rule='spectral' is invalid; valid choices: original, none, match_rms_adamw"),
-    ("optimizer.weight_renorm=maybe", r"optimizer.weight_renorm='maybe' is invalid; valid choices: true, false"),
-    ("optimizer.first_conv=head", r"optimizer.first_conv='head' is invalid; valid choices: fallback, muon"),
-    ("optimizer.ns_coefficients=[1,2]", r"optimizer.ns_coefficients=\[1, 2\] is invalid: must be three numbers"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.momentum_form=heavy", r"optimizer.momentum_form='heavy' is invalid; valid choices: lerp, sgd"),
+        ("optimizer.ns_norm=max", r"optimizer.ns_norm='max' is invalid; valid choices: clamp, add"),
+        ("optimizer.ns_dtype=fp16", r"optimizer.ns_dtype='fp16' is invalid; valid choices: bf16, fp32"),
+        (
+            "optimizer.scale_rule=spectral",
+            r"optimizer.scale_rule='spectral' is invalid; valid choices: original, none, match_rms_adamw",
+        ),
+        ("optimizer.weight_renorm=maybe", r"optimizer.weight_renorm='maybe' is invalid; valid choices: true, false"),
+        ("optimizer.first_conv=head", r"optimizer.first_conv='head' is invalid; valid choices: fallback, muon"),
+        ("optimizer.ns_coefficients=[1,2]", r"optimizer.ns_coefficients=\[1, 2\] is invalid: must be three numbers"),
+    ],
+)
 def test_bad_muon_options_are_one_line(make_cfg, override, message):
     from optbench.errors import ConfigError
     from optbench.optim import validate_optimizer_config

@@ -1,6 +1,7 @@
 """experiment=nanogpt_track3 and its rows: the protocol pieces on our side, each against values worked
 out here by hand (the reference itself is compared by scripts/fidelity_nanogpt.py, not in tests):
 evaluation cadence, the lr schedule's values, the data order and shard rule, the presets, init_from."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,6 @@ from optbench.data.token_shards import write_shard
 from optbench.errors import ConfigError
 from optbench.schedules import build_schedule
 from optbench.train.cadence import eval_due
-
-
 
 
 # --------------------------------------------------------------------------- evaluation cadence
@@ -37,10 +36,22 @@ def test_cadence_without_late_period_or_start():
 
 
 def test_loop_evaluates_at_start_and_late(run_train):
-    summary, run_dir = run_train(["task=fineweb_synthetic", "trainer.batch_size=4", "trainer.max_steps=6",
-                                  "trainer.eval_every=4", "trainer.eval_every_late=1", "trainer.eval_late_fraction=0.8",
-                                  "trainer.eval_at_start=true", "model.n_layer=1", "model.n_embd=32",
-                                  "model.n_head=2", "trainer.log_every=3", "task.val_tokens=2048"])
+    summary, run_dir = run_train(
+        [
+            "task=fineweb_synthetic",
+            "trainer.batch_size=4",
+            "trainer.max_steps=6",
+            "trainer.eval_every=4",
+            "trainer.eval_every_late=1",
+            "trainer.eval_late_fraction=0.8",
+            "trainer.eval_at_start=true",
+            "model.n_layer=1",
+            "model.n_embd=32",
+            "model.n_head=2",
+            "trainer.log_every=3",
+            "task.val_tokens=2048",
+        ]
+    )
     evals = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["type"] == "eval"]
     assert [r["step"] for r in evals] == [0, 4, 5, 6]  # late from step 5: 5/6 >= 0.8
     assert evals[0]["time_s"] == 0.0 and summary["benchmark"] is None and summary["loss_reduction"] == "mean"
@@ -59,10 +70,11 @@ def test_bad_cadence_values_are_one_line(make_cfg):
 
 # --------------------------------------------------------------------------- the lr schedule
 def test_schedule_flat_then_linear_to_zero_over_the_last_70_percent():
-    f = build_schedule("wsd", 3250, decay_fraction=0.7, decay_shape="linear", min_ratio=0.0,
-                       end_at="after_run")  # the reference's end convention
-    assert f(0) == f(974) == f(975) == 1.0          # 975 = 0.3 x 3250: still the flat part
-    assert f(976) == (1 - 976 / 3250) / 0.7         # then (1 - t/T) / 0.7, computed that way
+    f = build_schedule(
+        "wsd", 3250, decay_fraction=0.7, decay_shape="linear", min_ratio=0.0, end_at="after_run"
+    )  # the reference's end convention
+    assert f(0) == f(974) == f(975) == 1.0  # 975 = 0.3 x 3250: still the flat part
+    assert f(976) == (1 - 976 / 3250) / 0.7  # then (1 - t/T) / 0.7, computed that way
     assert f(2000) == (1 - 2000 / 3250) / 0.7
     assert f(3249) == (1 - 3249 / 3250) / 0.7 and f(3249) > 0  # the last trained step; 0 only at T
     assert f(3250) == 0.0
@@ -71,8 +83,10 @@ def test_schedule_flat_then_linear_to_zero_over_the_last_70_percent():
 # --------------------------------------------------------------------------- the data order
 def _shards(tmp_path, lengths):
     rng = np.random.default_rng(0)
-    paths = [write_shard(tmp_path / f"fineweb_train_{i:06d}.bin", rng.integers(0, 50000, n))
-             for i, n in enumerate(lengths, 1)]
+    paths = [
+        write_shard(tmp_path / f"fineweb_train_{i:06d}.bin", rng.integers(0, 50000, n))
+        for i, n in enumerate(lengths, 1)
+    ]
     return paths, [np.fromfile(p, dtype="<u2", offset=1024) for p in paths]
 
 
@@ -85,8 +99,8 @@ def test_modded_order_gives_each_rank_a_contiguous_share(tmp_path):
             micro = next(loader)
             for j, (x, y) in enumerate(micro):
                 start = step * 32 + rank * 16 + j * 8  # step window, rank's half, micro-batch in it
-                assert x.flatten().tolist() == tokens[0][start:start + 8].tolist()
-                assert y.flatten().tolist() == tokens[0][start + 1:start + 9].tolist()
+                assert x.flatten().tolist() == tokens[0][start : start + 8].tolist()
+                assert y.flatten().tolist() == tokens[0][start + 1 : start + 9].tolist()
     interleaved = TokenLoader(paths, 8, 4, 2, 1, 2)
     first = next(interleaved)
     assert first[0][0].flatten().tolist() == tokens[0][8:16].tolist()  # rank 1, micro 0: slice 0 x 2 + 1
@@ -102,7 +116,7 @@ def test_modded_order_leaves_a_shard_one_token_early(tmp_path):
     for _ in range(2):
         next(modded), next(plain)
     third_modded, third_plain = next(modded), next(plain)
-    assert third_plain[0][0].flatten().tolist() == tokens[0][2 * window:3 * window].tolist()
+    assert third_plain[0][0].flatten().tolist() == tokens[0][2 * window : 3 * window].tolist()
     assert third_modded[0][0].flatten().tolist() == tokens[1][:window].tolist()
     assert modded.state_dict() == {"epoch": 0, "shard": 1, "offset": window}
 
@@ -118,8 +132,12 @@ def test_bad_order_is_one_line(tmp_path, make_cfg):
 
 
 # --------------------------------------------------------------------------- presets
-PRESETS = {"nanogpt_track3": 3250, "nanogpt_track3_r1_muon": 3600, "nanogpt_track3_r2_adam_approx": 5625,
-           "nanogpt_track3_r22_spectral": 8500}
+PRESETS = {
+    "nanogpt_track3": 3250,
+    "nanogpt_track3_r1_muon": 3600,
+    "nanogpt_track3_r2_adam_approx": 5625,
+    "nanogpt_track3_r22_spectral": 8500,
+}
 
 
 @pytest.mark.parametrize("name,steps", PRESETS.items())
@@ -131,19 +149,36 @@ def test_presets_fix_the_benchmark_protocol(make_cfg, name, steps):
     assert cfg.task.val_tokens == 10_485_760 and cfg.task.target == 3.28 and not cfg.trainer.stop_at_target
     assert cfg.task.loss_reduction == "sum" and cfg.data.order == "modded_nanogpt"
     assert amp_mode(cfg.trainer.amp) == "off"
-    assert cfg.model.name == "gpt_track3" and (cfg.model.n_layer, cfg.model.n_embd, cfg.model.head_dim,
-                                               cfg.model.vocab_size) == (12, 768, 128, 50304)
+    assert cfg.model.name == "gpt_track3" and (
+        cfg.model.n_layer,
+        cfg.model.n_embd,
+        cfg.model.head_dim,
+        cfg.model.vocab_size,
+    ) == (12, 768, 128, 50304)
     assert cfg.trainer.eval_every == 125 and cfg.trainer.eval_at_start
     assert cfg.trainer.eval_every_late == (25 if name in ("nanogpt_track3", "nanogpt_track3_r22_spectral") else None)
 
 
 def test_baseline_optimizer_block_is_result_36(make_cfg):
     o = make_cfg(["experiment=nanogpt_track3"]).optimizer
-    assert (o.name, o.lr, o.momentum, o.nesterov, o.momentum_form, list(o.ns_coefficients), o.ns_steps) == \
-        ("muon", 0.025, 0.95, True, "lerp", [2, -1.5, 0.5], 12)
+    assert (o.name, o.lr, o.momentum, o.nesterov, o.momentum_form, list(o.ns_coefficients), o.ns_steps) == (
+        "muon",
+        0.025,
+        0.95,
+        True,
+        "lerp",
+        [2, -1.5, 0.5],
+        12,
+    )
     assert (o.ns_norm, o.eps, o.ns_dtype, o.scale_rule, o.weight_decay) == ("add", 1e-7, "bf16", "original", 0.05)
-    assert dict(o.fallback) == {"name": "adamw", "lr": 0.015, "betas": [0.8, 0.95], "eps": 1e-10,
-                                "weight_decay": 0.001, "fused": True}
+    assert dict(o.fallback) == {
+        "name": "adamw",
+        "lr": 0.015,
+        "betas": [0.8, 0.95],
+        "eps": 1e-10,
+        "weight_decay": 0.001,
+        "fused": True,
+    }
     assert o.groups.embedding.lr == 0.7 and o.groups.head.lr == 0.004
     assert all(o.groups[r].weight_decay is True for r in ("matrix", "embedding", "head", "scalar"))
 
@@ -151,9 +186,22 @@ def test_baseline_optimizer_block_is_result_36(make_cfg):
 def test_small_cpu_form_validates(make_cfg):
     from optbench.config import validate
 
-    validate(make_cfg(["experiment=nanogpt_track3", "task=fineweb_synthetic", "model.n_layer=2", "model.n_embd=256",
-                       "model.vocab_size=1024", "task.seq_len=64", "task.val_tokens=65536", "trainer.batch_size=8",
-                       "trainer.grad_accum=1", "trainer.compile=false"]))
+    validate(
+        make_cfg(
+            [
+                "experiment=nanogpt_track3",
+                "task=fineweb_synthetic",
+                "model.n_layer=2",
+                "model.n_embd=256",
+                "model.vocab_size=1024",
+                "task.seq_len=64",
+                "task.val_tokens=65536",
+                "trainer.batch_size=8",
+                "trainer.grad_accum=1",
+                "trainer.compile=false",
+            ]
+        )
+    )
 
 
 # --------------------------------------------------------------------------- trainer.init_from
@@ -161,11 +209,20 @@ def test_trainer_init_from_loads_before_the_optimizer(make_cfg, tmp_path):
     from optbench.models import build_model
     from optbench.train.loop import Trainer
 
-    overrides = ["task=fineweb_synthetic", "model=gpt_track3", "model.n_layer=1", "model.n_embd=32",
-                 "model.head_dim=8", "model.vocab_size=64", "trainer.batch_size=4", "trainer.device=cpu"]
+    overrides = [
+        "task=fineweb_synthetic",
+        "model=gpt_track3",
+        "model.n_layer=1",
+        "model.n_embd=32",
+        "model.head_dim=8",
+        "model.vocab_size=64",
+        "trainer.batch_size=4",
+        "trainer.device=cpu",
+    ]
     torch.manual_seed(123)
-    src = build_model({"name": "gpt_track3", "vocab_size": 64, "n_layer": 1, "n_embd": 32, "head_dim": 8,
-                       "max_seq_len": 64})
+    src = build_model(
+        {"name": "gpt_track3", "vocab_size": 64, "n_layer": 1, "n_embd": 32, "head_dim": 8, "max_seq_len": 64}
+    )
     with torch.no_grad():
         for p in src.parameters():
             p.add_(torch.randn_like(p.float()).to(p.dtype))
@@ -178,11 +235,24 @@ def test_trainer_init_from_loads_before_the_optimizer(make_cfg, tmp_path):
 
 
 def test_small_cpu_form_trains(run_train):
-    summary, run_dir = run_train(["experiment=nanogpt_track3", "task=fineweb_synthetic", "model.n_layer=1",
-                                  "model.n_embd=128", "model.vocab_size=64", "task.seq_len=16", "task.val_tokens=1024",
-                                  "task.target=null", "trainer.max_steps=3", "trainer.batch_size=4",
-                                  "trainer.grad_accum=2", "trainer.compile=false", "trainer.device=cpu",
-                                  "trainer.log_every=1"])
+    summary, run_dir = run_train(
+        [
+            "experiment=nanogpt_track3",
+            "task=fineweb_synthetic",
+            "model.n_layer=1",
+            "model.n_embd=128",
+            "model.vocab_size=64",
+            "task.seq_len=16",
+            "task.val_tokens=1024",
+            "task.target=null",
+            "trainer.max_steps=3",
+            "trainer.batch_size=4",
+            "trainer.grad_accum=2",
+            "trainer.compile=false",
+            "trainer.device=cpu",
+            "trainer.log_every=1",
+        ]
+    )
     assert summary["status"] == "completed" and summary["benchmark"] == "nanogpt_track3"
     assert summary["loss_reduction"] == "sum"
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -1,4 +1,5 @@
 """task.kind=nqm: the noisy quadratic model's loss under SGD matches its closed form."""
+
 from __future__ import annotations
 
 import copy
@@ -33,13 +34,14 @@ def test_closed_form_equals_the_second_moment_recursion():
     h = nqm.spectrum(500, 1.0)
     c, theta0 = 0.7 * h, torch.linspace(-1, 2, 500, dtype=torch.float64)
     lr, b = 1.3, 8
-    second = theta0 ** 2
+    second = theta0**2
     for t in range(1, 301):
-        second = (1 - lr * h) ** 2 * second + lr ** 2 * c / b
+        second = (1 - lr * h) ** 2 * second + lr**2 * c / b
         if t in (1, 7, 300):
-            assert nqm.sgd_expected_loss(h, c, theta0, lr, b, t) == pytest.approx(0.5 * float((h * second).sum()),
-                                                                                 rel=1e-12)
-    assert nqm.sgd_expected_loss(h, c, theta0, 0.0, b, 50) == pytest.approx(0.5 * float((h * theta0 ** 2).sum()))
+            assert nqm.sgd_expected_loss(h, c, theta0, lr, b, t) == pytest.approx(
+                0.5 * float((h * second).sum()), rel=1e-12
+            )
+    assert nqm.sgd_expected_loss(h, c, theta0, 0.0, b, 50) == pytest.approx(0.5 * float((h * theta0**2).sum()))
 
 
 def run_sgd(cfg, lr: float, steps: int) -> list[float]:
@@ -92,8 +94,16 @@ def test_noise_is_a_function_of_seed_and_step(base_cfg):
 
 
 def test_nqm_trains_in_the_loop(run_train):
-    summary, _ = run_train(["task=nqm", "optimizer=sgd", "optimizer.lr=1.0", "trainer.max_steps=40",
-                            "trainer.eval_every=20", "trainer.batch_size=256"])
+    summary, _ = run_train(
+        [
+            "task=nqm",
+            "optimizer=sgd",
+            "optimizer.lr=1.0",
+            "trainer.max_steps=40",
+            "trainer.eval_every=20",
+            "trainer.batch_size=256",
+        ]
+    )
     assert summary["status"] == "completed"
     assert summary["final_metric"] < 0.6 * summary["nqm"]["initial_loss"]
     assert summary["nqm"]["batch_size"] == 256

@@ -1,4 +1,5 @@
 """AdamX (our own code) against a direct transcription of Algorithm 2 of Phuong & Phong (2019)."""
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ def test_steps_match_the_paper(lam, wd):
     torch.manual_seed(0)
     x0 = torch.randn(50, dtype=torch.float64)
     # gradients that shrink: the rescaled max then matters, v_t alone would not be the answer
-    grads = [torch.randn(50, dtype=torch.float64) * (0.7 ** t) for t in range(8)]
+    grads = [torch.randn(50, dtype=torch.float64) * (0.7**t) for t in range(8)]
     p = torch.nn.Parameter(x0.clone())
     opt = AdamX([p], lr=0.01, betas=(0.9, 0.999), beta1_decay=lam, eps=1e-8, weight_decay=wd)
     for g in grads:
@@ -46,7 +47,7 @@ def test_without_beta1_decay_it_is_amsgrad_without_bias_correction():
     """lambda = 1 makes the rescaling factor 1: vhat is AMSGrad's running max (torch.optim.Adam)."""
     torch.manual_seed(1)
     x0 = torch.randn(20)
-    grads = [torch.randn(20) * (0.5 ** t) for t in range(6)]
+    grads = [torch.randn(20) * (0.5**t) for t in range(6)]
     p = torch.nn.Parameter(x0.clone())
     opt = AdamX([p], lr=0.01, beta1_decay=1.0)
     for g in grads:

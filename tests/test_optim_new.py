@@ -6,6 +6,7 @@ transcription of the paper; Schedule-Free around any base matches schedulefree's
 at x and resumes. A user's class (written here, outside optbench) trains by import path and by a
 yaml in a user config folder; bad targets and arguments are one line.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,15 @@ from tests.conftest import optbench_cli
 from tests.test_optim_zoo import NEW, POLICY, Net
 
 LIBRARY = sorted(n for n in NEW if OPTIMIZERS[n].source == "pytorch-optimizer")
-FAST = ["trainer.max_steps=3", "trainer.batch_size=16", "trainer.eval_every=3", "trainer.log_every=1",
-        "model.widths=[4,8,8]", "data.n_train=256", "data.n_test=64"]
+FAST = [
+    "trainer.max_steps=3",
+    "trainer.batch_size=16",
+    "trainer.eval_every=3",
+    "trainer.log_every=1",
+    "model.widths=[4,8,8]",
+    "data.n_train=256",
+    "data.n_test=64",
+]
 
 
 def fast(data_root) -> list[str]:
@@ -61,8 +69,11 @@ def direct_groups(model, name: str) -> list[dict]:
     for role in ("matrix", "embedding", "head", "scalar"):
         params = [p for n, p in model.named_parameters() if roles[n] == role]
         rule = POLICY[role]
-        lr, wd = (cfg["adamw_lr"], cfg["adamw_wd"]) if muon_kin and role != "matrix" else \
-            (cfg["lr"], cfg.get("weight_decay", 0.0))
+        lr, wd = (
+            (cfg["adamw_lr"], cfg["adamw_wd"])
+            if muon_kin and role != "matrix"
+            else (cfg["lr"], cfg.get("weight_decay", 0.0))
+        )
         group = {"params": params, "lr": lr * rule["lr_mult"], "weight_decay": wd if rule["weight_decay"] else 0.0}
         if muon_kin:
             group["use_muon"] = role == "matrix"
@@ -109,7 +120,7 @@ def c_adamw_transcription(x0, grads, lr, b1, b2, eps, wd):
     for t, g in enumerate(grads, start=1):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        u = (m / (1 - b1 ** t)) / (torch.sqrt(v / (1 - b2 ** t)) + eps)
+        u = (m / (1 - b1**t)) / (torch.sqrt(v / (1 - b2**t)) + eps)
         phi = (u * g > 0).double()
         u = u * phi * (phi.numel() / (phi.sum() + 1))
         x = x - lr * wd * x - lr * u
@@ -150,14 +161,18 @@ def test_sf_wrap_matches_schedulefree_wrapper_around_the_same_base():
     torch.manual_seed(0)
     ours_model, theirs_model = Net(), Net()
     theirs_model.load_state_dict(ours_model.state_dict())
-    ours = build_optimizer("sf_wrap", ours_model, base="momentum", groups=POLICY, weight_decay=1e-3,
-                           weight_decay_at_y=0.01)
+    ours = build_optimizer(
+        "sf_wrap", ours_model, base="momentum", groups=POLICY, weight_decay=1e-3, weight_decay_at_y=0.01
+    )
     cfg, mom = load_option("optimizer", "sf_wrap"), load_option("optimizer", "momentum")
-    groups = [{**g, "lr": cfg["lr"] * POLICY[r]["lr_mult"], "weight_decay": 1e-3 if POLICY[r]["weight_decay"] else 0.0}
-              for g, r in zip(direct_groups(theirs_model, "momentum"), ("matrix", "embedding", "head", "scalar"))]
+    groups = [
+        {**g, "lr": cfg["lr"] * POLICY[r]["lr_mult"], "weight_decay": 1e-3 if POLICY[r]["weight_decay"] else 0.0}
+        for g, r in zip(direct_groups(theirs_model, "momentum"), ("matrix", "embedding", "head", "scalar"))
+    ]
     base = torch.optim.SGD(groups, lr=cfg["lr"], momentum=mom["momentum"], dampening=mom["dampening"])
-    theirs = ScheduleFreeWrapper(base, momentum=cfg["momentum"], weight_decay_at_y=0.01, r=cfg["r"],
-                                 weight_lr_power=cfg["weight_lr_power"])
+    theirs = ScheduleFreeWrapper(
+        base, momentum=cfg["momentum"], weight_decay_at_y=0.01, r=cfg["r"], weight_lr_power=cfg["weight_lr_power"]
+    )
     theirs.train()
     _steps(ours_model, ours)
     _steps(theirs_model, theirs)
@@ -220,7 +235,7 @@ def test_sf_wrap_refuses_a_base_that_cannot_be_wrapped():
 
 
 # ------------------------------------------------------------------------------ your own optimizer
-USER_MODULE = '''
+USER_MODULE = """
 import torch
 
 
@@ -237,9 +252,9 @@ class SignMomentum(torch.optim.Optimizer):
                 m = self.state[p].setdefault("m", torch.zeros_like(p))
                 m.mul_(group["beta"]).add_(p.grad, alpha=1 - group["beta"])
                 p.mul_(1 - group["lr"] * group["weight_decay"]).add_(m.sign(), alpha=-group["lr"])
-'''
+"""
 
-USER_YAML = '''
+USER_YAML = """
 name: signmom
 target: user_opt.SignMomentum
 source: user_opt
@@ -258,7 +273,7 @@ lr_scaling: none
 reference_batch_size: null
 search_space:
   beta: {low: 0.5, high: 0.99, log: false}
-'''
+"""
 
 
 @pytest.fixture
@@ -280,8 +295,16 @@ def user_env(tmp_path, monkeypatch):
 
 
 def test_custom_class_by_import_path_gets_the_role_groups_and_its_arguments(user_env, run_train, data_root):
-    summary, run_dir = run_train(["optimizer=custom", "optimizer.target=user_opt.SignMomentum", "optimizer.lr=2e-3",
-                                  "+optimizer.beta=0.7", "optimizer.groups.head.lr_mult=0.5", *fast(data_root)])
+    summary, run_dir = run_train(
+        [
+            "optimizer=custom",
+            "optimizer.target=user_opt.SignMomentum",
+            "optimizer.lr=2e-3",
+            "+optimizer.beta=0.7",
+            "optimizer.groups.head.lr_mult=0.5",
+            *fast(data_root),
+        ]
+    )
     assert summary["status"] == "completed" and summary["optimizer_state_bytes"] > 0
     from optbench.train.memory import optimizer_state_bytes
 
@@ -293,29 +316,46 @@ def test_custom_class_by_import_path_gets_the_role_groups_and_its_arguments(user
 
 
 def test_custom_as_muon_fallback(user_env):
-    opt = build_optimizer("muon", Net(), fallback={"name": "custom", "target": "user_opt.SignMomentum",
-                                                   "lr": 1e-3, "beta": 0.5})
+    opt = build_optimizer(
+        "muon", Net(), fallback={"name": "custom", "target": "user_opt.SignMomentum", "lr": 1e-3, "beta": 0.5}
+    )
     assert type(opt.fallback).__name__ == "SignMomentum"
     assert {g["beta"] for g in opt.fallback.param_groups} == {0.5}
-    wrapped = build_optimizer("sf_wrap", Net(), base="custom",
-                              base_args={"target": "user_opt.SignMomentum", "beta": 0.6})
+    wrapped = build_optimizer(
+        "sf_wrap", Net(), base="custom", base_args={"target": "user_opt.SignMomentum", "beta": 0.6}
+    )
     assert type(wrapped.base).__name__ == "SignMomentum" and wrapped.param_groups[0]["beta"] == 0.6
     with pytest.raises(ConfigError, match=r"unknown hyperparameter\(s\) \['bta'\] .*valid: beta, lr, weight_decay"):
         build_optimizer("muon", Net(), fallback={"name": "custom", "target": "user_opt.SignMomentum", "bta": 1})
 
 
-@pytest.mark.parametrize("args, line", [
-    (["optimizer.target=user_opt.SignMomentum", "+optimizer.bta=0.9"],
-     "unknown hyperparameter(s) ['bta'] for optimizer 'custom' (user_opt.SignMomentum); valid: beta, lr, weight_decay"),
-    (["optimizer.target=no_such_pkg.mod.Opt"],
-     "optimizer.target='no_such_pkg.mod.Opt': cannot import module 'no_such_pkg.mod' "
-     "(No module named 'no_such_pkg'); is it on PYTHONPATH?"),
-    (["optimizer.target=user_opt.Nope"], "optimizer.target='user_opt.Nope': module 'user_opt' has no attribute 'Nope'"),
-    (["optimizer.target=torch.nn.Linear"],
-     "optimizer.target='torch.nn.Linear' is invalid: must be a torch.optim.Optimizer subclass"),
-    ([], "optimizer=custom needs the class: give optimizer.target=<module.Class>, "
-         "e.g. optimizer.target=my_pkg.my_module.MyOptimizer"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["optimizer.target=user_opt.SignMomentum", "+optimizer.bta=0.9"],
+            "unknown hyperparameter(s) ['bta'] for optimizer 'custom' (user_opt.SignMomentum); valid: beta, lr, weight_decay",
+        ),
+        (
+            ["optimizer.target=no_such_pkg.mod.Opt"],
+            "optimizer.target='no_such_pkg.mod.Opt': cannot import module 'no_such_pkg.mod' "
+            "(No module named 'no_such_pkg'); is it on PYTHONPATH?",
+        ),
+        (
+            ["optimizer.target=user_opt.Nope"],
+            "optimizer.target='user_opt.Nope': module 'user_opt' has no attribute 'Nope'",
+        ),
+        (
+            ["optimizer.target=torch.nn.Linear"],
+            "optimizer.target='torch.nn.Linear' is invalid: must be a torch.optim.Optimizer subclass",
+        ),
+        (
+            [],
+            "optimizer=custom needs the class: give optimizer.target=<module.Class>, "
+            "e.g. optimizer.target=my_pkg.my_module.MyOptimizer",
+        ),
+    ],
+)
 def test_bad_targets_and_arguments_are_one_line_before_training(user_env, args, line):
     from optbench.config import precheck
 
@@ -325,17 +365,25 @@ def test_bad_targets_and_arguments_are_one_line_before_training(user_env, args, 
 
 
 def test_the_cli_refuses_an_unknown_argument_with_exit_2(user_env, tmp_path):
-    proc = optbench_cli("train", "optimizer=custom", "optimizer.target=user_opt.SignMomentum", "+optimizer.bta=0.9",
-                        f"hydra.run.dir={tmp_path / 'r'}", env={"PYTHONPATH": os.environ["PYTHONPATH"]})
+    proc = optbench_cli(
+        "train",
+        "optimizer=custom",
+        "optimizer.target=user_opt.SignMomentum",
+        "+optimizer.bta=0.9",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        env={"PYTHONPATH": os.environ["PYTHONPATH"]},
+    )
     assert proc.returncode == 2, proc.stderr[-1500:]
-    assert proc.stderr.strip() == ("optbench: error: unknown hyperparameter(s) ['bta'] for optimizer 'custom' "
-                                   "(user_opt.SignMomentum); valid: beta, lr, weight_decay")
+    assert proc.stderr.strip() == (
+        "optbench: error: unknown hyperparameter(s) ['bta'] for optimizer 'custom' "
+        "(user_opt.SignMomentum); valid: beta, lr, weight_decay"
+    )
     assert not (tmp_path / "r").exists()
 
 
 def test_user_config_folder_makes_a_first_class_name(user_env, make_cfg, monkeypatch):
-    from optbench.config import compose, precheck
     from optbench.confdir import group_options
+    from optbench.config import compose, precheck
     from optbench.listing import optimizer_rows
     from optbench.tune import optimizer_space
 
@@ -367,9 +415,14 @@ def test_user_config_folder_makes_a_first_class_name(user_env, make_cfg, monkeyp
 def test_user_optimizer_trains_through_the_cli_from_its_folder(user_env, tmp_path, data_root):
     _, conf = user_env
     run_dir = tmp_path / "cli"
-    proc = optbench_cli("train", "optimizer=signmom", *fast(data_root), "trainer.progress=false",
-                        f"hydra.run.dir={run_dir}",
-                        env={"PYTHONPATH": os.environ["PYTHONPATH"], "OPTBENCH_CONFIG_PATH": str(conf)})
+    proc = optbench_cli(
+        "train",
+        "optimizer=signmom",
+        *fast(data_root),
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+        env={"PYTHONPATH": os.environ["PYTHONPATH"], "OPTBENCH_CONFIG_PATH": str(conf)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["optimizer"] == "signmom"
@@ -390,10 +443,14 @@ def test_a_user_yaml_with_a_bad_factory_or_target_is_one_line(user_env):
     from optbench.config import precheck
 
     _, conf = user_env
-    (conf / "optimizer" / "badfac.yaml").write_text(USER_YAML.replace("name: signmom", "name: badfac")
-                                                    .replace("source: user_opt", "factory: nope\nsource: user_opt"))
-    (conf / "optimizer" / "badtgt.yaml").write_text(USER_YAML.replace("name: signmom", "name: badtgt")
-                                                    .replace("user_opt.SignMomentum", "user_opt.Missing"))
+    (conf / "optimizer" / "badfac.yaml").write_text(
+        USER_YAML.replace("name: signmom", "name: badfac").replace(
+            "source: user_opt", "factory: nope\nsource: user_opt"
+        )
+    )
+    (conf / "optimizer" / "badtgt.yaml").write_text(
+        USER_YAML.replace("name: signmom", "name: badtgt").replace("user_opt.SignMomentum", "user_opt.Missing")
+    )
     searchpath = f"hydra.searchpath=[file://{conf}]"
     with pytest.raises(ConfigError, match=r"^optimizer.factory='nope' is invalid; valid choices: .*muon"):
         precheck([searchpath, "optimizer=badfac"])
@@ -401,12 +458,21 @@ def test_a_user_yaml_with_a_bad_factory_or_target_is_one_line(user_env):
         precheck([searchpath, "optimizer=badtgt"])
 
 
-@pytest.mark.parametrize("override, line", [
-    ("optimizer=my_pkg.my_module.MyOpt", r"^unknown optimizer 'my_pkg.my_module.MyOpt'; valid choices: .*adamw.*; "
-                                         r"your own class: optimizer=custom optimizer.target=my_pkg.my_module.MyOpt$"),
-    ("+optimizer._target_=my_pkg.X", r"^'\+optimizer._target_=my_pkg.X': optbench names the class with "
-                                     r"optimizer.target, e.g. optimizer=custom optimizer.target=my_pkg.X$"),
-])
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        (
+            "optimizer=my_pkg.my_module.MyOpt",
+            r"^unknown optimizer 'my_pkg.my_module.MyOpt'; valid choices: .*adamw.*; "
+            r"your own class: optimizer=custom optimizer.target=my_pkg.my_module.MyOpt$",
+        ),
+        (
+            "+optimizer._target_=my_pkg.X",
+            r"^'\+optimizer._target_=my_pkg.X': optbench names the class with "
+            r"optimizer.target, e.g. optimizer=custom optimizer.target=my_pkg.X$",
+        ),
+    ],
+)
 def test_hydra_spellings_of_a_class_point_to_optimizer_target(override, line):
     from optbench.config import precheck
 

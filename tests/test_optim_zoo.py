@@ -1,5 +1,6 @@
 """The optimizer zoo: every name trains, defaults and group policy reach the optimizer unchanged,
 state memory is what the listing says, bad input is one line."""
+
 from __future__ import annotations
 
 import json
@@ -21,18 +22,35 @@ OWN = {n for n in NAMES if OPTIMIZERS[n].source == "optbench"}
 # built by a factory of ours (hybrids, one group, Schedule-Free around a base), not the class alone
 FACTORY = {n for n in NAMES if OPTIMIZERS[n].factory_name != "class"}
 # issue 15's optimizers of the current literature: their own tests (tests/test_optim_new.py), a few fast steps
-NEW = {"adopt", "mars", "prodigy", "kron", "normuon", "adamuon", "scion", "laprop", "came", "cautious_adamw",
-       "cautious_lion", "sf_wrap"}
+NEW = {
+    "adopt",
+    "mars",
+    "prodigy",
+    "kron",
+    "normuon",
+    "adamuon",
+    "scion",
+    "laprop",
+    "came",
+    "cautious_adamw",
+    "cautious_lion",
+    "sf_wrap",
+}
 
 
 def tiny(data_root) -> list[str]:
     """50 steps of a narrow CNN on a small synthetic set of its own (its own root: the shared
     synthetic set keeps its size for the other tests)."""
-    return ["trainer.max_steps=50", "trainer.batch_size=32", "trainer.eval_every=50", "trainer.log_every=10",
-            "model.widths=[8,16,16]", "data.n_train=2000", "data.n_test=500",
-            f"data.root={data_root}/cifar10_synthetic_tiny"]
-
-
+    return [
+        "trainer.max_steps=50",
+        "trainer.batch_size=32",
+        "trainer.eval_every=50",
+        "trainer.log_every=10",
+        "model.widths=[8,16,16]",
+        "data.n_train=2000",
+        "data.n_test=500",
+        f"data.root={data_root}/cifar10_synthetic_tiny",
+    ]
 
 
 def train_losses(run_dir) -> list[float]:
@@ -54,8 +72,9 @@ def test_yaml_is_complete(name):
     cfg = load_option("optimizer", name)
     spec = OPTIMIZERS[name]
     assert cfg["name"] == name
-    assert f"Source: {spec.source}" in description("optimizer", name) or \
-        f"Source: {spec.constructor.__module__.split('.')[0]}" in description("optimizer", name)
+    assert f"Source: {spec.source}" in description(
+        "optimizer", name
+    ) or f"Source: {spec.constructor.__module__.split('.')[0]}" in description("optimizer", name)
     assert set(cfg["groups"]) == {"matrix", "embedding", "head", "scalar"}
     assert cfg["groups"]["scalar"]["weight_decay"] is False
     grid = cfg["lr_grid"]
@@ -78,8 +97,14 @@ def test_trains_synthetic_cifar_and_lowers_the_loss(name, run_train, data_root):
 
 def test_the_real_cli_trains_muon(data_root, tmp_path):
     run_dir = tmp_path / "cli"
-    proc = optbench_cli("train", "optimizer=muon", *tiny(data_root), "trainer.progress=false",
-                        f"hydra.run.dir={run_dir}", env={"OMP_NUM_THREADS": "1"})
+    proc = optbench_cli(
+        "train",
+        "optimizer=muon",
+        *tiny(data_root),
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     losses = train_losses(run_dir)
     assert losses[-1] < losses[0] - 0.05
@@ -104,8 +129,12 @@ class Net(torch.nn.Module):
         return self.head(torch.relu(self.body(h))).mean(1)
 
 
-POLICY = {"matrix": {"lr_mult": 1.0, "weight_decay": True}, "embedding": {"lr_mult": 0.5, "weight_decay": False},
-          "head": {"lr_mult": 2.0, "weight_decay": True}, "scalar": {"lr_mult": 0.25, "weight_decay": False}}
+POLICY = {
+    "matrix": {"lr_mult": 1.0, "weight_decay": True},
+    "embedding": {"lr_mult": 0.5, "weight_decay": False},
+    "head": {"lr_mult": 2.0, "weight_decay": True},
+    "scalar": {"lr_mult": 0.25, "weight_decay": False},
+}
 
 
 @pytest.mark.parametrize("name", sorted(set(NAMES) - OWN - FACTORY))
@@ -133,16 +162,23 @@ def test_lbfgs_gets_one_group_with_the_yaml_values_and_refuses_a_role_lr_policy(
     cfg = load_option("optimizer", "lbfgs")
     (g,) = opt.param_groups
     assert len(g["params"]) == len(list(Net().parameters()))
-    assert {k: g[k] for k in ("lr", "max_iter", "history_size", "line_search_fn")} == \
-        {k: cfg[k] for k in ("lr", "max_iter", "history_size", "line_search_fn")}
+    assert {k: g[k] for k in ("lr", "max_iter", "history_size", "line_search_fn")} == {
+        k: cfg[k] for k in ("lr", "max_iter", "history_size", "line_search_fn")
+    }
     assert OPTIMIZERS["lbfgs"].needs_closure
     with pytest.raises(ConfigError, match="must give one lr for all roles"):
         build_optimizer("lbfgs", Net(), groups=POLICY)
 
 
 def test_config_path_policy_reaches_param_groups(make_cfg):
-    cfg = make_cfg(["optimizer=adam", "optimizer.groups.head.lr_mult=0.1", "optimizer.groups.matrix.weight_decay=false",
-                    "optimizer.weight_decay=0.05"])
+    cfg = make_cfg(
+        [
+            "optimizer=adam",
+            "optimizer.groups.head.lr_mult=0.1",
+            "optimizer.groups.matrix.weight_decay=false",
+            "optimizer.weight_decay=0.05",
+        ]
+    )
     opt = build_optimizer_from_config(cfg.optimizer, Net())
     by_role = {g["role"]: g for g in opt.param_groups}
     assert by_role["head"]["lr"] == pytest.approx(1e-4) and by_role["head"]["weight_decay"] == 0.05
@@ -159,8 +195,9 @@ def test_overrides_change_only_what_they_name():
 
 
 # ---------------------------------------------------------------------------------- state memory
-@pytest.mark.parametrize("name", [n for n in NAMES if OPTIMIZERS[n].state.endswith("x")
-                                  and OPTIMIZERS[n].state[:-1].isdigit()])
+@pytest.mark.parametrize(
+    "name", [n for n in NAMES if OPTIMIZERS[n].state.endswith("x") and OPTIMIZERS[n].state[:-1].isdigit()]
+)
 def test_state_memory_matches_the_listing(name):
     from optbench.train.memory import optimizer_state_bytes
 
@@ -205,23 +242,31 @@ def test_listing_shows_source_state_and_defaults():
     for name in NAMES:
         line = next(r for r in rows if r.split() and r.split()[0] == name)
         spec = OPTIMIZERS[name]
-        assert spec.source in line and f" {spec.state} " in line and f"lr={load_option('optimizer', name)['lr']}" in line
+        assert (
+            spec.source in line and f" {spec.state} " in line and f"lr={load_option('optimizer', name)['lr']}" in line
+        )
     assert "lr_grid" not in text and "groups" not in text
 
 
 # ---------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("bad, match", [
-    (dict(name="adamq", lr=1e-3), r"unknown optimizer 'adamq'; valid choices: .*adamw"),
-    (dict(name="adamw", lr=-1e-3), r"optimizer.lr=-0.001 is invalid"),
-    (dict(name="adamw", lr=1e-3, betas=[0.9, 1.0]), r"optimizer.betas\[1\]=1.0 is invalid: must be in \[0, 1\)"),
-    (dict(name="ademamix", lr=1e-3, betas=[0.9, 0.999, -0.1]), r"betas\[2\]=-0.1"),
-    (dict(name="momentum", lr=1e-3, momentum=1.5), r"optimizer.momentum=1.5 is invalid"),
-    (dict(name="adamw", lr=1e-3, weight_decay=-1), r"optimizer.weight_decay=-1 is invalid"),
-    (dict(name="adam", lr=1e-3, momentum=0.9), r"unknown hyperparameter\(s\) \['momentum'\] for optimizer 'adam'; "
-                                              r"valid: .*betas"),
-    (dict(name="muon", lr=0.02, fallback={"name": "lbfgs"}), r"optimizer.fallback.name='lbfgs' is invalid"),
-    (dict(name="muon", lr=0.02, fallback={"name": "adamw", "lr": -1}), r"optimizer.fallback.lr=-1 is invalid"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(name="adamq", lr=1e-3), r"unknown optimizer 'adamq'; valid choices: .*adamw"),
+        (dict(name="adamw", lr=-1e-3), r"optimizer.lr=-0.001 is invalid"),
+        (dict(name="adamw", lr=1e-3, betas=[0.9, 1.0]), r"optimizer.betas\[1\]=1.0 is invalid: must be in \[0, 1\)"),
+        (dict(name="ademamix", lr=1e-3, betas=[0.9, 0.999, -0.1]), r"betas\[2\]=-0.1"),
+        (dict(name="momentum", lr=1e-3, momentum=1.5), r"optimizer.momentum=1.5 is invalid"),
+        (dict(name="adamw", lr=1e-3, weight_decay=-1), r"optimizer.weight_decay=-1 is invalid"),
+        (
+            dict(name="adam", lr=1e-3, momentum=0.9),
+            r"unknown hyperparameter\(s\) \['momentum'\] for optimizer 'adam'; "
+            r"valid: .*betas",
+        ),
+        (dict(name="muon", lr=0.02, fallback={"name": "lbfgs"}), r"optimizer.fallback.name='lbfgs' is invalid"),
+        (dict(name="muon", lr=0.02, fallback={"name": "adamw", "lr": -1}), r"optimizer.fallback.lr=-1 is invalid"),
+    ],
+)
 def test_validation_is_one_line(bad, match):
     with pytest.raises(ConfigError, match=match) as err:
         validate_optimizer_config(OmegaConf.create(bad))
@@ -262,5 +307,6 @@ def test_muon_fallback_switch_drops_betas_of_the_wrong_arity():
     assert fb["name"] == "adan" and len(fb["betas"]) == 3
     validate_optimizer_config(cfg.optimizer)  # no error
     with pytest.raises(ConfigError, match=r"optimizer.fallback.betas=\[0.9, 0.9\] is invalid: must be a list of 3"):
-        validate_optimizer_config(compose(["optimizer=muon", "optimizer.fallback.name=adan",
-                                           "optimizer.fallback.betas=[0.9,0.9]"]).optimizer)
+        validate_optimizer_config(
+            compose(["optimizer=muon", "optimizer.fallback.name=adan", "optimizer.fallback.betas=[0.9,0.9]"]).optimizer
+        )

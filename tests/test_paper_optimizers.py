@@ -1,5 +1,6 @@
 """LAMB, LARS and AdEMAMix against float64 transcriptions of their papers' updates, written out
 here independently of optbench's code, over several steps with the yaml's defaults and groups."""
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,10 @@ def model64(seed=0):
 
 def gradients(model, steps=STEPS, seed=1):
     gen = torch.Generator().manual_seed(seed)
-    return [{n: torch.randn(p.shape, generator=gen, dtype=torch.float64) for n, p in model.named_parameters()}
-            for _ in range(steps)]
+    return [
+        {n: torch.randn(p.shape, generator=gen, dtype=torch.float64) for n, p in model.named_parameters()}
+        for _ in range(steps)
+    ]
 
 
 def run(opt, model, grads, lr_factors=None):
@@ -62,13 +65,16 @@ def lr_and_decay(opt):
 # --------------------------------------------------------------------------- LAMB
 def lamb_paper(x0, grads, lr, wd, beta1, beta2, eps):
     """You et al. 2020, Algorithm 2, phi = identity, per tensor."""
-    x, m, v = {n: t.clone() for n, t in x0.items()}, {n: 0 * t for n, t in x0.items()}, \
-        {n: 0 * t for n, t in x0.items()}
+    x, m, v = (
+        {n: t.clone() for n, t in x0.items()},
+        {n: 0 * t for n, t in x0.items()},
+        {n: 0 * t for n, t in x0.items()},
+    )
     for t, g in enumerate(grads, start=1):
         for n in x:
             m[n] = beta1 * m[n] + (1 - beta1) * g[n]
             v[n] = beta2 * v[n] + (1 - beta2) * g[n] ** 2
-            mhat, vhat = m[n] / (1 - beta1 ** t), v[n] / (1 - beta2 ** t)
+            mhat, vhat = m[n] / (1 - beta1**t), v[n] / (1 - beta2**t)
             r = mhat / (vhat.sqrt() + eps)
             u = r + wd[n] * x[n]
             x[n] = x[n] - lr[n] * x[n].norm() / u.norm() * u
@@ -83,8 +89,9 @@ def test_lamb_is_the_papers_algorithm_2():
     lrwd = lr_and_decay(opt)
     grads = gradients(model)
     got = run(opt, model, grads)
-    want = lamb_paper(x0, grads, {n: v[0] for n, v in lrwd.items()}, {n: v[1] for n, v in lrwd.items()},
-                      *hp["betas"], hp["eps"])
+    want = lamb_paper(
+        x0, grads, {n: v[0] for n, v in lrwd.items()}, {n: v[1] for n, v in lrwd.items()}, *hp["betas"], hp["eps"]
+    )
     assert any(wd > 0 for _, wd in lrwd.values())  # decay is inside the ratio for some tensors
     for n in got:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12, msg=n)
@@ -131,8 +138,15 @@ def test_lars_is_the_papers_algorithm_1_with_1d_tensors_excluded():
     gammas = [1.0, 0.9, 0.7, 0.5, 0.3, 0.1]  # a decaying schedule: the lr is inside the buffer
     got = run(opt, model, grads, gammas)
     hp = opt.defaults
-    want = lars_paper(x0, grads, {n: v[0] for n, v in lrwd.items()}, {n: v[1] for n, v in lrwd.items()},
-                      hp["trust_coefficient"], hp["momentum"], gammas)
+    want = lars_paper(
+        x0,
+        grads,
+        {n: v[0] for n, v in lrwd.items()},
+        {n: v[1] for n, v in lrwd.items()},
+        hp["trust_coefficient"],
+        hp["momentum"],
+        gammas,
+    )
     for n in got:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12, msg=n)
 
@@ -161,7 +175,7 @@ def ademamix_paper(x0, grads, lr, wd, betas, alpha, eps):
             m1[n] = b1 * m1[n] + (1 - b1) * g[n]
             m2[n] = b3 * m2[n] + (1 - b3) * g[n]
             nu[n] = b2 * nu[n] + (1 - b2) * g[n] ** 2
-            m1hat, nuhat = m1[n] / (1 - b1 ** t), nu[n] / (1 - b2 ** t)
+            m1hat, nuhat = m1[n] / (1 - b1**t), nu[n] / (1 - b2**t)
             x[n] = x[n] - lr[n] * ((m1hat + alpha * m2[n]) / (nuhat.sqrt() + eps) + wd[n] * x[n])
     return x
 
@@ -174,8 +188,15 @@ def test_ademamix_weight_decay_is_decoupled():
     grads = gradients(model)
     got = run(opt, model, grads)
     hp = opt.defaults
-    want = ademamix_paper(x0, grads, {n: v[0] for n, v in lrwd.items()}, {n: v[1] for n, v in lrwd.items()},
-                          hp["betas"], hp["alpha"], hp["eps"])
+    want = ademamix_paper(
+        x0,
+        grads,
+        {n: v[0] for n, v in lrwd.items()},
+        {n: v[1] for n, v in lrwd.items()},
+        hp["betas"],
+        hp["alpha"],
+        hp["eps"],
+    )
     assert not math.isclose(lrwd["body.weight"][1], 0.0)
     for n in got:
         torch.testing.assert_close(got[n], want[n], rtol=1e-10, atol=1e-12, msg=n)

@@ -4,6 +4,7 @@ Every number the report prints is recomputed here from the runs' own files (metr
 and summary.json) with independent code: statistics.*, scipy.stats.t.interval and the
 t statistic written out by hand.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +18,19 @@ import pytest
 from scipy import stats as sps
 
 TARGET = 0.2
-TINY = ["trainer.max_steps=8", "trainer.eval_every=2", "trainer.log_every=1", "trainer.batch_size=32",
-        "data.n_train=128", "data.n_test=64", "data.noise=0.3", "model.widths=[4,8,8]", "trainer.device=cpu",
-        "trainer.progress=false", f"task.target={TARGET}"]
+TINY = [
+    "trainer.max_steps=8",
+    "trainer.eval_every=2",
+    "trainer.log_every=1",
+    "trainer.batch_size=32",
+    "data.n_train=128",
+    "data.n_test=64",
+    "data.noise=0.3",
+    "model.widths=[4,8,8]",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    f"task.target={TARGET}",
+]
 JOBS = [  # (job dir as Hydra names it, overrides)
     ("0-optimizer=adamw,seed=0", ["optimizer=adamw", "seed=0"]),
     ("1-optimizer=adamw,seed=1", ["optimizer=adamw", "seed=1"]),
@@ -51,8 +62,7 @@ def multirun(tmp_path_factory) -> Path:
 
 def read_run(d: Path) -> dict:
     lines = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
-    return {"summary": json.loads((d / "summary.json").read_text()),
-            "evals": [x for x in lines if x["type"] == "eval"]}
+    return {"summary": json.loads((d / "summary.json").read_text()), "evals": [x for x in lines if x["type"] == "eval"]}
 
 
 def expected_row(dirs: list[Path]) -> dict:
@@ -66,15 +76,23 @@ def expected_row(dirs: list[Path]) -> dict:
         ok = hit is not None and r["summary"]["status"] == "completed"
         steps.append(hit["step"] if ok else math.inf)
         times.append(hit["time_s"] if ok else math.inf)
-    out = {"runs": len(runs), "completed": len(completed),
-           "diverged": sum(r["summary"]["status"] == "diverged" for r in runs),
-           "reached": sum(s != math.inf for s in steps),
-           "steps_median": statistics.median(steps), "time_median": statistics.median(times), "finals": finals}
+    out = {
+        "runs": len(runs),
+        "completed": len(completed),
+        "diverged": sum(r["summary"]["status"] == "diverged" for r in runs),
+        "reached": sum(s != math.inf for s in steps),
+        "steps_median": statistics.median(steps),
+        "time_median": statistics.median(times),
+        "finals": finals,
+    }
     if len(finals) >= 2:
         mean, sd = statistics.mean(finals), statistics.stdev(finals)
         out.update(mean=mean, std=sd)
-        out["ci"] = (sps.t.interval(0.95, len(finals) - 1, loc=mean, scale=sd / math.sqrt(len(finals)))
-                     if sd > 0 else (mean, mean))
+        out["ci"] = (
+            sps.t.interval(0.95, len(finals) - 1, loc=mean, scale=sd / math.sqrt(len(finals)))
+            if sd > 0
+            else (mean, mean)
+        )
         if sd > 0:
             t = (mean - TARGET) / (sd / math.sqrt(len(finals)))
             out["p"] = sps.t.sf(t, df=len(finals) - 1)
@@ -135,7 +153,8 @@ def test_report_rows_and_numbers_match_the_files(multirun, tmp_path, capsys):
     else:
         assert math.isnan(float(sgd["speedup_steps"]))
     assert float(rows["adamw lr=0.001"]["speedup_steps"]) in (1.0,) or math.isnan(
-        float(rows["adamw lr=0.001"]["speedup_steps"]))
+        float(rows["adamw lr=0.001"]["speedup_steps"])
+    )
 
     # per-run table: one line per run directory, statuses as recorded
     with open(out / "runs.csv") as f:
@@ -156,8 +175,13 @@ def test_plots_are_valid_pngs(multirun, tmp_path):
 
     _, _, _, plots = build_report([str(multirun)], "p", out=tmp_path)
     names = {p.name for p in plots}
-    assert {"eval_test_acc_vs_step.png", "eval_test_acc_vs_time.png", "train_loss_vs_step.png",
-            "train_loss_vs_time.png", "lr_sensitivity.png"} <= names
+    assert {
+        "eval_test_acc_vs_step.png",
+        "eval_test_acc_vs_time.png",
+        "train_loss_vs_step.png",
+        "train_loss_vs_time.png",
+        "lr_sensitivity.png",
+    } <= names
     for p in plots:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         img = mpimg.imread(p)
@@ -172,8 +196,9 @@ def test_by_merges_rows_and_keeps_the_failure(multirun, tmp_path):
     assert [r.label for r in rows] == ["adamw", "sgd"]
     sgd = rows[1].stats
     assert (sgd["runs"], sgd["completed"], sgd["diverged"]) == (3, 2, 1)
-    assert sgd["reached_fraction"] == pytest.approx(expected_row(
-        [multirun / JOBS[i][0] for i in (2, 3, 4)])["reached"] / 3)
+    assert sgd["reached_fraction"] == pytest.approx(
+        expected_row([multirun / JOBS[i][0] for i in (2, 3, 4)])["reached"] / 3
+    )
 
 
 def test_several_tasks_give_per_task_tables_and_a_performance_profile(multirun, tmp_path):
@@ -211,8 +236,8 @@ def test_performance_profile_formula():
 
 
 def test_unknown_baseline_and_missing_dir_are_config_errors(multirun, tmp_path):
-    from optbench.errors import ConfigError
     from optbench.commands.report import main
+    from optbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--baseline 'lion' matches no row; valid choices: adamw"):
         main([str(multirun), "--out", str(tmp_path), "--baseline", "lion", "--no-plots"])
@@ -228,14 +253,29 @@ def test_a_varying_group_choice_names_the_rows(tmp_path):
     from optbench.report.stats import build_rows, default_group_keys
 
     def run(sched: dict, seed: int) -> Run:
-        cfg = {"optimizer.name": "adamw", "optimizer.lr": 1e-3, "task.name": "t", "seed": seed,
-               **{f"scheduler.{k}": v for k, v in sched.items()}}
-        summary = {"status": "completed", "task": "t", "optimizer": "adamw", "metric": "acc", "mode": "max",
-                   "target": 0.5, "final_metric": 0.4 + seed / 10, "seed": seed, "reached": False}
+        cfg = {
+            "optimizer.name": "adamw",
+            "optimizer.lr": 1e-3,
+            "task.name": "t",
+            "seed": seed,
+            **{f"scheduler.{k}": v for k, v in sched.items()},
+        }
+        summary = {
+            "status": "completed",
+            "task": "t",
+            "optimizer": "adamw",
+            "metric": "acc",
+            "mode": "max",
+            "target": 0.5,
+            "final_metric": 0.4 + seed / 10,
+            "seed": seed,
+            "reached": False,
+        }
         return Run(path=tmp_path / f"{sched['name']}{seed}", summary=summary, config=cfg)
 
-    runs = [run({"name": "cosine", "min_ratio": 0.0}, s) for s in (0, 1)] + \
-           [run({"name": "constant", "warmup_steps": 0}, s) for s in (0, 1)]
+    runs = [run({"name": "cosine", "min_ratio": 0.0}, s) for s in (0, 1)] + [
+        run({"name": "constant", "warmup_steps": 0}, s) for s in (0, 1)
+    ]
     assert default_group_keys(runs) == ["optimizer", "scheduler.name"]
     rows, _ = build_rows(runs)
     assert [r.label for r in rows] == ["adamw scheduler=constant", "adamw scheduler=cosine"]
@@ -248,11 +288,26 @@ def _fake_runs(tmp_path, specs):
 
     runs = []
     for seed, (status, final, reached, steps) in enumerate(specs):
-        summary = {"status": status, "task": "t", "optimizer": "adamw", "metric": "acc", "mode": "max",
-                   "target": 0.5, "final_metric": final, "seed": seed, "reached": reached,
-                   "steps_to_target": steps, "time_to_target_s": steps}
-        runs.append(Run(path=tmp_path / str(seed), summary=summary,
-                        config={"optimizer.name": "adamw", "task.name": "t", "seed": seed}))
+        summary = {
+            "status": status,
+            "task": "t",
+            "optimizer": "adamw",
+            "metric": "acc",
+            "mode": "max",
+            "target": 0.5,
+            "final_metric": final,
+            "seed": seed,
+            "reached": reached,
+            "steps_to_target": steps,
+            "time_to_target_s": steps,
+        }
+        runs.append(
+            Run(
+                path=tmp_path / str(seed),
+                summary=summary,
+                config={"optimizer.name": "adamw", "task.name": "t", "seed": seed},
+            )
+        )
     return runs
 
 
@@ -260,8 +315,11 @@ def test_a_completed_run_ending_in_nan_is_counted_not_dropped(tmp_path):
     from optbench.report.stats import build_rows
     from optbench.report.tables import csv_text, markdown
 
-    rows, _ = build_rows(_fake_runs(tmp_path, [("completed", 0.6, True, 10), ("completed", 0.7, True, 20),
-                                               ("completed", math.nan, False, None)]))
+    rows, _ = build_rows(
+        _fake_runs(
+            tmp_path, [("completed", 0.6, True, 10), ("completed", 0.7, True, 20), ("completed", math.nan, False, None)]
+        )
+    )
     final = rows[0].stats["final"]
     assert final["n"] == 3 and final["nonfinite"] == 1 and math.isnan(final["mean"])  # not 0.65
     assert math.isnan(rows[0].stats["p_beats_target"])

@@ -1,6 +1,7 @@
 """The community-benchmark rules in `optbench report` (issue 16): the track-3 z-rule and its step count,
 the airbench fixed-length claim, and `--leaderboard`. Run directories are written by
 tests/benchmark_runs.py in the loop's formats, from hand-made numbers."""
+
 from __future__ import annotations
 
 import csv
@@ -10,10 +11,10 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
+from optbench.commands.report import main
 from optbench.errors import ConfigError
 from optbench.report import benchmarks as bm
 from optbench.report import leaderboard as lb
-from optbench.commands.report import main
 from optbench.report.build import build_report
 from optbench.report.collect import load_runs
 from tests.benchmark_runs import write_run
@@ -24,17 +25,20 @@ TRACK3 = "nanogpt_track3"
 # ------------------------------------------------------------------ the rule on numbers
 
 
-@pytest.mark.parametrize("mean, n, passes", [
-    (3.278, 4, True),     # the README's own example: n=4 needs a mean below 3.278; exactly 3.278 is the boundary
-    (3.2781, 4, False),
-    (3.276, 1, True),     # one run: 3.276
-    (3.2761, 1, False),
-    (3.2787, 10, True),   # result #36: (0.0013) * sqrt(10) = 0.00411
-    (3.2790, 16, True),   # 0.001 * 4 = 0.004, the boundary again
-    (3.2790, 15, False),
-    (3.30, 100, False),
-    (math.nan, 4, False),
-])
+@pytest.mark.parametrize(
+    "mean, n, passes",
+    [
+        (3.278, 4, True),  # the README's own example: n=4 needs a mean below 3.278; exactly 3.278 is the boundary
+        (3.2781, 4, False),
+        (3.276, 1, True),  # one run: 3.276
+        (3.2761, 1, False),
+        (3.2787, 10, True),  # result #36: (0.0013) * sqrt(10) = 0.00411
+        (3.2790, 16, True),  # 0.001 * 4 = 0.004, the boundary again
+        (3.2790, 15, False),
+        (3.30, 100, False),
+        (math.nan, 4, False),
+    ],
+)
 def test_track3_rule_on_hand_numbers(mean, n, passes):
     assert bm.track3_passes(mean, n) is passes
 
@@ -153,10 +157,10 @@ def test_airbench_claim_is_mean_ci_and_one_sided_t_test(tmp_path):
     c = rows[0].stats["claim"]
     n, mean = len(accs), sum(accs) / len(accs)
     sd = (sum((a - mean) ** 2 for a in accs) / (n - 1)) ** 0.5
-    lo, hi = sps.t.interval(0.95, n - 1, loc=mean, scale=sd / n ** 0.5)
+    lo, hi = sps.t.interval(0.95, n - 1, loc=mean, scale=sd / n**0.5)
     assert (c["n"], c["length"]) == (5, 200)
     assert (c["mean"], c["ci_low"], c["ci_high"]) == (pytest.approx(mean), pytest.approx(lo), pytest.approx(hi))
-    t = (mean - 0.94) / (sd / n ** 0.5)
+    t = (mean - 0.94) / (sd / n**0.5)
     assert c["t"] == pytest.approx(t) and c["p"] == pytest.approx(sps.t.sf(t, n - 1))
     line = next(x for x in md.splitlines() if "airbench94_muon claim" in x)
     assert f"{mean:.4f} ± {hi - mean:.4f}" in line and "one-sided one-sample t-test, H1: mean > 0.94" in line
@@ -210,7 +214,7 @@ def test_leaderboard_ranks_our_rows_among_the_published(tmp_path, capsys):
     assert valid[sgd - 1]["number"] == "36"
     assert float(valid[sgd - 1]["mean_val_loss"]) == pytest.approx(float(ours["optbench: sgd"]["mean_val_loss"]))
     # not valid: unranked, after every valid row, with the published Ⓧ rows
-    invalid = board[len(valid):]
+    invalid = board[len(valid) :]
     assert all(r["valid"] == "False" and r["rank"] == "" for r in invalid)
     assert {r["number"] for r in invalid} == {"1", "2", "3", "optbench"}
     assert "| — | optbench | not valid (ran 3250) | 3.3100 (n=4) | Ⓧ | **optbench: adamw** |" in out
@@ -220,16 +224,21 @@ def test_leaderboard_ranks_our_rows_among_the_published(tmp_path, capsys):
 def test_a_changed_setup_gets_the_rule_but_no_rank(tmp_path, capsys):
     """The small CPU version of the preset (2 layers, synthetic tokens) passes the rule on its own loss
     scale; it is shown with its numbers, unranked, with what differs from the benchmark."""
-    small = {"model": {"n_layer": 2, "n_embd": 256, "vocab_size": 50304}, "task": {"seq_len": 1024},
-             "data": {"synthetic": True}}
+    small = {
+        "model": {"n_layer": 2, "n_embd": 256, "vocab_size": 50304},
+        "task": {"seq_len": 1024},
+        "data": {"synthetic": True},
+    }
     full = {"model": {"n_layer": 12, "n_embd": 768, "vocab_size": 50304}, "data": {"synthetic": False}}
     for i in range(2):
         write_run(tmp_path / "r" / f"s{i}", TRACK3, {100: 2.9}, seed=i, config=small)
         write_run(tmp_path / "r" / f"f{i}", TRACK3, {3000: 3.27}, seed=i, optimizer="adamw", config=full)
     main([str(tmp_path / "r"), "--out", str(tmp_path / "res"), "--no-plots", "--leaderboard", TRACK3])
     out = capsys.readouterr().out
-    assert ("not the benchmark's setup, so no leaderboard result: model.n_layer=2 (the benchmark's 12), "
-            "model.n_embd=256 (the benchmark's 768), data.synthetic=True (the benchmark's False)") in out
+    assert (
+        "not the benchmark's setup, so no leaderboard result: model.n_layer=2 (the benchmark's 12), "
+        "model.n_embd=256 (the benchmark's 768), data.synthetic=True (the benchmark's False)"
+    ) in out
     with open(tmp_path / "res" / "r" / f"leaderboard_{TRACK3}.csv") as f:
         board = {r["description"]: r for r in csv.DictReader(f) if r["source"] == "optbench"}
     small_row, full_row = board["optbench: muon"], board["optbench: adamw"]
@@ -291,7 +300,8 @@ def test_make_leaderboard_csv_reads_the_readme_table(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "make_leaderboard_csv", Path(__file__).resolve().parent.parent / "scripts" / "make_leaderboard_csv.py")
+        "make_leaderboard_csv", Path(__file__).resolve().parent.parent / "scripts" / "make_leaderboard_csv.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     readme = tmp_path / "records" / "track_3_optimization" / "README.md"
@@ -301,12 +311,28 @@ def test_make_leaderboard_csv_reads_the_readme_table(tmp_path):
     with open(tmp_path / "out" / "nanogpt_track3.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert rows == [
-        {"number": "1", "steps": "3600", "record": "True", "mean_val_loss": "3.2777", "n": "1", "valid": "False",
-         "description": "Muon with aux Adam, lr=.02", "date": "2026-04-26",
-         "log": "records/track_3_optimization/results/a.txt"},
-        {"number": "2", "steps": "3250", "record": "False", "mean_val_loss": "3.2787", "n": "10", "valid": "True",
-         "description": "clamps ‖u‖_F, CWD=0.025", "date": "2026-06-11",
-         "log": "records/track_3_optimization/results/b/c.txt"},
+        {
+            "number": "1",
+            "steps": "3600",
+            "record": "True",
+            "mean_val_loss": "3.2777",
+            "n": "1",
+            "valid": "False",
+            "description": "Muon with aux Adam, lr=.02",
+            "date": "2026-04-26",
+            "log": "records/track_3_optimization/results/a.txt",
+        },
+        {
+            "number": "2",
+            "steps": "3250",
+            "record": "False",
+            "mean_val_loss": "3.2787",
+            "n": "10",
+            "valid": "True",
+            "description": "clamps ‖u‖_F, CWD=0.025",
+            "date": "2026-06-11",
+            "log": "records/track_3_optimization/results/b/c.txt",
+        },
     ]
     readme.write_text(README_SNIPPET.replace("3.2787 (n=10)✓", "3.2787 n=10"), encoding="utf-8")
     with pytest.raises(SystemExit, match="row 2: cannot read"):

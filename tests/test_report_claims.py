@@ -1,4 +1,5 @@
 """The report's claims cover every run of a row (found in review: R3 #5)."""
+
 from __future__ import annotations
 
 import math
@@ -12,10 +13,23 @@ from optbench.report.stats import Row, row_stats
 
 
 def run(final, status="completed", reached=True, steps=50, stop_reason=None) -> Run:
-    return Run(Path("/x"), {"status": status, "final_metric": final, "best_metric": final, "target": 0.94,
-                            "mode": "max", "metric": "test_acc", "reached": reached,
-                            "steps_to_target": steps if reached else None, "time_to_target_s": 1.0 if reached else None,
-                            "stop_reason": stop_reason, "seed": 0}, {})
+    return Run(
+        Path("/x"),
+        {
+            "status": status,
+            "final_metric": final,
+            "best_metric": final,
+            "target": 0.94,
+            "mode": "max",
+            "metric": "test_acc",
+            "reached": reached,
+            "steps_to_target": steps if reached else None,
+            "time_to_target_s": 1.0 if reached else None,
+            "stop_reason": stop_reason,
+            "seed": 0,
+        },
+        {},
+    )
 
 
 def test_p_value_over_completed_runs_matches_scipy():

@@ -1,14 +1,15 @@
 """`optbench report` against damaged, duplicated and foreign files (issue 12 items 4, 5, 8 and the
 report's messages and plots). Run directories are written by tests/benchmark_runs.py from hand-made
 numbers; nothing trains here."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from optbench.errors import ConfigError
 from optbench.commands.report import main
+from optbench.errors import ConfigError
 from optbench.report.build import build_report
 from tests.benchmark_runs import write_run
 
@@ -17,12 +18,15 @@ def _runs(root, n=3, **kw):
     return [write_run(root / f"{i}", None, {0: 4.0, 10: 3.5 - i / 100}, seed=i, **kw) for i in range(n)]
 
 
-@pytest.mark.parametrize("damage", [
-    b'{"status": "compl',            # killed mid-write
-    b"\x00" * 512,                   # zero-filled (a crash before the data reached the disk)
-    bytes(range(256)) * 4,           # binary
-    b"[1, 2, 3]",                    # JSON, but not an object
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b'{"status": "compl',  # killed mid-write
+        b"\x00" * 512,  # zero-filled (a crash before the data reached the disk)
+        bytes(range(256)) * 4,  # binary
+        b"[1, 2, 3]",  # JSON, but not an object
+    ],
+)
 def test_one_bad_summary_is_listed_with_its_path_and_the_rest_is_reported(tmp_path, capsys, damage):
     dirs = _runs(tmp_path / "runs")
     (dirs[1] / "summary.json").write_bytes(damage)
@@ -165,8 +169,9 @@ def test_lr_sensitivity_keeps_diverged_and_non_finite_runs_on_the_figure(tmp_pat
         if path.name.startswith("lr_sensitivity"):
             ax = fig.axes[0]
             seen["xlim"] = ax.get_xlim()
-            seen["crosses"] = {c.get_label(): c.get_offsets().tolist() for c in ax.collections
-                               if "diverged" in str(c.get_label())}
+            seen["crosses"] = {
+                c.get_label(): c.get_offsets().tolist() for c in ax.collections if "diverged" in str(c.get_label())
+            }
             seen["notes"] = [t.get_text() for t in ax.texts]
         return real_save(fig, path)
 
@@ -193,8 +198,10 @@ def test_no_performance_profile_when_no_task_reached_its_target(tmp_path):
     assert not (tmp_path / "res" / "pp" / "plots" / "performance_profile.png").exists()
 
 
-@pytest.mark.parametrize("field", [{"seed": "x"}, {"seed": [1]}, {"status": 5}, {"final_metric": "abc"},
-                                   {"mode": 3}, {"steps_to_target": "x"}])
+@pytest.mark.parametrize(
+    "field",
+    [{"seed": "x"}, {"seed": [1]}, {"status": 5}, {"final_metric": "abc"}, {"mode": 3}, {"steps_to_target": "x"}],
+)
 def test_a_summary_with_wrongly_typed_fields_does_not_kill_the_report(tmp_path, field):
     dirs = _runs(tmp_path / "runs")
     s = json.loads((dirs[1] / "summary.json").read_text())

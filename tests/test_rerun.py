@@ -1,5 +1,6 @@
 """Running again: a finished run is left as it was, a changed config is refused, and a multirun
 job leaves nothing behind for the next one (found in review: R3 #1, #2, #10)."""
+
 from __future__ import annotations
 
 import gc
@@ -116,6 +117,7 @@ def test_interrupted_run_under_another_max_steps(make_cfg, tmp_path):
         if first.step == 3:
             first.signals.received = signal.SIGTERM
         return out
+
     first.train_step = stop_after_4
     assert first.run()["status"] == "interrupted" and first.step == 4
     with pytest.raises(ConfigError, match="trainer.max_steps=10 at step 4; trainer.max_steps=8"):

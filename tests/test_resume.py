@@ -1,6 +1,7 @@
 """Checkpoint/resume: a run killed with SIGTERM and run again ends exactly like an uninterrupted one;
 corrupted checkpoints are refused with one line and handled as trainer.on_bad_checkpoint says;
 a crash while writing a checkpoint leaves the previous one intact."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ from optbench.errors import ConfigError
 from optbench.train import checkpoint as ckpt
 
 # a model and data small enough that a step takes milliseconds on one CPU thread
-TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "data.n_train=512",
-        "data.n_test=256"]
+TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "data.n_train=512", "data.n_test=256"]
 
 
 def _metric_lines(run_dir: Path) -> list[dict]:
@@ -37,8 +37,6 @@ def _final_state(run_dir: Path) -> dict:
     return ckpt.read_checkpoint(ckpt.checkpoint_path(run_dir), torch.device("cpu"))
 
 
-
-
 def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     path = run_dir / "metrics.jsonl"
     deadline = time.monotonic() + timeout
@@ -54,14 +52,24 @@ def _wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: fl
 
 
 def test_sigterm_then_same_command_resumes_exactly(run_train, tmp_path):
-    overrides = [*TINY, "trainer.max_steps=150", "trainer.log_every=1", "trainer.eval_every=50",
-                 "trainer.save_final=true"]
+    overrides = [
+        *TINY,
+        "trainer.max_steps=150",
+        "trainer.log_every=1",
+        "trainer.eval_every=50",
+        "trainer.save_final=true",
+    ]
     reference, ref_dir = run_train(overrides, tmp_path / "reference")
     assert reference["status"] == "completed"
 
     run_dir = tmp_path / "interrupted"
-    cmd = [str(Path(sys.executable).with_name("optbench")), "train", *overrides, "trainer.progress=false",
-           f"hydra.run.dir={run_dir}"]
+    cmd = [
+        str(Path(sys.executable).with_name("optbench")),
+        "train",
+        *overrides,
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_step(run_dir, 10, proc)
@@ -102,8 +110,10 @@ def _corrupt(path: Path) -> None:
 @pytest.fixture
 def two_checkpoints(run_train, tmp_path):
     """A finished 8-step run with checkpoints at step 4 (prev.pt) and step 8 (last.pt)."""
-    summary, run_dir = run_train([*TINY, "trainer.max_steps=8", "trainer.checkpoint_every=4",
-                                  "trainer.eval_every=4", "trainer.log_every=2"], tmp_path / "run")
+    summary, run_dir = run_train(
+        [*TINY, "trainer.max_steps=8", "trainer.checkpoint_every=4", "trainer.eval_every=4", "trainer.log_every=2"],
+        tmp_path / "run",
+    )
     assert summary["status"] == "completed"
     assert ckpt.read_checkpoint(ckpt.previous_path(run_dir), torch.device("cpu"))["bookkeeping"]["step"] == 4
     assert _final_state(run_dir)["bookkeeping"]["step"] == 8
@@ -122,11 +132,15 @@ def test_corrupted_checkpoint_stop_refuses_with_one_line(two_checkpoints, run_tr
 
 def test_corrupted_checkpoint_falls_back_to_previous(two_checkpoints, run_train, tmp_path, capsys):
     _corrupt(ckpt.checkpoint_path(two_checkpoints))
-    overrides = [*TINY, "trainer.max_steps=10", "trainer.checkpoint_every=4", "trainer.eval_every=4",
-                 "trainer.log_every=2"]
+    overrides = [
+        *TINY,
+        "trainer.max_steps=10",
+        "trainer.checkpoint_every=4",
+        "trainer.eval_every=4",
+        "trainer.log_every=2",
+    ]
     # an 8-step run resumed as a 10-step one: an extension, on purpose (trainer.extend)
-    summary, _ = run_train([*overrides, "trainer.on_bad_checkpoint=previous", "trainer.extend=true"],
-                           two_checkpoints)
+    summary, _ = run_train([*overrides, "trainer.on_bad_checkpoint=previous", "trainer.extend=true"], two_checkpoints)
     err = capsys.readouterr().err
     assert "last.pt is corrupted" in err and "resumed from" in err and "prev.pt at step 4" in err
     # resuming from step 4 gives what a run never interrupted gives
@@ -181,8 +195,13 @@ def test_submitit_style_signal_checkpoints_then_reaches_the_previous_handler(run
     seen = []
 
     def submitit_like(signum, frame):
-        seen.append((signum, json.loads((run_dir / "summary.json").read_text())["status"],
-                     ckpt.checkpoint_path(run_dir).exists()))
+        seen.append(
+            (
+                signum,
+                json.loads((run_dir / "summary.json").read_text())["status"],
+                ckpt.checkpoint_path(run_dir).exists(),
+            )
+        )
 
     original = Trainer.set_lr
 
@@ -206,8 +225,11 @@ def test_submitit_style_signal_checkpoints_then_reaches_the_previous_handler(run
 def test_on_bad_checkpoint_choices_are_checked(make_cfg):
     from optbench.config import validate
 
-    with pytest.raises(ConfigError, match=r"trainer.on_bad_checkpoint='skip' is invalid; valid choices: "
-                                          r"previous, stop, restart"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trainer.on_bad_checkpoint='skip' is invalid; valid choices: "
+        r"previous, stop, restart",
+    ):
         validate(make_cfg(["trainer.on_bad_checkpoint=skip"]))
 
 

@@ -1,4 +1,5 @@
 """Schedule-Free in checkpoints: saved at the evaluation point x, resumed at the training point y."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,13 @@ import torch
 from optbench.train.checkpoint import checkpoint_path, read_checkpoint
 from optbench.train.loop import Trainer
 
-COMMON = ["optimizer=sf_adamw", "trainer.batch_size=32", "trainer.eval_every=100", "trainer.log_every=1",
-          "model.widths=[8,16,16]"]
+COMMON = [
+    "optimizer=sf_adamw",
+    "trainer.batch_size=32",
+    "trainer.eval_every=100",
+    "trainer.log_every=1",
+    "model.widths=[8,16,16]",
+]
 
 
 def test_checkpoint_holds_the_evaluation_point(make_cfg, tmp_path):

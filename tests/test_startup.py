@@ -1,5 +1,6 @@
 """Start-up costs: `optbench train --help` does not import torch, and a run that wants neither
 determinism nor compile does not import dynamo/inductor (torch.use_deterministic_algorithms does)."""
+
 from __future__ import annotations
 
 import os

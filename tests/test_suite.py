@@ -1,5 +1,6 @@
 """`optbench suite` end to end on a tiny workload of a suite group of our own (a config folder on
 OPTBENCH_CONFIG_PATH): leaderboard files, a forced divergence counted, resume, and bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -7,9 +8,17 @@ import json
 
 import pytest
 
-TINY = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.batch_size=32", "data.n_train=160",
-        "data.n_test=64", "data.noise=0.3", "'model.widths=[4,8,8]'", "trainer.device=cpu",
-        "task.target=0.05"]  # below chance (0.1): adamw reaches it at the first evaluation
+TINY = [
+    "trainer.max_steps=4",
+    "trainer.eval_every=2",
+    "trainer.batch_size=32",
+    "data.n_train=160",
+    "data.n_test=64",
+    "data.noise=0.3",
+    "'model.widths=[4,8,8]'",
+    "trainer.device=cpu",
+    "task.target=0.05",
+]  # below chance (0.1): adamw reaches it at the first evaluation
 
 
 @pytest.fixture
@@ -22,10 +31,12 @@ def conf(tmp_path, monkeypatch, data_root):
     (d / "optimizer").mkdir()
     (d / "suite" / "tiny.yaml").write_text(
         "description: one tiny workload\ntasks: [cifar10_synthetic]\nselect_metric: val_loss\n"
-        "overrides: [" + ", ".join(TINY) + "]\n")
+        "overrides: [" + ", ".join(TINY) + "]\n"
+    )
     (d / "suite" / "two.yaml").write_text(
         "description: two tiny workloads\ntasks: [cifar10_synthetic, cifar_tiny2]\n"
-        "overrides: [" + ", ".join(TINY) + "]\n")
+        "overrides: [" + ", ".join(TINY) + "]\n"
+    )
     (d / "task").mkdir()
     task = (CONF_DIR / "task" / "cifar10_synthetic.yaml").read_text()
     task = task.replace("name: cifar10_synthetic", "name: cifar_tiny2")
@@ -33,7 +44,8 @@ def conf(tmp_path, monkeypatch, data_root):
     (d / "suite" / "broken.yaml").write_text("description: names a task that is not there\ntasks: [nope]\n")
     sgd = (CONF_DIR / "optimizer" / "sgd.yaml").read_text()
     wild = sgd.replace("name: sgd\n", "name: sgd_wild\n").replace(
-        "lr_grid: [0.01, 0.03, 0.1, 0.3, 1.0]", "lr_grid: [1.0e+4, 1.0e+5]")
+        "lr_grid: [0.01, 0.03, 0.1, 0.3, 1.0]", "lr_grid: [1.0e+4, 1.0e+5]"
+    )
     assert wild != sgd
     (d / "optimizer" / "sgd_wild.yaml").write_text("# SGD at learning rates that diverge (tests)\n" + wild)
     monkeypatch.setenv("OPTBENCH_CONFIG_PATH", str(d))
@@ -47,8 +59,20 @@ def test_suite_end_to_end_counts_divergence_and_resumes(conf, tmp_path, monkeypa
     from optbench.suite.run import read_record
 
     runs, out = tmp_path / "s", tmp_path / "board"
-    argv = ["--optimizers", "adamw,sgd_wild", "--workloads", "tiny", "--budget", "2", "--seeds", "1",
-            "--out", str(runs), "--results", str(out)]
+    argv = [
+        "--optimizers",
+        "adamw,sgd_wild",
+        "--workloads",
+        "tiny",
+        "--budget",
+        "2",
+        "--seeds",
+        "1",
+        "--out",
+        str(runs),
+        "--results",
+        str(out),
+    ]
     main(argv)
     assert not (runs / "leaderboard.md").exists() and (runs / "suite.json").exists()  # --results: the board there
     for f in FILES:
@@ -82,8 +106,20 @@ def test_jobs_run_workloads_in_parallel_processes(conf, tmp_path):
     from optbench.commands.suite import main
 
     out = tmp_path / "s"
-    argv = ["--optimizers", "adamw", "--workloads", "two", "--budget", "1", "--seeds", "1", "--jobs", "2",
-            "--out", str(out)]
+    argv = [
+        "--optimizers",
+        "adamw",
+        "--workloads",
+        "two",
+        "--budget",
+        "1",
+        "--seeds",
+        "1",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+    ]
     main(argv)
     record = json.loads((out / "suite.json").read_text())
     assert list(record["workloads"]) == ["cifar10_synthetic", "cifar_tiny2"]
@@ -99,16 +135,44 @@ def test_launcher_overrides_are_split_off_and_go_to_run_tune(conf, tmp_path):
     from optbench.commands.suite import main, split_launcher
     from optbench.errors import ConfigError
 
-    assert split_launcher(["a=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]) == \
-        (["a=1"], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+    assert split_launcher(["a=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]) == (
+        ["a=1"],
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    )
     if hasattr(tune, "run_tune"):  # the launcher goes to run_tune, which refuses one that does not exist
         with pytest.raises(ConfigError, match="nosuchlauncher"):
-            main(["--optimizers", "adamw", "--workloads", "tiny", "--budget", "1", "--seeds", "1",
-                  "--out", str(tmp_path / "s"), "hydra/launcher=nosuchlauncher"])
+            main(
+                [
+                    "--optimizers",
+                    "adamw",
+                    "--workloads",
+                    "tiny",
+                    "--budget",
+                    "1",
+                    "--seeds",
+                    "1",
+                    "--out",
+                    str(tmp_path / "s"),
+                    "hydra/launcher=nosuchlauncher",
+                ]
+            )
         return
     with pytest.raises(ConfigError, match="needs optbench.tune.run_tune"):
-        main(["--optimizers", "adamw", "--workloads", "tiny", "--budget", "1", "--seeds", "1",
-              "--out", str(tmp_path / "s"), "hydra/launcher=joblib"])
+        main(
+            [
+                "--optimizers",
+                "adamw",
+                "--workloads",
+                "tiny",
+                "--budget",
+                "1",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path / "s"),
+                "hydra/launcher=joblib",
+            ]
+        )
 
 
 def test_workloads_groups_and_tasks(conf):
@@ -124,14 +188,20 @@ def test_workloads_groups_and_tasks(conf):
         resolve(["broken"])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--optimizers", "adamw,nosuch", "--workloads", "tiny"], "unknown optimizer 'nosuch'; valid choices: adafactor"),
-    (["--optimizers", "adamw", "--workloads", "nosuch"], "unknown workload 'nosuch'; valid choices: "),
-    (["--optimizers", "adamw", "--workloads", "tiny", "--budget", "0"], "--budget=0 is invalid: must be >= 1"),
-    (["--optimizers", "adamw", "--workloads", "tiny", "--seeds", "0"], "--seeds=0 is invalid"),
-    (["--optimizers", "adamw", "--workloads", "tiny", "--search", "bayes"], "invalid choice: 'bayes'"),
-    (["--optimizers", "adamw", "--workloads", "tiny", "--jobs", "0"], "--jobs=0 is invalid"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--optimizers", "adamw,nosuch", "--workloads", "tiny"],
+            "unknown optimizer 'nosuch'; valid choices: adafactor",
+        ),
+        (["--optimizers", "adamw", "--workloads", "nosuch"], "unknown workload 'nosuch'; valid choices: "),
+        (["--optimizers", "adamw", "--workloads", "tiny", "--budget", "0"], "--budget=0 is invalid: must be >= 1"),
+        (["--optimizers", "adamw", "--workloads", "tiny", "--seeds", "0"], "--seeds=0 is invalid"),
+        (["--optimizers", "adamw", "--workloads", "tiny", "--search", "bayes"], "invalid choice: 'bayes'"),
+        (["--optimizers", "adamw", "--workloads", "tiny", "--jobs", "0"], "--jobs=0 is invalid"),
+    ],
+)
 def test_bad_input_is_one_line_and_status_2(conf, tmp_path, capsys, args, message):
     from optbench.cli import main
 

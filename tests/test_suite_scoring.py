@@ -1,5 +1,6 @@
 """`optbench suite` scoring on hand-made inputs with known answers: the AlgoPerf profile area, ratios
 with ties and failures, and the per-workload numbers (success rate, medians, attempts needed)."""
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,9 @@ INF = math.inf
 
 
 def test_area_known_values():
-    assert area([1.0, 1.0, 1.0]) == 1.0          # best everywhere: the whole area
-    assert area([INF, INF]) == 0.0               # failed everywhere: none
-    assert area([2.5]) == pytest.approx(0.5)     # (4 - 2.5) / (4 - 1)
+    assert area([1.0, 1.0, 1.0]) == 1.0  # best everywhere: the whole area
+    assert area([INF, INF]) == 0.0  # failed everywhere: none
+    assert area([2.5]) == pytest.approx(0.5)  # (4 - 2.5) / (4 - 1)
     assert area([1.0, INF]) == pytest.approx(0.5)
     assert area([4.0]) == 0.0 and area([5.0]) == 0.0  # at or beyond tau_max: no credit, as a failure
     assert area([2.0], tau_max=3.0) == pytest.approx(0.5)
@@ -53,8 +54,14 @@ def _s(w, o, steps, target=0.5):
 
 
 def test_profile_of_scores_by_steps_or_time_and_no_target_left_out():
-    scores = [_s("w1", "a", 10), _s("w1", "b", 30), _s("w2", "a", INF), _s("w2", "b", 5),
-              _s("w3", "a", math.nan, None), _s("w3", "b", math.nan, None)]
+    scores = [
+        _s("w1", "a", 10),
+        _s("w1", "b", 30),
+        _s("w2", "a", INF),
+        _s("w2", "b", 5),
+        _s("w3", "a", math.nan, None),
+        _s("w3", "b", math.nan, None),
+    ]
     p = profile(scores)
     assert p["workloads"] == ["w1", "w2"] and p["excluded"] == ["w3"]
     assert p["ratios"]["a"] == {"w1": 1.0, "w2": INF} and p["ratios"]["b"] == {"w1": 3.0, "w2": 1.0}
@@ -65,16 +72,33 @@ def test_profile_of_scores_by_steps_or_time_and_no_target_left_out():
 
 
 def run(status="completed", reached=False, steps=None, final=0.9, i=0) -> Run:
-    return Run(path=Path(f"/x/{i}"), config={}, summary={
-        "status": status, "reached": reached, "steps_to_target": steps, "time_to_target_s": steps and steps / 100,
-        "final_metric": final, "metric": "acc", "mode": "max", "target": 0.8})
+    return Run(
+        path=Path(f"/x/{i}"),
+        config={},
+        summary={
+            "status": status,
+            "reached": reached,
+            "steps_to_target": steps,
+            "time_to_target_s": steps and steps / 100,
+            "final_metric": final,
+            "metric": "acc",
+            "mode": "max",
+            "target": 0.8,
+        },
+    )
 
 
 def test_cell_scores_success_medians_attempts_and_counts():
-    trials = [run("diverged", reached=True, steps=5, i=1),  # reached, then diverged: a miss
-              run("completed", reached=False, i=2), run("completed", reached=True, steps=40, i=3)]
-    seeds = [run(reached=True, steps=10, final=0.85, i=4), run(reached=True, steps=30, final=0.87, i=5),
-             run("diverged", final=math.nan, i=6)]
+    trials = [
+        run("diverged", reached=True, steps=5, i=1),  # reached, then diverged: a miss
+        run("completed", reached=False, i=2),
+        run("completed", reached=True, steps=40, i=3),
+    ]
+    seeds = [
+        run(reached=True, steps=10, final=0.85, i=4),
+        run(reached=True, steps=30, final=0.87, i=5),
+        run("diverged", final=math.nan, i=6),
+    ]
     cell = Cell("w", "a", trials, chosen=2, seeds=seeds, points=[{"lr": 1.0}, {"lr": 0.1}, {"lr": 0.01}])
     s = cell_scores(cell)
     assert attempts_needed(cell) == 3 and s["attempts"] == 3 and s["trials"] == 3
@@ -89,6 +113,6 @@ def test_cell_scores_misses_and_unreadable_runs():
     seeds = [run(reached=True, steps=10, i=1), run(i=2), run("unreadable", i=3)]
     cell = Cell("w", "a", [run(i=4)], chosen=0, seeds=seeds, points=[{"lr": 1.0}])
     s = cell_scores(cell)
-    assert s["attempts"] is None                 # no trial reached the target
-    assert s["steps_to_target"] == INF           # one of three seeds reached it: the median is a miss
-    assert s["status"]["failed"] == 1            # unreadable counts as failed, not as absent
+    assert s["attempts"] is None  # no trial reached the target
+    assert s["steps_to_target"] == INF  # one of three seeds reached it: the median is a miss
+    assert s["status"]["failed"] == 1  # unreadable counts as failed, not as absent

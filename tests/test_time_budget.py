@@ -1,13 +1,22 @@
 """trainer.max_time_s (K2): a train-clock budget beside the step budget; summary.json says which one
 ended the run (stopped_by), and a resumed run spends what is left of the budget."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-TINY = ["trainer.device=cpu", "trainer.batch_size=32", "model.widths=[4,8,8]", "data.n_train=128",
-        "data.n_test=64", "trainer.max_steps=6", "trainer.eval_every=4", "trainer.log_every=1"]
+TINY = [
+    "trainer.device=cpu",
+    "trainer.batch_size=32",
+    "model.widths=[4,8,8]",
+    "data.n_train=128",
+    "data.n_test=64",
+    "trainer.max_steps=6",
+    "trainer.eval_every=4",
+    "trainer.log_every=1",
+]
 
 
 def test_tiny_time_budget_stops_early_evaluated_and_says_so(run_train):
@@ -16,8 +25,9 @@ def test_tiny_time_budget_stops_early_evaluated_and_says_so(run_train):
     assert summary["status"] == "completed" and summary["stopped_by"] == "max_time_s"
     assert summary["steps"] == 1 and summary["max_steps"] == 6
     assert "max_time_s=1e-09 reached at step 1" in summary["stop_reason"]
-    evals = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
-             if json.loads(x)["type"] == "eval"]
+    evals = [
+        json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if json.loads(x)["type"] == "eval"
+    ]
     # the weights the budget ended with are evaluated (step 1 is no eval_every step)
     assert [e["step"] for e in evals] == [1] and summary["final_metric"] == evals[0]["test_acc"]
 
@@ -46,8 +56,11 @@ def test_bad_max_time_is_one_line(value, make_cfg):
     from optbench.errors import ConfigError
 
     # a wrong type is the trainer schema's line, a bad number the budget's own; both name key and value
-    with pytest.raises(ConfigError, match=r"^trainer.max_time_s=.* is invalid: must be a (finite )?number"
-                                          r"( of seconds > 0)?,? \(?or null"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^trainer.max_time_s=.* is invalid: must be a (finite )?number"
+        r"( of seconds > 0)?,? \(?or null",
+    ):
         validate(make_cfg([f"trainer.max_time_s={value}"]))
 
 

@@ -1,5 +1,6 @@
 """`optbench tune`: equal trials per optimizer, choice by the final validation metric, seeds,
 budget recorded, and a second call that reruns nothing."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.batch_size=32", "data.n_train=160",
-        "data.n_test=64", "data.noise=0.3", "model.widths=[4,8,8]", "trainer.device=cpu"]
+TINY = [
+    "trainer.max_steps=4",
+    "trainer.eval_every=2",
+    "trainer.batch_size=32",
+    "data.n_train=160",
+    "data.n_test=64",
+    "data.noise=0.3",
+    "model.widths=[4,8,8]",
+    "trainer.device=cpu",
+]
 
 
 def final_val(run_dir: Path) -> float:
@@ -22,9 +31,22 @@ def test_tune_protocol_and_resume(tmp_path, monkeypatch, capsys):
     import optbench.train as train_pkg
     from optbench.commands.tune import main
 
-    argv = ["--optimizers", "adamw,sgd", "--trials", "2", "--seeds", "1", "--name", "t",
-            "--out", str(tmp_path / "tune"), "--results", str(tmp_path / "results"),
-            *TINY, f"data.root={tmp_path}/data"]
+    argv = [
+        "--optimizers",
+        "adamw,sgd",
+        "--trials",
+        "2",
+        "--seeds",
+        "1",
+        "--name",
+        "t",
+        "--out",
+        str(tmp_path / "tune"),
+        "--results",
+        str(tmp_path / "results"),
+        *TINY,
+        f"data.root={tmp_path}/data",
+    ]
     main(argv)
     out = tmp_path / "tune" / "t"
     record = json.loads((out / "tune.json").read_text())
@@ -37,8 +59,9 @@ def test_tune_protocol_and_resume(tmp_path, monkeypatch, capsys):
         lrs = sorted(json.loads((d / "summary.json").read_text())["lr"] for d in trials)
         assert lrs == pytest.approx(list(grid_ends))
         # the choice is the best final validation metric, read here from metrics.jsonl
-        vals = {d: final_val(d) for d in trials
-                if json.loads((d / "summary.json").read_text())["status"] == "completed"}
+        vals = {
+            d: final_val(d) for d in trials if json.loads((d / "summary.json").read_text())["status"] == "completed"
+        }
         best_dir = max(vals, key=vals.get)
         best_lr = json.loads((best_dir / "summary.json").read_text())["lr"]
         assert record["best"][name]["value"] == pytest.approx(vals[best_dir])
@@ -116,8 +139,8 @@ def test_selection_mode_follows_the_selection_metric(data_root):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd", "nesterov"])
 def test_sweep_lr_preset_takes_each_optimizers_own_grid(optimizer):
-    from optbench.config import compose, validate
     from optbench.confdir import load_option
+    from optbench.config import compose, validate
 
     grid = load_option("optimizer", optimizer)["lr_grid"]
     for i in (0, len(grid) - 1):

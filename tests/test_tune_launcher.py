@@ -1,6 +1,7 @@
 """`tune` through Hydra's launcher plugins: each round's runs are handed to the launcher as one list of
 override lists; where each ran is recorded; finished runs are read back, never relaunched; a failed
 run is a status, not an abort."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,15 @@ import os
 
 import pytest
 
-TINY = ["trainer.max_steps=2", "trainer.eval_every=2", "trainer.batch_size=32", "data.n_train=160",
-        "data.n_test=64", "model.widths=[4,8,8]", "trainer.device=cpu"]
+TINY = [
+    "trainer.max_steps=2",
+    "trainer.eval_every=2",
+    "trainer.batch_size=32",
+    "data.n_train=160",
+    "data.n_test=64",
+    "model.widths=[4,8,8]",
+    "trainer.device=cpu",
+]
 
 
 def test_rounds_go_through_hydras_launcher_and_resume_reads_back(tmp_path, monkeypatch, data_root):
@@ -21,8 +29,10 @@ def test_rounds_go_through_hydras_launcher_and_resume_reads_back(tmp_path, monke
     kw = dict(trials=2, seeds=1, out_dir=tmp_path / "t", launcher=["hydra/launcher=basic"])
     record = run_tune(["adamw"], [*TINY, f"data.root={data_root}"], **kw)
     assert record["launcher"] == {"name": "basic", "overrides": ["hydra/launcher=basic"]}
-    assert [(r["kind"], r["runs"], r["reused"], r["launcher"]) for r in record["rounds"]] == \
-        [("trials", 2, 0, "basic"), ("final", 1, 0, "basic")]
+    assert [(r["kind"], r["runs"], r["reused"], r["launcher"]) for r in record["rounds"]] == [
+        ("trials", 2, 0, "basic"),
+        ("final", 1, 0, "basic"),
+    ]
     trials = record["trials"]["adamw"]
     assert [t["status"] for t in trials] == ["completed", "completed"]
     for t in [*trials, *record["final"]["adamw"]]:
@@ -50,8 +60,9 @@ def test_local_launcher_runs_jobs_in_other_processes_and_a_failure_is_recorded(t
     out = tmp_path / "r"
     good = [*TINY, f"data.root={data_root}", "trainer.progress=false", "optimizer=adamw", "seed=0"]
     bad = [*good[:-1], "optimizer.lr=-1"]  # refused by validation inside the job
-    results = run_round([(good, out / "good"), (bad, out / "bad")], out,
-                        ["hydra/launcher=local", "hydra.launcher.timeout_min=5"])
+    results = run_round(
+        [(good, out / "good"), (bad, out / "bad")], out, ["hydra/launcher=local", "hydra.launcher.timeout_min=5"]
+    )
     ok, failed = results
     assert ok["summary"]["status"] == "completed" and ok["reused"] is False
     assert ok["where"]["launcher"] == "local" and ok["where"]["pid"] != os.getpid()
@@ -67,8 +78,9 @@ def test_bad_launcher_is_one_line_before_any_run(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"hydra/launcher=nope is invalid; valid choices: basic, local, slurm"):
         tune_lib.run_tune(["adamw"], TINY, out_dir=tmp_path / "t", launcher=["hydra/launcher=nope"])
     with pytest.raises(ConfigError, match=r"unknown key 'hydra.launcher.nokey'"):
-        tune_lib.run_tune(["adamw"], TINY, out_dir=tmp_path / "t",
-                          launcher=["hydra/launcher=local", "hydra.launcher.nokey=1"])
+        tune_lib.run_tune(
+            ["adamw"], TINY, out_dir=tmp_path / "t", launcher=["hydra/launcher=local", "hydra.launcher.nokey=1"]
+        )
     with pytest.raises(ConfigError, match=r"launcher override 'seed=1' is invalid"):
         tune_lib.run_tune(["adamw"], TINY, out_dir=tmp_path / "t", launcher=["seed=1"])
     assert not (tmp_path / "t").exists()
@@ -85,15 +97,30 @@ def test_cli_splits_launcher_overrides_from_run_overrides(monkeypatch, tmp_path)
 
     monkeypatch.setattr(cmd, "run_tune", fake)
     with pytest.raises(SystemExit):
-        cmd.main(["--optimizers", "adamw,sgd", "--trials", "4", "--seeds", "2", "--out", str(tmp_path),
-                  "task=cifar10_synthetic", "hydra/launcher=local", "hydra.launcher.timeout_min=5"])
+        cmd.main(
+            [
+                "--optimizers",
+                "adamw,sgd",
+                "--trials",
+                "4",
+                "--seeds",
+                "2",
+                "--out",
+                str(tmp_path),
+                "task=cifar10_synthetic",
+                "hydra/launcher=local",
+                "hydra.launcher.timeout_min=5",
+            ]
+        )
     assert seen["optimizers"] == ["adamw", "sgd"] and seen["overrides"] == ["task=cifar10_synthetic"]
     assert seen["launcher"] == ["hydra/launcher=local", "hydra.launcher.timeout_min=5"]
     assert seen["trials"] == 4 and seen["seeds"] == 2 and seen["name"] == "tune"
 
 
-@pytest.mark.parametrize("visible, num, ntasks, expect", [("0,1,2,3", 5, "1", "1"), ("0,1", 0, "1", "0"),
-                                                        ("0,1", 1, "2", "0,1"), ("", 3, "1", "")])
+@pytest.mark.parametrize(
+    "visible, num, ntasks, expect",
+    [("0,1,2,3", 5, "1", "1"), ("0,1", 0, "1", "0"), ("0,1", 1, "2", "0,1"), ("", 3, "1", "")],
+)
 def test_a_local_job_takes_one_of_the_gpus_it_is_shown(monkeypatch, visible, num, ntasks, expect):
     """submitit's local executor shows every job GPUs 0..n-1; a single-process job keeps one."""
     from optbench.tune import _one_gpu_per_job

@@ -4,11 +4,11 @@ The .wandb file is read here with an independent decoder of its container (the L
 format: 32 KiB blocks of CRC'd fragments after a 7-byte ':W&B' header) and wandb's own protobuf
 Record message, then compared with metrics.jsonl and summary.json.
 """
+
 from __future__ import annotations
 
 import json
 import struct
-
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,15 @@ BLOCK = 32768
 HEADER = 7  # uint32 crc, uint16 length, uint8 type
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
-TINY = ["trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=1", "trainer.batch_size=32",
-        "data.n_train=256", "data.n_test=128", "trainer.device=cpu"]
+TINY = [
+    "trainer.max_steps=4",
+    "trainer.eval_every=2",
+    "trainer.log_every=1",
+    "trainer.batch_size=32",
+    "data.n_train=256",
+    "data.n_test=128",
+    "trainer.device=cpu",
+]
 
 
 def wandb_records(path: Path):
@@ -34,12 +41,12 @@ def wandb_records(path: Path):
         if left < HEADER:  # block trailer padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
         pos += HEADER
         if kind == 0 and length == 0:  # zero-filled rest of a block
             pos += left - HEADER
             continue
-        fragments += data[pos:pos + length]
+        fragments += data[pos : pos + length]
         pos += length
         if kind in (FULL, LAST):
             record = pb.Record()
@@ -90,8 +97,7 @@ def offline_env(tmp_path, monkeypatch):
 
 
 def test_offline_run_holds_the_logged_metrics(run_train, tmp_path, offline_env, capsys):
-    summary, run_dir = run_train([*TINY, "logger=wandb", "logger.wandb.mode=offline",
-                                  f"data.root={tmp_path}/data"])
+    summary, run_dir = run_train([*TINY, "logger=wandb", "logger.wandb.mode=offline", f"data.root={tmp_path}/data"])
     assert summary["status"] == "completed"
     # local files are written whatever the logger
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -176,8 +182,19 @@ def test_report_logs_its_table_to_wandb(run_train, tmp_path, offline_env):
     from optbench.commands.report import main
 
     summary, run_dir = run_train([*TINY, "logger=jsonl", f"data.root={tmp_path}/data"])
-    main([str(run_dir), "--name", "w", "--out", str(tmp_path / "res"), "--no-plots",
-          "--wandb", "--wandb-mode", "offline"])
+    main(
+        [
+            str(run_dir),
+            "--name",
+            "w",
+            "--out",
+            str(tmp_path / "res"),
+            "--no-plots",
+            "--wandb",
+            "--wandb-mode",
+            "offline",
+        ]
+    )
     runs = list((offline_env / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1  # logger=jsonl made none; the report made this one
     # a wandb.Table is logged as a table file whose reference sits in the history (nested keys)
@@ -209,11 +226,16 @@ def test_resumed_run_continues_the_same_wandb_run(make_cfg, tmp_path, offline_en
     calls = []
 
     class FakeRun:
-        def define_metric(self, *a, **k): pass
+        def define_metric(self, *a, **k):
+            pass
+
         class config:
             @staticmethod
-            def update(*a, **k): pass
-        def finish(self, **k): pass
+            def update(*a, **k):
+                pass
+
+        def finish(self, **k):
+            pass
 
     def fake_init(**kwargs):
         calls.append(kwargs)

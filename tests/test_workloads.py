@@ -1,5 +1,6 @@
 """The suite's workloads (K3): each group yaml names existing tasks whose runs compose with its
 overrides, and `optbench list tasks` shows every task with its metric and target."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,7 @@ def test_suite_group_names_tasks_that_compose_with_its_overrides(make_cfg, group
     assert set(g) == {"description", "tasks", "overrides"} and g.description and g.tasks
     for name in g.tasks:
         assert (CONF_DIR / "task" / f"{name}.yaml").is_file(), name
-    cfg = make_cfg([f"task={g.tasks[-1]}", *g.overrides])   # one per group: composing costs ~0.3 s
+    cfg = make_cfg([f"task={g.tasks[-1]}", *g.overrides])  # one per group: composing costs ~0.3 s
     validate(cfg)
     assert cfg.task.name == g.tasks[-1]
 

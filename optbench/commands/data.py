@@ -1,4 +1,5 @@
 """`optbench data <dataset>`: download and prepare datasets (each dataset's code owns its step)."""
+
 from __future__ import annotations
 
 from optbench.errors import ArgumentParser

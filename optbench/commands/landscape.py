@@ -24,6 +24,7 @@ optimizer so all of them chase the function's own minimum (decay would pull it t
 origin). Schedule-Free optimizers are drawn at their training point (the sequence they take
 gradients at). An optimizer that cannot step a 1x2 point is skipped with a note saying why.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,7 @@ def parse_keys(pairs: list[str]) -> dict:
     """key=value arguments -> settings, with one-line errors for anything unknown or malformed."""
     from optbench.optim import OPTIMIZERS
 
-    settings = {**DEFAULTS, "function": None, "optimizer": None, "lr": None, "start": None,
-                "lr_by": {}, "steps_by": {}}
+    settings = {**DEFAULTS, "function": None, "optimizer": None, "lr": None, "start": None, "lr_by": {}, "steps_by": {}}
     valid = ("function", "optimizer", "steps", "lr", "noise", "start", "tol", "seed", "hydra.searchpath")
     from optbench.confdir import SEARCHPATH_KEY, use_overrides
 
@@ -77,16 +77,20 @@ def parse_keys(pairs: list[str]) -> dict:
                     raise ValueError
                 (settings["lr_by"].__setitem__(which, x) if which else settings.__setitem__(base, x))
         except ValueError:
-            need = {"start": "two numbers, e.g. start=[-1.5,2]", "steps": "a whole number >= 1",
-                    "seed": "a whole number >= 0"}.get(base, "a number > 0" if base in ("lr", "tol") else "a number >= 0")
+            need = {
+                "start": "two numbers, e.g. start=[-1.5,2]",
+                "steps": "a whole number >= 1",
+                "seed": "a whole number >= 0",
+            }.get(base, "a number > 0" if base in ("lr", "tol") else "a number >= 0")
             raise ConfigError(f"{key}={value!r} is invalid: must be {need}") from None
     if settings["function"] is None:
         raise ConfigError(f"name the test function, e.g. function=rosenbrock; valid choices: {choices(FUNCTIONS)}")
     if settings["function"] not in FUNCTIONS:
         raise ConfigError(f"unknown function '{settings['function']}'; valid choices: {choices(FUNCTIONS)}")
     if not settings["optimizer"]:
-        raise ConfigError("name the optimizers to compare, e.g. optimizer=sgd,momentum,adam; valid choices: "
-                          f"{choices(OPTIMIZERS)}")
+        raise ConfigError(
+            f"name the optimizers to compare, e.g. optimizer=sgd,momentum,adam; valid choices: {choices(OPTIMIZERS)}"
+        )
     for name in settings["optimizer"] + list(settings["lr_by"]) + list(settings["steps_by"]):
         if name not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
@@ -94,8 +98,9 @@ def parse_keys(pairs: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="optbench landscape", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="optbench landscape", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--animate", action="store_true", help="also write an animated GIF")
     parser.add_argument("--out", type=Path, help="PNG path (default outputs/landscape/<function>.png)")
     parser.add_argument("keys", nargs="*", help="key=value settings (see above)")

@@ -4,6 +4,7 @@ Composes the same config `optbench train` would (same overrides), builds the sch
 would build, prints its multiplier and lr at a few steps and, with --plot, draws the whole curve
 (and the momentum schedule, when the optimizer has one) to a PNG whose path is printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,9 @@ from optbench.errors import ArgumentParser, ConfigError
 
 
 def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="optbench schedule", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="optbench schedule", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--plot", action="store_true", help="draw the curve to a PNG")
     parser.add_argument("--out", type=Path, help="PNG path (default: schedule-<name>.png)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for `optbench train`")

@@ -12,6 +12,7 @@ overall, the area under the AlgoPerf performance profile. DIR/heatmap.png, DIR/p
 the leaderboard files go there instead). Runs live under DIR/runs/<workload>/; the same command again
 reads finished runs back. --jobs N: N workloads at once, each in its own process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,23 +33,38 @@ def split_launcher(overrides: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str]) -> None:
     from optbench.suite.run import SEARCHES
 
-    parser = ArgumentParser(prog="optbench suite", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="optbench suite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--optimizers", required=True, help="comma-separated, e.g. adamw,muon,soap,lion")
     parser.add_argument("--workloads", required=True, help="comma-separated groups (conf/suite/) or task names")
     parser.add_argument("--budget", type=int, default=8, help="tuning trials per optimizer and workload (default 8)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of each chosen configuration (default 3)")
-    parser.add_argument("--search", default="sobol", choices=SEARCHES,
-                        help="how tune draws the trials (default sobol: AlgoPerf's quasi-random search)")
-    parser.add_argument("--profile-by", default="steps", choices=("steps", "time"),
-                        help="the profile's time to target: steps (default) or train-clock seconds")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="workloads run at once, each in its own process (default 1)")
-    parser.add_argument("--out", default="suite",
-                        help="runs (DIR/runs/, DIR/suite.json) and leaderboard (default: suite)")
+    parser.add_argument(
+        "--search",
+        default="sobol",
+        choices=SEARCHES,
+        help="how tune draws the trials (default sobol: AlgoPerf's quasi-random search)",
+    )
+    parser.add_argument(
+        "--profile-by",
+        default="steps",
+        choices=("steps", "time"),
+        help="the profile's time to target: steps (default) or train-clock seconds",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="workloads run at once, each in its own process (default 1)"
+    )
+    parser.add_argument(
+        "--out", default="suite", help="runs (DIR/runs/, DIR/suite.json) and leaderboard (default: suite)"
+    )
     parser.add_argument("--results", help="write the leaderboard files here instead of --out (e.g. results/suite)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides for every run; hydra/launcher=... runs trials in parallel")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides for every run; hydra/launcher=... runs trials in parallel",
+    )
     args = parser.parse_args(argv)
 
     from optbench.confdir import group_options, use_overrides
@@ -66,20 +82,33 @@ def main(argv: list[str]) -> None:
         if o not in known:
             raise ConfigError(f"suite: unknown optimizer '{o}'; valid choices: {choices(known)}")
     if args.budget < 1:
-        raise ConfigError(f"suite: --budget={args.budget} is invalid: must be >= 1 "
-                          "(tuning trials per optimizer and workload)")
+        raise ConfigError(
+            f"suite: --budget={args.budget} is invalid: must be >= 1 (tuning trials per optimizer and workload)"
+        )
     if args.seeds < 1:
         raise ConfigError(f"suite: --seeds={args.seeds} is invalid: must be >= 1")
     if args.jobs < 1:
         raise ConfigError(f"suite: --jobs={args.jobs} is invalid: must be >= 1")
     workloads = resolve([w.strip() for w in args.workloads.split(",") if w.strip()])
     out = Path(args.out)
-    record = run_suite(optimizers, workloads, out, budget=args.budget, seeds=args.seeds, search=args.search,
-                       overrides=overrides, launcher=launcher, jobs=args.jobs)
+    record = run_suite(
+        optimizers,
+        workloads,
+        out,
+        budget=args.budget,
+        seeds=args.seeds,
+        search=args.search,
+        overrides=overrides,
+        launcher=launcher,
+        jobs=args.jobs,
+    )
     board = Path(args.results) if args.results else out
-    md, _ = write_leaderboard(board, record, by=args.profile_by,
-                                 command="optbench suite " + " ".join(shlex.quote(a) for a in argv))
+    md, _ = write_leaderboard(
+        board, record, by=args.profile_by, command="optbench suite " + " ".join(shlex.quote(a) for a in argv)
+    )
     print(md)
-    print(f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads, runs in {out}/ -> "
-          f"{board}/leaderboard.md, "
-          f"leaderboard.csv, leaderboard.tex, heatmap.png, profile.png")
+    print(
+        f"suite: {len(optimizers)} optimizers x {len(workloads)} workloads, runs in {out}/ -> "
+        f"{board}/leaderboard.md, "
+        f"leaderboard.csv, leaderboard.tex, heatmap.png, profile.png"
+    )

@@ -4,6 +4,7 @@ Hydra prints multi-line errors with a hint about stack traces; our users get one
 so the overrides are composed and validated here first (each value of a sweep included), and
 only a config that composes and validates reaches Hydra.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,19 @@ from omegaconf import DictConfig
 from optbench import CONF_DIR
 
 # Flags that only print something: no validation before them.
-_INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--resolve",
-               "--shell-completion", "-sc", "--version"}
+_INFO_FLAGS = {
+    "-h",
+    "--help",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--resolve",
+    "--shell-completion",
+    "-sc",
+    "--version",
+}
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -27,8 +39,21 @@ def _hydra_entry(cfg: DictConfig) -> float | None:
 
 
 # Hydra flags followed by a value (`--cfg job`, `-cn name`): that value is not an override.
-_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+_VALUE_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+    "--info",
+    "-i",
+}
 
 
 def overrides_of(argv: list[str]) -> list[str]:
@@ -59,8 +84,9 @@ def _check_flags(argv: list[str]) -> None:
                 value = argv[i + 1] if i + 1 < len(argv) else None
                 if value not in valid:
                     given = f"{a} {value}" if value else f"{a} with no value"
-                    raise ConfigError(f"train: {given} is invalid; valid choices: "
-                                      f"{', '.join(f'{a} {v}' for v in valid)}")
+                    raise ConfigError(
+                        f"train: {given} is invalid; valid choices: {', '.join(f'{a} {v}' for v in valid)}"
+                    )
 
 
 def main(argv: list[str]) -> None:
@@ -83,6 +109,7 @@ def main(argv: list[str]) -> None:
             from omegaconf import OmegaConf
 
             from optbench.train.runlock import refuse_if_held
+
             # rank 0 takes the lock; a busy directory is one line here, not a failed torchrun
             refuse_if_held(str(OmegaConf.select(cfg, "hydra.run.dir")))
         maybe_relaunch_under_torchrun(cfg, argv)
@@ -170,6 +197,7 @@ def _exit_on_failed_jobs(sweep_dir: str) -> None:
             if status == "failed":
                 failed.append(str(d))
     if failed:
-        print(f"optbench: {len(failed)} of {len(outcomes)} jobs failed: {', '.join(failed)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"optbench: {len(failed)} of {len(outcomes)} jobs failed: {', '.join(failed)}", file=sys.stderr, flush=True
+        )
         raise SystemExit(1)

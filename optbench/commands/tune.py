@@ -9,6 +9,7 @@ with fresh seeds and reported on the test metric. `hydra/launcher=local` runs ea
 in parallel processes (submitit), `hydra/launcher=slurm` as SLURM jobs; without one, every run
 trains in this process, one after another. Running it again reads finished runs back.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ def is_launcher_override(override: str) -> bool:
 
 
 def main(argv: list[str]) -> None:
-    parser = ArgumentParser(prog="optbench tune", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="optbench tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--optimizers", required=True, help="comma-separated, e.g. adamw,sgd,nesterov")
     parser.add_argument("--search", default="grid", help=f"{' | '.join(SEARCHES)} (default: grid over lr_grid)")
     parser.add_argument("--trials", type=int, help="trials per optimizer (default: the lr_grid size; 8 if sampled)")
@@ -35,9 +37,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--name", default="tune", help="tune/<name>/ and results/<name>/ (default: tune)")
     parser.add_argument("--out", default="tune", help="parent folder of the runs (default: tune)")
     parser.add_argument("--results", default="results", help="parent folder of the report (default: results)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides for every run; hydra/launcher=... and hydra.launcher.* choose "
-                             "where the runs go")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides for every run; hydra/launcher=... and hydra.launcher.* choose where the runs go",
+    )
     args = parser.parse_args(argv)
     optimizers = list(dict.fromkeys(o.strip() for o in args.optimizers.split(",") if o.strip()))
     if args.trials is not None and args.trials < 1:
@@ -45,14 +50,26 @@ def main(argv: list[str]) -> None:
     launcher = [o for o in args.overrides if is_launcher_override(o)]
     overrides = [o for o in args.overrides if not is_launcher_override(o)]
     out_dir = Path(args.out) / args.name
-    record = run_tune(optimizers, overrides, search=args.search, trials=args.trials, seeds=args.seeds,
-                      out_dir=out_dir, name=args.name, launcher=launcher, trial_seed=args.trial_seed,
-                      select_metric=args.select_metric)
+    record = run_tune(
+        optimizers,
+        overrides,
+        search=args.search,
+        trials=args.trials,
+        seeds=args.seeds,
+        out_dir=out_dir,
+        name=args.name,
+        launcher=launcher,
+        trial_seed=args.trial_seed,
+        select_metric=args.select_metric,
+    )
     from optbench.report.build import build_report
 
-    _, _, md, _ = build_report([str(out_dir / "final")], args.name, out=args.results,
-                               command="optbench tune " + " ".join(argv))
+    _, _, md, _ = build_report(
+        [str(out_dir / "final")], args.name, out=args.results, command="optbench tune " + " ".join(argv)
+    )
     print(md)
-    print(f"tune: {record['trials_per_optimizer']} trials x {len(optimizers)} optimizers, "
-          f"{len(record['seeds'])} seeds each; {record['total_steps']} steps in all -> {out_dir}/tune.json, "
-          f"{Path(args.results) / args.name}/")
+    print(
+        f"tune: {record['trials_per_optimizer']} trials x {len(optimizers)} optimizers, "
+        f"{len(record['seeds'])} seeds each; {record['total_steps']} steps in all -> {out_dir}/tune.json, "
+        f"{Path(args.results) / args.name}/"
+    )

@@ -5,6 +5,7 @@ batches.meta}; each batch is a pickle dict with b'data' (N x 3072 uint8, channel
 b'labels' (N ints), b'batch_label', b'filenames'. `read_cifar10` accepts the directory itself
 or its parent, and prefers the compact uint8 cache written beside it.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,6 +31,7 @@ DOWNLOAD_HINT = "run `optbench data cifar10 --root DIR` and pass data.root=DIR"
 @dataclass
 class CifarArrays:
     """uint8 images N x 3 x 32 x 32 and int64 labels, for train and test."""
+
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
@@ -52,16 +54,18 @@ def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, batch_label:
     """images: N x 3 x 32 x 32 uint8 -> the official row layout (R plane, G plane, B plane)."""
     images = np.ascontiguousarray(images, dtype=np.uint8)
     n = len(images)
-    _atomic_pickle({
-        b"batch_label": batch_label.encode(),
-        b"labels": [int(y) for y in labels],
-        b"data": images.reshape(n, 3072),
-        b"filenames": [f"img_{batch_label.replace(' ', '_')}_{i:05d}.png".encode() for i in range(n)],
-    }, path)
+    _atomic_pickle(
+        {
+            b"batch_label": batch_label.encode(),
+            b"labels": [int(y) for y in labels],
+            b"data": images.reshape(n, 3072),
+            b"filenames": [f"img_{batch_label.replace(' ', '_')}_{i:05d}.png".encode() for i in range(n)],
+        },
+        path,
+    )
 
 
-def write_cifar10(root, train_images, train_labels, test_images, test_labels,
-                  label_names=LABEL_NAMES) -> Path:
+def write_cifar10(root, train_images, train_labels, test_images, test_labels, label_names=LABEL_NAMES) -> Path:
     """Write a full dataset in the official layout under root/cifar-10-batches-py/."""
     out = Path(root) / BATCH_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -70,8 +74,10 @@ def write_cifar10(root, train_images, train_labels, test_images, test_labels,
         write_batch(out / fname, train_images[idx], train_labels[idx], f"training batch {i + 1} of 5")
     write_batch(out / TEST_FILE, test_images, test_labels, "testing batch 1 of 1")
     per_batch = len(chunks[0])
-    _atomic_pickle({b"label_names": [n.encode() for n in label_names],
-                    b"num_cases_per_batch": per_batch, b"num_vis": 3072}, out / META_FILE)
+    _atomic_pickle(
+        {b"label_names": [n.encode() for n in label_names], b"num_cases_per_batch": per_batch, b"num_vis": 3072},
+        out / META_FILE,
+    )
     return out
 
 
@@ -83,8 +89,9 @@ def _load_pickle(path: Path) -> dict:
         with open(path, "rb") as f:
             return pickle.load(f, encoding="bytes")
     except Exception as e:  # truncated or not a pickle
-        raise ConfigError(f"CIFAR-10 file unreadable: {path} ({type(e).__name__}); "
-                          f"delete it and {DOWNLOAD_HINT}") from None
+        raise ConfigError(
+            f"CIFAR-10 file unreadable: {path} ({type(e).__name__}); delete it and {DOWNLOAD_HINT}"
+        ) from None
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -93,8 +100,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError(f"CIFAR-10 file {path} lacks 'data' or 'labels'; {DOWNLOAD_HINT}")
     data, labels = np.asarray(d[b"data"]), np.asarray(d[b"labels"], dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-        raise ConfigError(f"CIFAR-10 file {path} has data of shape {data.shape} ({data.dtype}) and "
-                          f"{len(labels)} labels; expected N x 3072 uint8 and N labels")
+        raise ConfigError(
+            f"CIFAR-10 file {path} has data of shape {data.shape} ({data.dtype}) and "
+            f"{len(labels)} labels; expected N x 3072 uint8 and N labels"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() > 9):
         raise ConfigError(f"CIFAR-10 file {path} has labels outside 0..9")
     return data.reshape(-1, 3, 32, 32), labels
@@ -110,8 +119,9 @@ def read_cifar10(root) -> CifarArrays:
         return load_cache(cache)
     d = batch_dir(root)
     if not (d / TEST_FILE).exists() and not any((d / f).exists() for f in TRAIN_FILES):
-        raise ConfigError(f"no CIFAR-10 files in {root} (expected {BATCH_DIR}/data_batch_1..5, "
-                          f"test_batch); {DOWNLOAD_HINT}")
+        raise ConfigError(
+            f"no CIFAR-10 files in {root} (expected {BATCH_DIR}/data_batch_1..5, test_batch); {DOWNLOAD_HINT}"
+        )
     return read_batch_files(d)
 
 
@@ -124,7 +134,9 @@ def read_batch_files(d: Path) -> CifarArrays:
     return CifarArrays(
         torch.from_numpy(np.concatenate([x for x, _ in train])),
         torch.from_numpy(np.concatenate([y for _, y in train])),
-        torch.from_numpy(test_x.copy()), torch.from_numpy(test_y), names,
+        torch.from_numpy(test_x.copy()),
+        torch.from_numpy(test_y),
+        names,
     )
 
 
@@ -132,14 +144,22 @@ def check_arrays(arrays: CifarArrays, source) -> CifarArrays:
     """uint8 N x 3 x 32 x 32 images with N int64 labels in 0..9, for both splits."""
     for split in ("train", "test"):
         x, y = getattr(arrays, f"{split}_images"), getattr(arrays, f"{split}_labels")
-        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32) or \
-                y.dtype != torch.int64 or y.shape != (len(x),):
-            raise ConfigError(f"CIFAR-10 data in {source} has {split} images {tuple(x.shape)} {x.dtype} and "
-                              f"labels {tuple(y.shape)} {y.dtype}; expected N x 3 x 32 x 32 uint8 and N "
-                              f"int64 labels; delete it and {DOWNLOAD_HINT}")
+        if (
+            x.dtype != torch.uint8
+            or x.ndim != 4
+            or tuple(x.shape[1:]) != (3, 32, 32)
+            or y.dtype != torch.int64
+            or y.shape != (len(x),)
+        ):
+            raise ConfigError(
+                f"CIFAR-10 data in {source} has {split} images {tuple(x.shape)} {x.dtype} and "
+                f"labels {tuple(y.shape)} {y.dtype}; expected N x 3 x 32 x 32 uint8 and N "
+                f"int64 labels; delete it and {DOWNLOAD_HINT}"
+            )
         if len(y) and (int(y.min()) < 0 or int(y.max()) > 9):
-            raise ConfigError(f"CIFAR-10 data in {source} has {split} labels outside 0..9; delete it "
-                              f"and {DOWNLOAD_HINT}")
+            raise ConfigError(
+                f"CIFAR-10 data in {source} has {split} labels outside 0..9; delete it and {DOWNLOAD_HINT}"
+            )
     return arrays
 
 
@@ -147,17 +167,26 @@ def write_cache(arrays: CifarArrays, path: Path) -> None:
     """The compact cache: one torch file of uint8/int64 tensors, written atomically."""
     check_arrays(arrays, path)
     with atomic_open(path) as f:
-        torch.save({"train_images": arrays.train_images.contiguous(), "train_labels": arrays.train_labels,
-                    "test_images": arrays.test_images.contiguous(), "test_labels": arrays.test_labels,
-                    "label_names": list(arrays.label_names)}, f)
+        torch.save(
+            {
+                "train_images": arrays.train_images.contiguous(),
+                "train_labels": arrays.train_labels,
+                "test_images": arrays.test_images.contiguous(),
+                "test_labels": arrays.test_labels,
+                "label_names": list(arrays.label_names),
+            },
+            f,
+        )
 
 
 def load_cache(path: Path) -> CifarArrays:
     try:
         d = torch.load(path, weights_only=True)
-        arrays = CifarArrays(d["train_images"], d["train_labels"], d["test_images"],
-                             d["test_labels"], list(d["label_names"]))
+        arrays = CifarArrays(
+            d["train_images"], d["train_labels"], d["test_images"], d["test_labels"], list(d["label_names"])
+        )
     except Exception as e:
-        raise ConfigError(f"CIFAR-10 cache unreadable: {path} ({type(e).__name__}); delete it "
-                          "and it is rebuilt from the batch files") from None
+        raise ConfigError(
+            f"CIFAR-10 cache unreadable: {path} ({type(e).__name__}); delete it and it is rebuilt from the batch files"
+        ) from None
     return check_arrays(arrays, path)

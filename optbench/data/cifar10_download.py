@@ -8,6 +8,7 @@ Every stage is resumable and leaves nothing half-written under its final name:
   3. write `cifar10_uint8.pt` (read_cifar10 prefers it) through a temporary file and a rename.
 Every failure is one ConfigError line: what is wrong, which file, what to do.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from optbench.data.cifar10 import (BATCH_DIR, CACHE_FILE, META_FILE, TEST_FILE, TRAIN_FILES,
-                                   read_batch_files, write_cache)
+from optbench.data.cifar10 import (
+    BATCH_DIR,
+    CACHE_FILE,
+    META_FILE,
+    TEST_FILE,
+    TRAIN_FILES,
+    read_batch_files,
+    write_cache,
+)
 from optbench.errors import ConfigError
 
 # the canonical python-format archive (https://www.cs.toronto.edu/~kriz/cifar.html) and the MD5
@@ -50,7 +58,7 @@ def open_url(url: str, offset: int = 0):
     file:// is served by seeking (so resume is testable without a network); http(s) asks for a
     Range and reports resumed=False when the server sends the whole file instead (status 200)."""
     if url.startswith("file://"):
-        path = Path(urllib.request.url2pathname(url[len("file://"):]))
+        path = Path(urllib.request.url2pathname(url[len("file://") :]))
         f = open(path, "rb")
         size = path.stat().st_size
         f.seek(min(offset, size))
@@ -73,15 +81,20 @@ def fetch(url: str, part: Path, progress: bool = True) -> None:
     except urllib.error.HTTPError as e:
         if e.code == 416 and offset:  # the range starts at the end: the part file is complete
             return
-        raise ConfigError(f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL or "
-                          f"your network and rerun {_rerun(part.parent)}") from None
+        raise ConfigError(
+            f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL or "
+            f"your network and rerun {_rerun(part.parent)}"
+        ) from None
     except (OSError, urllib.error.URLError) as e:
-        raise ConfigError(f"download of {url} failed: {getattr(e, 'reason', e)}; check your network "
-                          f"and rerun {_rerun(part.parent)} (it resumes)") from None
+        raise ConfigError(
+            f"download of {url} failed: {getattr(e, 'reason', e)}; check your network "
+            f"and rerun {_rerun(part.parent)} (it resumes)"
+        ) from None
     done = offset if resumed else 0
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, desc=ARCHIVE, file=sys.stderr)
     try:
         with stream, open(part, "ab" if resumed else "wb") as out:
@@ -91,14 +104,16 @@ def fetch(url: str, part: Path, progress: bool = True) -> None:
                 if bar is not None:
                     bar.update(len(block))
     except OSError as e:
-        raise ConfigError(f"download of {url} interrupted after {done} bytes ({e}); rerun "
-                          f"{_rerun(part.parent)} to resume from {part}") from None
+        raise ConfigError(
+            f"download of {url} interrupted after {done} bytes ({e}); rerun {_rerun(part.parent)} to resume from {part}"
+        ) from None
     finally:
         if bar is not None:
             bar.close()
     if total is not None and done < total:
-        raise ConfigError(f"download of {url} stopped at {done} of {total} bytes; rerun "
-                          f"{_rerun(part.parent)} to resume from {part}")
+        raise ConfigError(
+            f"download of {url} stopped at {done} of {total} bytes; rerun {_rerun(part.parent)} to resume from {part}"
+        )
 
 
 def ensure_archive(root: Path, url: str, md5: str, progress: bool = True) -> Path:
@@ -112,8 +127,10 @@ def ensure_archive(root: Path, url: str, md5: str, progress: bool = True) -> Pat
     digest = md5sum(part)
     if digest != md5:
         part.unlink()
-        raise ConfigError(f"checksum mismatch for {url}: MD5 {digest}, expected {md5} (corrupt or "
-                          f"truncated download); deleted {part}, rerun {_rerun(root)}")
+        raise ConfigError(
+            f"checksum mismatch for {url}: MD5 {digest}, expected {md5} (corrupt or "
+            f"truncated download); deleted {part}, rerun {_rerun(root)}"
+        )
     os.replace(part, archive)
     return archive
 
@@ -122,8 +139,10 @@ def _safe_members(tar: tarfile.TarFile, archive: Path):
     for m in tar.getmembers():
         parts = Path(m.name).parts
         if m.name.startswith(("/", "\\")) or ".." in parts or not (m.isfile() or m.isdir()):
-            raise ConfigError(f"{archive} holds an unsafe entry {m.name!r} (absolute path, '..' or a "
-                              f"link); delete it and rerun {_rerun(archive.parent)}")
+            raise ConfigError(
+                f"{archive} holds an unsafe entry {m.name!r} (absolute path, '..' or a "
+                f"link); delete it and rerun {_rerun(archive.parent)}"
+            )
         if parts and parts[0] == BATCH_DIR:
             yield m
 
@@ -139,13 +158,16 @@ def extract(archive: Path, root: Path) -> Path:
                 members = list(_safe_members(tar, archive))
                 tar.extractall(tmp, members=members, filter="data")
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise ConfigError(f"{archive} is not a readable tar.gz ({type(e).__name__}: {e}); delete it "
-                              f"and rerun {_rerun(root)}") from None
+            raise ConfigError(
+                f"{archive} is not a readable tar.gz ({type(e).__name__}: {e}); delete it and rerun {_rerun(root)}"
+            ) from None
         got = tmp / BATCH_DIR
         missing = [f for f in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (got / f).is_file()]
         if missing:
-            raise ConfigError(f"{archive} lacks {BATCH_DIR}/{', '.join(missing)}; it is not the CIFAR-10 "
-                              f"python archive: delete it and rerun {_rerun(root)}")
+            raise ConfigError(
+                f"{archive} lacks {BATCH_DIR}/{', '.join(missing)}; it is not the CIFAR-10 "
+                f"python archive: delete it and rerun {_rerun(root)}"
+            )
         read_batch_files(got)  # shapes, dtypes, labels of every file, before it goes live
         if final.exists():
             shutil.rmtree(final)
@@ -164,6 +186,7 @@ def download_cifar10(root, url: str | None = None, md5: str | None = None, progr
     cache = root / CACHE_FILE
     if cache.exists():
         from optbench.data.cifar10 import load_cache
+
         load_cache(cache)  # raises with a clear line if it is damaged
         print(f"CIFAR-10 is ready in {root} ({CACHE_FILE})", file=sys.stderr)
         return root
@@ -176,6 +199,9 @@ def download_cifar10(root, url: str | None = None, md5: str | None = None, progr
         archive = ensure_archive(root, url, md5, progress)
         arrays = read_batch_files(extract(archive, root))
     write_cache(arrays, cache)
-    print(f"CIFAR-10 is ready in {root}: {len(arrays.train_images)} train and {len(arrays.test_images)} "
-          f"test images; use data.root={root}", file=sys.stderr)
+    print(
+        f"CIFAR-10 is ready in {root}: {len(arrays.train_images)} train and {len(arrays.test_images)} "
+        f"test images; use data.root={root}",
+        file=sys.stderr,
+    )
     return root

@@ -11,6 +11,7 @@ optimizer, run outside the train clock. With task.select_tokens > 0 the next sel
 of the val shard (after those) are scored too, as select_loss: `tune` chooses on them, so the
 choice never sees the tokens the report scores.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,9 @@ def shard_names(shards: int, edu: bool = False) -> list[str]:
     """The val shard, then the first `shards` train shards."""
     spec = HUB_REPOS[edu]
     if not 1 <= shards <= spec["train_shards"]:
-        raise ConfigError(f"--shards={shards} is invalid: the {spec['repo']} repository has train shards "
-                          f"1..{spec['train_shards']}")
+        raise ConfigError(
+            f"--shards={shards} is invalid: the {spec['repo']} repository has train shards 1..{spec['train_shards']}"
+        )
     p = spec["prefix"]
     return [f"{p}_val_000000.bin"] + [f"{p}_train_{i:06d}.bin" for i in range(1, shards + 1)]
 
@@ -86,8 +88,10 @@ def download_fineweb(root, shards: int = 8, edu: bool = False) -> Path:
     try:
         info = hub_file_info(spec["repo"], names)
     except Exception as e:  # network, auth, missing repo: one line for the user
-        raise ConfigError(f"cannot read the file list of {spec['repo']} on the Hugging Face hub: "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ConfigError(
+            f"cannot read the file list of {spec['repo']} on the Hugging Face hub: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     missing = [n for n in names if n not in info]
     if missing:
         raise ConfigError(f"{spec['repo']} has no file {missing[0]}")
@@ -100,13 +104,17 @@ def download_fineweb(root, shards: int = 8, edu: bool = False) -> Path:
         try:
             path = hub_download(spec["repo"], name, root)
         except Exception as e:
-            raise ConfigError(f"downloading {name} from {spec['repo']} failed: "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise ConfigError(
+                f"downloading {name} from {spec['repo']} failed: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
         if not _complete(path, size, sha):
             got = path.stat().st_size if path.exists() else 0
             path.unlink(missing_ok=True)
-            raise ConfigError(f"{path} does not match the hub's size {size} / sha256 {sha} "
-                              f"(got {got} bytes); removed it, run the command again")
+            raise ConfigError(
+                f"{path} does not match the hub's size {size} / sha256 {sha} "
+                f"(got {got} bytes); removed it, run the command again"
+            )
         n_tokens = read_header(path)
         print(f"{path}: {n_tokens:,} tokens")
     return root
@@ -121,22 +129,29 @@ def _shard_sources(cfg: DictConfig):
 
         m = d.markov
         root, source = ensure_markov_shards(
-            d.root, vocab_size=m.vocab_size, successors=m.successors, seed=m.seed,
-            train_tokens=m.train_tokens, val_tokens=m.val_tokens, shard_tokens=m.shard_tokens)
+            d.root,
+            vocab_size=m.vocab_size,
+            successors=m.successors,
+            seed=m.seed,
+            train_tokens=m.train_tokens,
+            val_tokens=m.val_tokens,
+            shard_tokens=m.shard_tokens,
+        )
         return root, TRAIN_PATTERN, VAL_PATTERN, source
     return Path(d.root), d.train_pattern, d.val_pattern, None
 
 
 @torch.no_grad()
-def evaluate_language_model(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                            rank: int = 0, world_size: int = 1) -> float:
+def evaluate_language_model(
+    model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, rank: int = 0, world_size: int = 1
+) -> float:
     """Mean next-token cross-entropy (nats) over all sequences; ranks split them, sums all-reduced."""
     from optbench.tasks.base import _dist_sum
 
     total = torch.zeros(2, device=inputs.device, dtype=torch.float64)
     share = torch.arange(rank, len(inputs), world_size, device=inputs.device)
     for start in range(0, len(share), batch_size):
-        idx = share[start:start + batch_size]
+        idx = share[start : start + batch_size]
         logits = model(inputs[idx]).float()
         total[0] += F.cross_entropy(logits.flatten(0, 1), targets[idx].flatten(), reduction="sum")
         total[1] += targets[idx].numel()
@@ -154,8 +169,16 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
     root, train_pattern, val_pattern, source = _shard_sources(cfg)
     train_shards = find_shards(root, train_pattern)
     val_shard = find_shards(root, val_pattern)[0]
-    loader = TokenLoader(train_shards, t.batch_size, seq_len, t.grad_accum, rank, world_size, device,
-                         order=cfg.data.get("order", "interleaved"))
+    loader = TokenLoader(
+        train_shards,
+        t.batch_size,
+        seq_len,
+        t.grad_accum,
+        rank,
+        world_size,
+        device,
+        order=cfg.data.get("order", "interleaved"),
+    )
 
     val = validation_tokens(val_shard, val_tokens, seq_len)
     val_t = torch.from_numpy(val).to(device)
@@ -171,6 +194,7 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
     eval_batch = int(task.get("eval_batch_size", 32))
 
     from optbench.tasks.base import loss_reduction
+
     reduction = loss_reduction(cfg)  # sum: the modded-nanogpt benchmark's loss, summed over tokens
 
     def loss(model, batch) -> torch.Tensor:
@@ -185,30 +209,48 @@ def build_language_model_task(cfg: DictConfig, device: torch.device, rank: int, 
         if floor is not None:
             out["excess_loss"] = value - floor
         if select_n:  # the held-out slice `tune` chooses on; val_loss stays the reported metric
-            out["select_loss"] = evaluate_language_model(model, sel_inputs, sel_targets, eval_batch, rank,
-                                                         world_size)
+            out["select_loss"] = evaluate_language_model(model, sel_inputs, sel_targets, eval_batch, rank, world_size)
         return out
 
-    extra = {"seq_len": seq_len, "val_tokens": val_tokens, "val_shard": val_shard.name,
-             "train_shards": len(train_shards), "train_tokens_available": int(sum(loader.lengths)),
-             "tokens_per_step": t.batch_size * seq_len}
+    extra = {
+        "seq_len": seq_len,
+        "val_tokens": val_tokens,
+        "val_shard": val_shard.name,
+        "train_shards": len(train_shards),
+        "train_tokens_available": int(sum(loader.lengths)),
+        "tokens_per_step": t.batch_size * seq_len,
+    }
     if select_n:  # [start, stop) token offsets in the val shard, beside the val set's [0, val_tokens + 1)
         extra["select_tokens"] = select_n
         extra["select_slice"] = [val_tokens + 1, val_tokens + 2 + select_n]
     if source is not None:
-        extra.update({"entropy_floor": floor,
-                      # the true model's loss on these very tokens: the floor up to sampling noise
-                      "val_floor_empirical": source.nll(val),
-                      "markov": OmegaConf.to_container(cfg.data.markov, resolve=True)})
+        extra.update(
+            {
+                "entropy_floor": floor,
+                # the true model's loss on these very tokens: the floor up to sampling noise
+                "val_floor_empirical": source.nll(val),
+                "markov": OmegaConf.to_container(cfg.data.markov, resolve=True),
+            }
+        )
     flops = model.flops_per_token(seq_len) if hasattr(model, "flops_per_token") else None
     if flops:
         extra["flops_per_token"] = flops
     return Task(
-        name=task.name, model=model, train_batches=loader, loss=loss, evaluate=evaluate,
-        metric=task.metric, mode=task.mode, target=task.target,
-        samples_per_step=t.batch_size, tokens_per_step=t.batch_size * seq_len,
-        state_dict=loader.state_dict, load_state_dict=loader.load_state_dict,
-        summary_extra=extra, flops_per_token=flops, loss_reduction=reduction,
+        name=task.name,
+        model=model,
+        train_batches=loader,
+        loss=loss,
+        evaluate=evaluate,
+        metric=task.metric,
+        mode=task.mode,
+        target=task.target,
+        samples_per_step=t.batch_size,
+        tokens_per_step=t.batch_size * seq_len,
+        state_dict=loader.state_dict,
+        load_state_dict=loader.load_state_dict,
+        summary_extra=extra,
+        flops_per_token=flops,
+        loss_reduction=reduction,
     )
 
 
@@ -228,14 +270,21 @@ def _target_above_floor(cfg: DictConfig, vocab: int, successors: int) -> None:
     """A loss target below the Markov source's entropy rate can never be reached: no model's expected
     loss is below it (only sampling noise on a finite val set could dip under it)."""
     target, metric = cfg.task.get("target"), str(cfg.task.get("metric") or "")
-    if target is None or not metric.endswith("loss") or cfg.task.get("mode") != "min" or vocab > MAX_VOCAB_FLOOR_CHECKED:
+    if (
+        target is None
+        or not metric.endswith("loss")
+        or cfg.task.get("mode") != "min"
+        or vocab > MAX_VOCAB_FLOOR_CHECKED
+    ):
         return
     from optbench.data.markov import MarkovSource
 
     floor = MarkovSource.random(vocab, successors, int(cfg.data.markov.seed)).entropy_rate()
     if target < floor:
-        raise ConfigError(f"task.target={target} is invalid: below the synthetic source's entropy floor "
-                          f"{floor:.4f} nats ({metric} cannot go under it); choose a target >= {floor:.4f}")
+        raise ConfigError(
+            f"task.target={target} is invalid: below the synthetic source's entropy floor "
+            f"{floor:.4f} nats ({metric} cannot go under it); choose a target >= {floor:.4f}"
+        )
 
 
 def validate_language_model_config(cfg: DictConfig) -> None:
@@ -245,14 +294,19 @@ def validate_language_model_config(cfg: DictConfig) -> None:
     seq_len = _whole(cfg, "task.seq_len")
     val_tokens = _whole(cfg, "task.val_tokens")
     if val_tokens % seq_len:
-        raise ConfigError(f"task.val_tokens={val_tokens} is invalid: must be a multiple of "
-                          f"task.seq_len={seq_len} (e.g. {max(1, val_tokens // seq_len) * seq_len})")
+        raise ConfigError(
+            f"task.val_tokens={val_tokens} is invalid: must be a multiple of "
+            f"task.seq_len={seq_len} (e.g. {max(1, val_tokens // seq_len) * seq_len})"
+        )
     _whole(cfg, "task.eval_batch_size")
     select_tokens = _whole(cfg, "task.select_tokens", 0) if cfg.task.get("select_tokens") is not None else 0
     if select_tokens % seq_len:
-        raise ConfigError(f"task.select_tokens={select_tokens} is invalid: must be a multiple of "
-                          f"task.seq_len={seq_len} (e.g. {max(1, select_tokens // seq_len) * seq_len})")
+        raise ConfigError(
+            f"task.select_tokens={select_tokens} is invalid: must be a multiple of "
+            f"task.seq_len={seq_len} (e.g. {max(1, select_tokens // seq_len) * seq_len})"
+        )
     from optbench.data.token_loader import ORDERS
+
     if d.get("order", "interleaved") not in ORDERS:
         raise ConfigError(f"data.order={d.get('order')!r} is invalid; valid choices: {', '.join(ORDERS)}")
     if m.get("name") == "gpt":
@@ -271,17 +325,23 @@ def validate_language_model_config(cfg: DictConfig) -> None:
         for key in ("train_tokens", "val_tokens", "shard_tokens"):
             _whole(cfg, f"data.markov.{key}")
         if select_tokens and d.markov.val_tokens >= val_tokens + 1 > d.markov.val_tokens - select_tokens - 1:
-            raise ConfigError(f"task.select_tokens={select_tokens} is more than the synthetic val shard holds "
-                              f"after task.val_tokens={val_tokens} (data.markov.val_tokens={d.markov.val_tokens}; "
-                              f"need val_tokens + select_tokens + 2)")
+            raise ConfigError(
+                f"task.select_tokens={select_tokens} is more than the synthetic val shard holds "
+                f"after task.val_tokens={val_tokens} (data.markov.val_tokens={d.markov.val_tokens}; "
+                f"need val_tokens + select_tokens + 2)"
+            )
         if d.markov.val_tokens < val_tokens + 1:
-            raise ConfigError(f"task.val_tokens={val_tokens} is more than the synthetic val shard holds "
-                              f"(data.markov.val_tokens={d.markov.val_tokens}; need val_tokens + 1)")
+            raise ConfigError(
+                f"task.val_tokens={val_tokens} is more than the synthetic val shard holds "
+                f"(data.markov.val_tokens={d.markov.val_tokens}; need val_tokens + 1)"
+            )
         _target_above_floor(cfg, vocab, succ)
     else:
         vocab = _whole(cfg, "data.vocab_size", 2)
         if not Path(d.root).exists():
-            raise ConfigError(f"data.root={d.root!r} does not exist; run `optbench data fineweb10B --root "
-                              f"{d.root}` first (or pass data.root=DIR where the token shards are)")
+            raise ConfigError(
+                f"data.root={d.root!r} does not exist; run `optbench data fineweb10B --root "
+                f"{d.root}` first (or pass data.root=DIR where the token shards are)"
+            )
     if m.get("vocab_size") is not None and m.vocab_size < vocab:
         raise ConfigError(f"model.vocab_size={m.vocab_size} is smaller than the data's vocabulary ({vocab})")

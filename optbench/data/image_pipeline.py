@@ -19,6 +19,7 @@ Either way each (rank, micro-step) takes its own disjoint slice of the global ba
 or accumulated run sees exactly the samples, augmented identically, of the single large batch,
 and the stream is a function of (seed, epoch, position), so a resumed loader is bit-exact.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -122,30 +123,49 @@ def cutout(x: torch.Tensor, size: int, cy: torch.Tensor, cx: torch.Tensor) -> to
 @dataclass
 class AugmentParams:
     """Per-sample random choices of one global batch; sliced along with the indices."""
-    flip: torch.Tensor | None = None    # bool
-    dy: torch.Tensor | None = None      # shifts in [-pad, pad]
+
+    flip: torch.Tensor | None = None  # bool
+    dy: torch.Tensor | None = None  # shifts in [-pad, pad]
     dx: torch.Tensor | None = None
-    cy: torch.Tensor | None = None      # cutout centres in [0, H)
+    cy: torch.Tensor | None = None  # cutout centres in [0, H)
     cx: torch.Tensor | None = None
 
-    def slice(self, start: int, stop: int) -> "AugmentParams":
-        return AugmentParams(*(None if t is None else t[start:stop] for t in
-                               (self.flip, self.dy, self.dx, self.cy, self.cx)))
+    def slice(self, start: int, stop: int) -> AugmentParams:
+        return AugmentParams(
+            *(None if t is None else t[start:stop] for t in (self.flip, self.dy, self.dx, self.cy, self.cx))
+        )
 
 
 class DeviceImageLoader:
     """Endless micro-batches (images, labels) of a uint8 dataset resident on `device`, yielded
     in `dtype` (the model's compute dtype: bf16/fp16 under AMP or for an fp16 model)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, global_batch: int, micro_batch: int,
-                 mean, std, *, flip: bool = True, alternating_flip: bool = False, translate: int = 0,
-                 cutout: int = 0, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 channels_last: bool = False, dtype: torch.dtype = torch.float32, scheme: str = "optbench"):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        global_batch: int,
+        micro_batch: int,
+        mean,
+        std,
+        *,
+        flip: bool = True,
+        alternating_flip: bool = False,
+        translate: int = 0,
+        cutout: int = 0,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        scheme: str = "optbench",
+    ):
         if global_batch > len(images):
             raise ValueError(f"batch size {global_batch} exceeds the {len(images)} training images")
         if global_batch % (micro_batch * world_size):
-            raise ValueError(f"batch size {global_batch} is not a multiple of micro batch {micro_batch} "
-                             f"x world size {world_size}")
+            raise ValueError(
+                f"batch size {global_batch} is not a multiple of micro batch {micro_batch} x world size {world_size}"
+            )
         if scheme not in LOADER_SCHEMES:
             raise ValueError(f"loader scheme {scheme!r} is invalid; valid choices: {', '.join(LOADER_SCHEMES)}")
         if scheme == "airbench" and cutout:
@@ -155,25 +175,28 @@ class DeviceImageLoader:
         self.dtype, self.scheme = dtype, scheme
         self.normaliser = Normaliser(mean, std, images.device, dtype, style=scheme)
         self.mean, self.std = self.normaliser.mean, self.normaliser.std
-        if scheme == "airbench":   # airbench's only flip is the alternating one
+        if scheme == "airbench":  # airbench's only flip is the alternating one
             flip = alternating_flip = flip or alternating_flip
         self.flip, self.alternating_flip = flip, alternating_flip
         self.pad, self.cutout_size = translate, cutout
         self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
         self.seed = seed
-        self.epoch, self.position = 0, 0   # position: global batches done in this epoch
+        self.epoch, self.position = 0, 0  # position: global batches done in this epoch
         self.steps_per_epoch = len(images) // global_batch  # the remainder is dropped, reshuffled
         self.accum = global_batch // (micro_batch * world_size)
         self._perm = None
         dev = images.device
         self._aug = torch.Generator(device=dev)
-        self._gen = torch.Generator(device=dev)   # permutations (and airbench's whole stream)
-        self._stream_epoch = None                  # airbench: the last epoch drawn from _gen
+        self._gen = torch.Generator(device=dev)  # permutations (and airbench's whole stream)
+        self._stream_epoch = None  # airbench: the last epoch drawn from _gen
         self._preflip = self._shifts = None
         # optbench's alternating flip: a fixed random half is flipped on even epochs, the rest on odd
-        self._flip_half = (torch.rand(len(images), generator=torch.Generator().manual_seed(seed + 7)) < 0.5
-                           ).to(dev) if alternating_flip and scheme == "optbench" else None
+        self._flip_half = (
+            (torch.rand(len(images), generator=torch.Generator().manual_seed(seed + 7)) < 0.5).to(dev)
+            if alternating_flip and scheme == "optbench"
+            else None
+        )
         self._views = self._prepare(images)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -185,12 +208,12 @@ class DeviceImageLoader:
         n, ch, h, w = images.shape
         p, copies = self.pad, 2 if self.flip else 1
         hp, wp = h + 2 * p, w + 2 * p
-        if self.channels_last:   # (copies, N, H, W, C) in memory: each gathered crop is channels-last
+        if self.channels_last:  # (copies, N, H, W, C) in memory: each gathered crop is channels-last
             store = torch.empty((copies, n, hp, wp, ch), dtype=self.dtype, device=images.device).permute(0, 1, 4, 2, 3)
         else:
             store = torch.empty((copies, n, ch, hp, wp), dtype=self.dtype, device=images.device)
-        for start in range(0, n, 10_000):   # in chunks: no full-size fp32 temporary
-            store[0, start:start + 10_000] = reflect_pad(self.normaliser(images[start:start + 10_000]), p)
+        for start in range(0, n, 10_000):  # in chunks: no full-size fp32 temporary
+            store[0, start : start + 10_000] = reflect_pad(self.normaliser(images[start : start + 10_000]), p)
         if copies == 2:
             store[1] = store[0].flip(-1)
         s_copy, s_n, s_c, s_h, s_w = store.stride()
@@ -201,7 +224,7 @@ class DeviceImageLoader:
         rows = idx if mirrored is None else mirrored.long() * len(self.images) + idx
         x = self._views[rows, top, left]
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return x.contiguous(memory_format=fmt)   # a no-op: the gather already lays it out so
+        return x.contiguous(memory_format=fmt)  # a no-op: the gather already lays it out so
 
     # the permutation and augmentation randomness are functions of (seed, epoch, position), so
     # a resumed loader reproduces the exact batches of an uninterrupted run
@@ -242,7 +265,7 @@ class DeviceImageLoader:
             self._perm = self._permutation()
         start = self.position * self.global_batch
         self.position += 1
-        return self._perm[start:start + self.global_batch]
+        return self._perm[start : start + self.global_batch]
 
     def draw_params(self, idx: torch.Tensor) -> AugmentParams:
         """optbench scheme: the random choices for one global batch (every rank draws the same)."""

@@ -9,6 +9,7 @@ this stream, so a run's validation loss minus H is its excess loss.
 The token stream is written as train/val shards in the real FineWeb format and read by the same
 reader and loader as FineWeb. The data seed is fixed, independent of the run seed.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -31,7 +32,7 @@ class MarkovSource:
     transition: np.ndarray  # (V, V) row-stochastic, sparse rows
 
     @classmethod
-    def random(cls, vocab_size: int, successors: int, seed: int) -> "MarkovSource":
+    def random(cls, vocab_size: int, successors: int, seed: int) -> MarkovSource:
         if not 2 <= successors <= vocab_size:
             raise ValueError(f"successors={successors} must be in [2, vocab_size={vocab_size}]")
         rng = np.random.default_rng(seed)
@@ -39,7 +40,7 @@ class MarkovSource:
         for s in range(vocab_size):
             forced = [(s + 1) % vocab_size] + ([0] if s == 0 else [])
             others = rng.permutation([t for t in range(vocab_size) if t not in forced])
-            succ = forced + list(others[:successors - len(forced)])
+            succ = forced + list(others[: successors - len(forced)])
             P[s, succ] = rng.dirichlet(np.ones(successors))
         return cls(P)
 
@@ -80,14 +81,26 @@ class MarkovSource:
         return out
 
 
-def ensure_markov_shards(root, vocab_size: int = 64, successors: int = 4, seed: int = 1234,
-                         train_tokens: int = 2_000_000, val_tokens: int = 131_072,
-                         shard_tokens: int = 1_000_000) -> tuple[Path, MarkovSource]:
+def ensure_markov_shards(
+    root,
+    vocab_size: int = 64,
+    successors: int = 4,
+    seed: int = 1234,
+    train_tokens: int = 2_000_000,
+    val_tokens: int = 131_072,
+    shard_tokens: int = 1_000_000,
+) -> tuple[Path, MarkovSource]:
     """Generate the shards once into a directory keyed by the parameters; return (dir, source).
     A stamp file written last marks a complete set, so an interrupted generation is redone."""
-    params = {"vocab_size": vocab_size, "successors": successors, "seed": seed,
-              "train_tokens": train_tokens, "val_tokens": val_tokens, "shard_tokens": shard_tokens,
-              "version": FORMAT_VERSION}
+    params = {
+        "vocab_size": vocab_size,
+        "successors": successors,
+        "seed": seed,
+        "train_tokens": train_tokens,
+        "val_tokens": val_tokens,
+        "shard_tokens": shard_tokens,
+        "version": FORMAT_VERSION,
+    }
     key = "-".join(f"{k}{v}" for k, v in params.items())
     out = Path(root) / key
     source = MarkovSource.random(vocab_size, successors, seed)
@@ -104,6 +117,6 @@ def ensure_markov_shards(root, vocab_size: int = 64, successors: int = 4, seed: 
     write_shard(out / "markov_val_000000.bin", stream[:val_tokens])
     train = stream[val_tokens:]
     for i, start in enumerate(range(0, len(train), shard_tokens)):
-        write_shard(out / f"markov_train_{i + 1:06d}.bin", train[start:start + shard_tokens])
+        write_shard(out / f"markov_train_{i + 1:06d}.bin", train[start : start + shard_tokens])
     atomic_write_text(stamp, json.dumps({"params": params, "entropy_rate": source.entropy_rate()}))
     return out, source

@@ -5,6 +5,7 @@ and scaled in contrast, plus pixel noise. A small CNN separates the classes well
 within tens of steps, yet not trivially (noise and shifts), so optimizers differ.
 The data seed is fixed and independent of the run's seed: every run sees the same dataset.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ def _stamp(path: Path):
         return None
 
 
-def ensure_synthetic_cifar10(root, n_train: int = 10000, n_test: int = 2000, noise: float = 2.0,
-                             force: bool = False) -> Path:
+def ensure_synthetic_cifar10(
+    root, n_train: int = 10000, n_test: int = 2000, noise: float = 2.0, force: bool = False
+) -> Path:
     """Generate the files once (atomically per file); later calls find them and return."""
     root = Path(root)
     params = {"n_train": n_train, "n_test": n_test, "noise": noise, "seed": DATA_SEED, "version": 1}
@@ -78,7 +80,10 @@ def read_synthetic_cifar10(root, n_train: int = 10000, n_test: int = 2000, noise
     except ConfigError as e:
         import sys
 
-        print(f"optbench: warning: {str(e).split(';')[0]}; regenerating the synthetic dataset in {root}",
-              file=sys.stderr, flush=True)
+        print(
+            f"optbench: warning: {str(e).split(';')[0]}; regenerating the synthetic dataset in {root}",
+            file=sys.stderr,
+            flush=True,
+        )
         ensure_synthetic_cifar10(root, n_train=n_train, n_test=n_test, noise=noise, force=True)
         return read_cifar10(root)

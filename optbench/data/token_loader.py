@@ -17,6 +17,7 @@ The position (epoch, shard, offset) is the whole state, so a resumed run sees th
   interleaved's rule). With the benchmark's 512 x 1024-token steps and 64-row micro-batches, this
   is its batches token for token at any world size (1: 8 micro-steps; 8: one each).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,14 +39,24 @@ def _to_device(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 class TokenLoader:
-    def __init__(self, shards: list[Path], batch_size: int, seq_len: int, grad_accum: int,
-                 rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                 order: str = "interleaved"):
+    def __init__(
+        self,
+        shards: list[Path],
+        batch_size: int,
+        seq_len: int,
+        grad_accum: int,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str = "cpu",
+        order: str = "interleaved",
+    ):
         if order not in ORDERS:
             raise ConfigError(f"data.order={order!r} is invalid; valid choices: {', '.join(ORDERS)}")
         if batch_size % (grad_accum * world_size):
-            raise ConfigError(f"trainer.batch_size={batch_size} is not divisible by grad_accum x world "
-                              f"size = {grad_accum} x {world_size}")
+            raise ConfigError(
+                f"trainer.batch_size={batch_size} is not divisible by grad_accum x world "
+                f"size = {grad_accum} x {world_size}"
+            )
         self.shards = [Path(p) for p in shards]
         self.batch_size, self.seq_len = batch_size, seq_len
         self.grad_accum, self.rank, self.world_size = grad_accum, rank, world_size
@@ -57,9 +68,11 @@ class TokenLoader:
         self.window = batch_size * seq_len  # tokens per optimizer step (inputs; targets add one)
         self.lengths = [read_header(p) for p in self.shards]  # validates every header up front
         if max(self.lengths) < self.window + 1 + self._slack:
-            raise ConfigError(f"no train shard holds one batch of {self.window + 1 + self._slack} tokens (batch_size "
-                              f"{batch_size} x seq_len {seq_len} + {1 + self._slack}); largest shard: {max(self.lengths)} "
-                              f"tokens in {self.shards[self.lengths.index(max(self.lengths))]}")
+            raise ConfigError(
+                f"no train shard holds one batch of {self.window + 1 + self._slack} tokens (batch_size "
+                f"{batch_size} x seq_len {seq_len} + {1 + self._slack}); largest shard: {max(self.lengths)} "
+                f"tokens in {self.shards[self.lengths.index(max(self.lengths))]}"
+            )
         self.epoch, self.shard, self.offset = 0, 0, 0
         self._tokens: np.ndarray | None = None
         self._tokens_shard = -1
@@ -87,7 +100,7 @@ class TokenLoader:
         """(shard, offset, tokens) of the next step's window of window + 1 tokens; advances."""
         self._advance_to_fitting_shard()
         start = self.offset
-        tokens = self._shard_tokens()[start:start + self.window + 1]
+        tokens = self._shard_tokens()[start : start + self.window + 1]
         self.offset += self.window
         return self.shard, start, tokens
 
@@ -97,8 +110,10 @@ class TokenLoader:
         if self.order == "modded_nanogpt":
             first = self.rank * self.grad_accum * per  # this rank's contiguous share of the window
             return [(first + j * per, first + (j + 1) * per) for j in range(self.grad_accum)]
-        return [((j * self.world_size + self.rank) * per, (j * self.world_size + self.rank + 1) * per)
-                for j in range(self.grad_accum)]
+        return [
+            ((j * self.world_size + self.rank) * per, (j * self.world_size + self.rank + 1) * per)
+            for j in range(self.grad_accum)
+        ]
 
     def __iter__(self):
         return self
@@ -108,9 +123,10 @@ class TokenLoader:
         _, _, tokens = self.next_window()
         micro = []
         for start, stop in self.rank_slices():
-            chunk = _to_device(np.asarray(tokens[start:stop + 1]), self.device)
-            micro.append((chunk[:-1].view(self.micro_batch, self.seq_len),
-                          chunk[1:].view(self.micro_batch, self.seq_len)))
+            chunk = _to_device(np.asarray(tokens[start : stop + 1]), self.device)
+            micro.append(
+                (chunk[:-1].view(self.micro_batch, self.seq_len), chunk[1:].view(self.micro_batch, self.seq_len))
+            )
         return micro
 
 
@@ -118,13 +134,16 @@ def validation_tokens(path: Path, val_tokens: int, seq_len: int) -> np.ndarray:
     """The fixed evaluation set: the first val_tokens + 1 tokens of the val shard (inputs and the
     shifted targets), the same for every run and optimizer."""
     if val_tokens <= 0 or val_tokens % seq_len:
-        raise ConfigError(f"task.val_tokens={val_tokens} is invalid: must be a positive multiple of "
-                          f"task.seq_len={seq_len}")
+        raise ConfigError(
+            f"task.val_tokens={val_tokens} is invalid: must be a positive multiple of task.seq_len={seq_len}"
+        )
     tokens = read_shard(path)
     if len(tokens) < val_tokens + 1:
-        raise ConfigError(f"task.val_tokens={val_tokens} is more than the val shard {path} holds "
-                          f"({len(tokens)} tokens; at most {(len(tokens) - 1) // seq_len * seq_len})")
-    return np.array(tokens[:val_tokens + 1], dtype=np.int64)
+        raise ConfigError(
+            f"task.val_tokens={val_tokens} is more than the val shard {path} holds "
+            f"({len(tokens)} tokens; at most {(len(tokens) - 1) // seq_len * seq_len})"
+        )
+    return np.array(tokens[: val_tokens + 1], dtype=np.int64)
 
 
 def selection_tokens(path: Path, val_tokens: int, select_tokens: int, seq_len: int) -> np.ndarray:
@@ -132,12 +151,15 @@ def selection_tokens(path: Path, val_tokens: int, select_tokens: int, seq_len: i
     the reported evaluation set's val_tokens + 1, so no token scored for the choice is scored in
     the report (what `tune` selects on; the CIFAR tasks' val split plays this part)."""
     if select_tokens <= 0 or select_tokens % seq_len:
-        raise ConfigError(f"task.select_tokens={select_tokens} is invalid: must be a positive multiple of "
-                          f"task.seq_len={seq_len}")
+        raise ConfigError(
+            f"task.select_tokens={select_tokens} is invalid: must be a positive multiple of task.seq_len={seq_len}"
+        )
     tokens = read_shard(path)
     start = val_tokens + 1
     if len(tokens) < start + select_tokens + 1:
         room = max(0, (len(tokens) - start - 1) // seq_len * seq_len)
-        raise ConfigError(f"task.select_tokens={select_tokens} is more than the val shard {path} holds after "
-                          f"task.val_tokens={val_tokens} ({len(tokens)} tokens; at most {room})")
-    return np.array(tokens[start:start + select_tokens + 1], dtype=np.int64)
+        raise ConfigError(
+            f"task.select_tokens={select_tokens} is more than the val shard {path} holds after "
+            f"task.val_tokens={val_tokens} ({len(tokens)} tokens; at most {room})"
+        )
+    return np.array(tokens[start : start + select_tokens + 1], dtype=np.int64)

@@ -5,6 +5,7 @@ count, the rest zero — followed by that many uint16 tokens. Shards are read me
 (a 100M-token shard is never loaded whole) after checking the header against the file size,
 and written atomically, so a reader never sees half a file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,7 @@ VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 TOKEN_DTYPE = np.dtype("<u2")
-MAX_VOCAB = 2 ** 16  # uint16 tokens
+MAX_VOCAB = 2**16  # uint16 tokens
 
 
 def read_header(path: Path) -> int:
@@ -27,19 +28,21 @@ def read_header(path: Path) -> int:
     path = Path(path)
     size = path.stat().st_size
     if size < HEADER_BYTES:
-        raise ConfigError(f"token shard {path} is truncated: {size} bytes, shorter than the "
-                          f"{HEADER_BYTES}-byte header")
+        raise ConfigError(f"token shard {path} is truncated: {size} bytes, shorter than the {HEADER_BYTES}-byte header")
     header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
     if header[0] != MAGIC:
-        raise ConfigError(f"token shard {path} has magic number {int(header[0])}, expected {MAGIC}: "
-                          "not a GPT-2 token shard")
+        raise ConfigError(
+            f"token shard {path} has magic number {int(header[0])}, expected {MAGIC}: not a GPT-2 token shard"
+        )
     if header[1] != VERSION:
         raise ConfigError(f"token shard {path} has unknown version {int(header[1])}; valid choices: {VERSION}")
     n_tokens = int(header[2])
     expected = HEADER_BYTES + n_tokens * TOKEN_DTYPE.itemsize
     if n_tokens < 0 or size != expected:
-        raise ConfigError(f"token shard {path} is truncated or corrupt: the header says {n_tokens} tokens "
-                          f"({expected} bytes) but the file has {size} bytes")
+        raise ConfigError(
+            f"token shard {path} is truncated or corrupt: the header says {n_tokens} tokens "
+            f"({expected} bytes) but the file has {size} bytes"
+        )
     return n_tokens
 
 
@@ -56,8 +59,7 @@ def write_shard(path: Path, tokens) -> Path:
     path = Path(path)
     tokens = np.asarray(tokens)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= MAX_VOCAB):
-        raise ValueError(f"tokens must lie in [0, {MAX_VOCAB - 1}] to fit uint16; got "
-                         f"[{tokens.min()}, {tokens.max()}]")
+        raise ValueError(f"tokens must lie in [0, {MAX_VOCAB - 1}] to fit uint16; got [{tokens.min()}, {tokens.max()}]")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (MAGIC, VERSION, tokens.size)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +74,8 @@ def find_shards(root: Path, pattern: str) -> list[Path]:
     root = Path(root)
     shards = sorted(p for p in root.glob(pattern) if p.is_file())
     if not shards:
-        raise ConfigError(f"no token shards matching '{pattern}' in {root}; download them with "
-                          f"`optbench data fineweb10B --root {root}` or point data.root at them")
+        raise ConfigError(
+            f"no token shards matching '{pattern}' in {root}; download them with "
+            f"`optbench data fineweb10B --root {root}` or point data.root at them"
+        )
     return shards

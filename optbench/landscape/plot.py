@@ -1,5 +1,6 @@
 """The landscape's pictures: a contour map of the test function with every trajectory and the
 known minima beside loss-vs-step curves (PNG), or the same drawn step by step (animated GIF)."""
+
 from __future__ import annotations
 
 import textwrap
@@ -32,14 +33,23 @@ def _setup_axes(fn: TestFunction, title: str, start):
         gap = Z - fn.min_value
         levels = np.geomspace(max(gap.min(), 1e-3), gap.max(), 30)
         ax.contourf(X, Y, gap, levels=levels, norm=matplotlib.colors.LogNorm(), cmap="viridis", alpha=0.35)
-        ax.contour(X, Y, gap, levels=levels, norm=matplotlib.colors.LogNorm(), cmap="viridis",
-                   linewidths=0.5, alpha=0.8)
+        ax.contour(
+            X, Y, gap, levels=levels, norm=matplotlib.colors.LogNorm(), cmap="viridis", linewidths=0.5, alpha=0.8
+        )
     else:
         ax.contourf(X, Y, Z, levels=30, cmap="viridis", alpha=0.35)
         ax.contour(X, Y, Z, levels=30, cmap="viridis", linewidths=0.5, alpha=0.8)
     for i, (mx, my) in enumerate(fn.minima):
-        ax.plot(mx, my, marker="*", color="gold", markeredgecolor="k", markersize=18, zorder=5,
-                label="global minimum" if i == 0 else None)
+        ax.plot(
+            mx,
+            my,
+            marker="*",
+            color="gold",
+            markeredgecolor="k",
+            markersize=18,
+            zorder=5,
+            label="global minimum" if i == 0 else None,
+        )
     for px, py in fn.critical_points:
         ax.plot(px, py, marker="X", color="w", markeredgecolor="k", markersize=12, zorder=5, label="saddle point")
     ax.plot(*start, marker="o", color="k", markersize=7, zorder=6, label="start")
@@ -86,8 +96,15 @@ def plot(fn: TestFunction, trajectories: list[Trajectory], out: Path, title: str
     return save_figure(fig, out, dpi=110)
 
 
-def animate(fn: TestFunction, trajectories: list[Trajectory], out: Path, title: str, frames: int = 60,
-            fps: int = 12, dpi: int = 60) -> Path:
+def animate(
+    fn: TestFunction,
+    trajectories: list[Trajectory],
+    out: Path,
+    title: str,
+    frames: int = 60,
+    fps: int = 12,
+    dpi: int = 60,
+) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -97,10 +114,12 @@ def animate(fn: TestFunction, trajectories: list[Trajectory], out: Path, title: 
     lx.set_xlim(0, longest)
     curves = [_loss_curve(fn, t) for t in shown]
     finite = np.concatenate([c[np.isfinite(c)] for c in curves]) if curves else np.array([1.0])
-    lx.set_ylim(finite.min() * (0.5 if fn.min_value is not None else 1) - (0 if fn.min_value is not None else 1),
-                finite.max() * 2 if fn.min_value is not None else finite.max() + 1)
+    lx.set_ylim(
+        finite.min() * (0.5 if fn.min_value is not None else 1) - (0 if fn.min_value is not None else 1),
+        finite.max() * 2 if fn.min_value is not None else finite.max() + 1,
+    )
     lines, heads, loss_lines = [], [], []
-    for i, t in enumerate(shown):
+    for t in shown:
         colour = f"C{trajectories.index(t) % 10}"
         lines.append(ax.plot([], [], "-", color=colour, lw=1.6)[0])
         heads.append(ax.plot([], [], "o", color=colour, markeredgecolor="k", markersize=6, zorder=6)[0])

@@ -7,6 +7,7 @@ own update to it rather than handing it to their fallback, and matrix methods (S
 precondition it. Weight decay is set to 0 for every optimizer so all of them chase the
 function's own minimum. An optimizer that cannot step a 1x2 point is skipped with a note.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,8 @@ import torch
 from optbench.errors import ConfigError
 from optbench.landscape.functions import TestFunction
 
-LR_GRID = tuple(float(10 ** e) for e in np.arange(-4.0, 0.01, 0.5))
-ESCAPE_FACTOR = 10.0   # a trajectory this many plot-widths away has left the picture for good
+LR_GRID = tuple(float(10**e) for e in np.arange(-4.0, 0.01, 0.5))
+ESCAPE_FACTOR = 10.0  # a trajectory this many plot-widths away has left the picture for good
 
 
 class PointModel(torch.nn.Module):
@@ -42,7 +43,7 @@ class Trajectory:
     lr: float
     path: list[tuple[float, float]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
-    status: str = "ok"          # ok | diverged | escaped | failed | skipped
+    status: str = "ok"  # ok | diverged | escaped | failed | skipped
     note: str = ""
 
     @property
@@ -59,8 +60,9 @@ def build_point_optimizer(name: str, model: PointModel, lr: float) -> torch.opti
     return build_optimizer(name, model, **overrides)
 
 
-def run_trajectory(fn: TestFunction, name: str, lr: float, steps: int, start=None, noise: float = 0.0,
-                   seed: int = 0) -> Trajectory:
+def run_trajectory(
+    fn: TestFunction, name: str, lr: float, steps: int, start=None, noise: float = 0.0, seed: int = 0
+) -> Trajectory:
     """Step `name` from the start for `steps` steps; stop early on NaN or once far off the picture."""
     from optbench.train.loop import set_optimizer_mode
 
@@ -119,11 +121,13 @@ def run_trajectory(fn: TestFunction, name: str, lr: float, steps: int, start=Non
 
 def tuned_lr(fn: TestFunction, name: str, steps: int, start=None, noise: float = 0.0, seed: int = 0) -> float:
     """The grid lr with the lowest final loss (diverged runs rank last)."""
+
     def score(lr):
         t = run_trajectory(fn, name, lr, steps, start, noise, seed)
         if t.status in ("skipped", "failed", "diverged") or not math.isfinite(t.losses[-1]):
             return math.inf
         return t.losses[-1]
+
     scores = [score(lr) for lr in LR_GRID]
     return LR_GRID[int(np.argmin(scores))]
 
@@ -133,7 +137,6 @@ def steps_to_tolerance(fn: TestFunction, traj: Trajectory, tol: float) -> int | 
         if fn.nearest_minimum(point)[1] <= tol:
             return step
     return None
-
 
 
 def compare(fn: TestFunction, settings: dict, log=print) -> list[Trajectory]:
@@ -151,16 +154,20 @@ def compare(fn: TestFunction, settings: dict, log=print) -> list[Trajectory]:
 
 
 def table(fn: TestFunction, trajectories: list[Trajectory], tol: float) -> str:
-    rows = [f"{'optimizer':<12} {'lr':>8} {'steps':>6} {'final f':>11} {'dist to min':>11} "
-            f"{f'steps to {tol:g}':>14}  status"]
+    rows = [
+        f"{'optimizer':<12} {'lr':>8} {'steps':>6} {'final f':>11} {'dist to min':>11} "
+        f"{f'steps to {tol:g}':>14}  status"
+    ]
     for t in trajectories:
         if t.status == "skipped":
             rows.append(f"{t.optimizer:<12} {'':>8} {'':>6} {'':>11} {'':>11} {'':>14}  skipped: {t.note}")
             continue
         _, dist = fn.nearest_minimum(t.final)
         reached = steps_to_tolerance(fn, t, tol) if fn.minima else None
-        rows.append(f"{t.optimizer:<12} {t.lr:>8.3g} {len(t.path) - 1:>6} {t.losses[-1]:>11.4g} "
-                    f"{'n/a' if math.isnan(dist) else f'{dist:.4g}':>11} "
-                    f"{'n/a' if not fn.minima else (reached if reached is not None else '-'):>14}  {t.status}"
-                    + (f": {t.note}" if t.note else ""))
+        rows.append(
+            f"{t.optimizer:<12} {t.lr:>8.3g} {len(t.path) - 1:>6} {t.losses[-1]:>11.4g} "
+            f"{'n/a' if math.isnan(dist) else f'{dist:.4g}':>11} "
+            f"{'n/a' if not fn.minima else (reached if reached is not None else '-'):>14}  {t.status}"
+            + (f": {t.note}" if t.note else "")
+        )
     return "\n".join(rows)

@@ -1,12 +1,12 @@
 """Models by name: `model.name` in the config picks the builder, other keys are its arguments.
 `init_from` starts a model from saved weights (ours, or a reference script's: see translate_state_dict)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-
 from torch import nn
 
 from optbench.errors import ConfigError, choices
@@ -14,26 +14,31 @@ from optbench.errors import ConfigError, choices
 
 def _small_cnn(**kw) -> nn.Module:
     from optbench.models.cnn import SmallCNN
+
     return SmallCNN(**kw)
 
 
 def _airbench(**kw) -> nn.Module:
     from optbench.models.cnn import AirbenchNet
+
     return AirbenchNet(**kw)
 
 
 def _resnet18(**kw) -> nn.Module:
     from optbench.models.cnn import ResNet18
+
     return ResNet18(**kw)
 
 
 def _gpt(**kw) -> nn.Module:
     from optbench.models.gpt import GPT
+
     return GPT(**kw)
 
 
 def _gpt_track3(**kw) -> nn.Module:
     from optbench.models.gpt_track3 import Track3GPT
+
     return Track3GPT(**kw)
 
 
@@ -80,15 +85,20 @@ def init_from(model: nn.Module, state_dict_or_path) -> nn.Module:
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
+
         def head(keys):
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        parts = ([f"missing keys {head(missing)}"] if missing else []) + \
-            ([f"unexpected keys {head(unexpected)}"] if unexpected else [])
+
+        parts = ([f"missing keys {head(missing)}"] if missing else []) + (
+            [f"unexpected keys {head(unexpected)}"] if unexpected else []
+        )
         raise ConfigError(f"init_from: {source} does not fit {type(model).__name__}: {'; '.join(parts)}")
     bad = [k for k in own if tuple(sd[k].shape) != tuple(own[k].shape)]
     if bad:
         k = bad[0]
-        raise ConfigError(f"init_from: {source} does not fit {type(model).__name__}: {k} has shape "
-                          f"{tuple(sd[k].shape)}, the model's is {tuple(own[k].shape)}")
+        raise ConfigError(
+            f"init_from: {source} does not fit {type(model).__name__}: {k} has shape "
+            f"{tuple(sd[k].shape)}, the model's is {tuple(own[k].shape)}"
+        )
     model.load_state_dict({k: torch.as_tensor(sd[k]).to(own[k].dtype) for k in own}, strict=True)
     return model

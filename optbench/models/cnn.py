@@ -4,6 +4,7 @@ Every model takes `channels_last` (the task passes the same flag to the data pip
 inputs and weights share a memory format) and names its output layer `head`, which is how
 optim/groups.py finds the `head` role.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,12 @@ class SmallCNN(nn.Module):
         super().__init__()
         layers, c = [], 3
         for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             c = w
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c, num_classes)
@@ -82,6 +87,7 @@ class _ConvGroup(nn.Module):
 def _choice(key: str, value, valid) -> None:
     if value not in valid:
         from optbench.errors import ConfigError
+
         raise ConfigError(f"model.{key}={value!r} is invalid; valid choices: {', '.join(map(str, valid))}")
 
 
@@ -100,29 +106,46 @@ class AirbenchNet(nn.Module):
     autocast; fp32 is the same net in float32 (CPU runs, the fidelity check).
     whiten=False keeps the same first layer but trains it from a random init (an ablation)."""
 
-    def __init__(self, widths=(64, 256, 256), whiten: bool = True, whiten_kernel: int = 2,
-                 whiten_eps: float = 5e-4, whiten_order: str = "descending", whiten_bias_init: str = "zero",
-                 batchnorm_momentum: float = 0.6, batchnorm_eps: float = 1e-12, output_scale=1 / 9,
-                 head_unit_std: bool = False, dirac_init: bool = True, num_classes: int = 10,
-                 dtype: str = "fp32", channels_last: bool = False):
+    def __init__(
+        self,
+        widths=(64, 256, 256),
+        whiten: bool = True,
+        whiten_kernel: int = 2,
+        whiten_eps: float = 5e-4,
+        whiten_order: str = "descending",
+        whiten_bias_init: str = "zero",
+        batchnorm_momentum: float = 0.6,
+        batchnorm_eps: float = 1e-12,
+        output_scale=1 / 9,
+        head_unit_std: bool = False,
+        dirac_init: bool = True,
+        num_classes: int = 10,
+        dtype: str = "fp32",
+        channels_last: bool = False,
+    ):
         super().__init__()
         _choice("whiten_order", whiten_order, WHITEN_ORDERS)
         _choice("whiten_bias_init", whiten_bias_init, WHITEN_BIAS_INITS)
         _choice("dtype", dtype, (*DTYPES, "auto"))
-        dtype = "fp32" if dtype == "auto" else dtype   # auto is resolved by the task (fp16 on CUDA)
-        if not (output_scale == "inverse_width" or (isinstance(output_scale, (int, float))
-                                                   and not isinstance(output_scale, bool))):
+        dtype = "fp32" if dtype == "auto" else dtype  # auto is resolved by the task (fp16 on CUDA)
+        if not (
+            output_scale == "inverse_width"
+            or (isinstance(output_scale, (int, float)) and not isinstance(output_scale, bool))
+        ):
             from optbench.errors import ConfigError
-            raise ConfigError(f"model.output_scale={output_scale!r} is invalid: must be a number or "
-                              "inverse_width (logits / the head's input width)")
-        c_whiten = 2 * 3 * whiten_kernel ** 2   # each eigenvector and its negation
+
+            raise ConfigError(
+                f"model.output_scale={output_scale!r} is invalid: must be a number or "
+                "inverse_width (logits / the head's input width)"
+            )
+        c_whiten = 2 * 3 * whiten_kernel**2  # each eigenvector and its negation
         # construction order = the scripts' (whitening conv, conv groups, head): same RNG draws
         self.whiten = nn.Conv2d(3, c_whiten, whiten_kernel, padding=0, bias=True)
         if whiten_bias_init == "zero":
             nn.init.zeros_(self.whiten.bias)
         self.whitening, self.whiten_eps, self.whiten_order = whiten, whiten_eps, whiten_order
         if whiten:
-            self.whiten.weight.requires_grad = False   # frozen: the optimizer never sees it
+            self.whiten.weight.requires_grad = False  # frozen: the optimizer never sees it
         groups, c = [], c_whiten
         for w in widths:
             groups.append(_ConvGroup(c, w, batchnorm_momentum, batchnorm_eps, dirac_init))
@@ -186,7 +209,7 @@ class AirbenchNet(nn.Module):
             first, _, rest = key.partition(".")
             if first == "layers":
                 index, _, tail = rest.partition(".")
-                key = f"groups.{int(index) - 1}.{tail}"   # layers.0 is the GELU, layers.4 the pool
+                key = f"groups.{int(index) - 1}.{tail}"  # layers.0 is the GELU, layers.4 the pool
             elif first in self._LEGACY_BLOCKS and rest:
                 key = f"{self._LEGACY_BLOCKS[first]}.{rest}"
             out[key] = value
@@ -214,11 +237,13 @@ class ResNet18(nn.Module):
     """ResNet-18 (He et al. 2016) in its CIFAR form: 3x3 stride-1 stem, no max pool, four stages
     of two basic blocks (strides 1, 2, 2, 2), global average pool, linear head."""
 
-    def __init__(self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), num_classes: int = 10,
-                 channels_last: bool = False):
+    def __init__(
+        self, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2), num_classes: int = 10, channels_last: bool = False
+    ):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
+        )
         stages, c = [], widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
             for j in range(n):

@@ -9,6 +9,7 @@ projections of attention and MLP start at zero, so every block starts as the ide
 logit_softcap (c * tanh(logits / c), 0 = off). Attention is PyTorch's scaled_dot_product_attention
 (flash / memory-efficient kernels where available).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,7 @@ class Rotary(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, head_dim: int, rotary: Rotary | None, qk_norm: bool,
-                 bias: bool):
+    def __init__(self, n_embd: int, n_head: int, head_dim: int, rotary: Rotary | None, qk_norm: bool, bias: bool):
         super().__init__()
         self.n_head, self.head_dim = n_head, head_dim
         self.qkv = nn.Linear(n_embd, 3 * n_head * head_dim, bias=bias)
@@ -99,11 +99,26 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab_size: int = 50304, n_layer: int = 12, n_embd: int = 768, n_head: int = 12,
-                 head_dim: int | None = None, max_seq_len: int = 1024, positions: str = "rotary",
-                 norm: str = "rmsnorm", mlp: str = "relu2", mlp_ratio: float = 4.0, qk_norm: bool = True,
-                 tie_embeddings: bool = False, zero_init_proj: bool = True, logit_softcap: float = 0.0,
-                 bias: bool = False, rope_base: float = 10000.0, init_std: float = 0.02):
+    def __init__(
+        self,
+        vocab_size: int = 50304,
+        n_layer: int = 12,
+        n_embd: int = 768,
+        n_head: int = 12,
+        head_dim: int | None = None,
+        max_seq_len: int = 1024,
+        positions: str = "rotary",
+        norm: str = "rmsnorm",
+        mlp: str = "relu2",
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = True,
+        tie_embeddings: bool = False,
+        zero_init_proj: bool = True,
+        logit_softcap: float = 0.0,
+        bias: bool = False,
+        rope_base: float = 10000.0,
+        init_std: float = 0.02,
+    ):
         super().__init__()
         _check("positions", positions, POSITIONS)
         _check("norm", norm, NORMS)
@@ -122,8 +137,9 @@ class GPT(nn.Module):
         rotary = Rotary(head_dim, max_seq_len, rope_base) if positions == "rotary" else None
         # one Rotary module shared by the blocks (its tables depend only on the shape)
         self.rotary = rotary
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, head_dim, rotary, qk_norm, norm, mlp,
-                                          mlp_ratio, bias) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(
+            Block(n_embd, n_head, head_dim, rotary, qk_norm, norm, mlp, mlp_ratio, bias) for _ in range(n_layer)
+        )
         self.norm_f = make_norm(norm, n_embd, bias)
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         if tie_embeddings:
@@ -131,7 +147,7 @@ class GPT(nn.Module):
         self._init_weights(init_std, zero_init_proj)
 
     def _init_weights(self, std: float, zero_init_proj: bool) -> None:
-        for name, module in self.named_modules():
+        for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, 0.0, std)
                 if getattr(module, "bias", None) is not None:

@@ -22,6 +22,7 @@ no options that would make it a different benchmark (only its size, for a small 
 Parameter names follow optbench's GPT (wte, blocks.i.norm1, attn.q/k/v/proj, mlp.fc/proj, norm_f,
 lm_head); `translate_state_dict` maps the reference script's names onto them (init_from).
 """
+
 from __future__ import annotations
 
 import re
@@ -98,8 +99,9 @@ class Attention(nn.Module):
         q, k, v = self.q(x).view(shape), self.k(x).view(shape), self.v(x).view(shape)
         q, k = F.rms_norm(q, (self.head_dim,)), F.rms_norm(k, (self.head_dim,))
         q, k = self.rotary(q), self.rotary(k)
-        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           scale=ATTN_SCALE, is_causal=True)
+        y = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale=ATTN_SCALE, is_causal=True
+        )
         return self.proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
 
@@ -126,18 +128,27 @@ class Block(nn.Module):
 
 
 class Track3GPT(nn.Module):
-    def __init__(self, vocab_size: int = 50304, n_layer: int = 12, n_embd: int = 768, head_dim: int = 128,
-                 max_seq_len: int = 1024, init: str = "baseline", rmsnorm_fp32: bool = False,
-                 embedding_dtype: str = "bfloat16"):
+    def __init__(
+        self,
+        vocab_size: int = 50304,
+        n_layer: int = 12,
+        n_embd: int = 768,
+        head_dim: int = 128,
+        max_seq_len: int = 1024,
+        init: str = "baseline",
+        rmsnorm_fp32: bool = False,
+        embedding_dtype: str = "bfloat16",
+    ):
         super().__init__()
         if init not in INITS:
             raise ConfigError(f"model.init={init!r} is invalid; valid choices: {', '.join(INITS)}")
         if head_dim < 4 or head_dim % 4 or n_embd % head_dim:
-            raise ConfigError(f"model.head_dim={head_dim} is invalid for model.n_embd={n_embd}: it must be a "
-                              "multiple of 4 that divides n_embd")
+            raise ConfigError(
+                f"model.head_dim={head_dim} is invalid for model.n_embd={n_embd}: it must be a "
+                "multiple of 4 that divides n_embd"
+            )
         if embedding_dtype not in ("bfloat16", "float32"):
-            raise ConfigError(f"model.embedding_dtype={embedding_dtype!r} is invalid; valid choices: "
-                              "bfloat16, float32")
+            raise ConfigError(f"model.embedding_dtype={embedding_dtype!r} is invalid; valid choices: bfloat16, float32")
         self.vocab_size, self.n_layer, self.n_embd = vocab_size, n_layer, n_embd
         self.n_head, self.head_dim, self.max_seq_len = n_embd // head_dim, head_dim, max_seq_len
         # the reference stores the token table in bf16: its lookups then start the bf16 forward
@@ -164,7 +175,7 @@ class Track3GPT(nn.Module):
                 elif name.startswith("wte."):
                     p.normal_()
                 else:
-                    p.normal_(std=0.33 ** 0.5 / p.size(-1) ** 0.5)
+                    p.normal_(std=0.33**0.5 / p.size(-1) ** 0.5)
             elif leaf == "bias":
                 p.zero_()
             else:  # RMSNorm gains
@@ -178,7 +189,7 @@ class Track3GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.norm_f(x)).float()
-        return SOFTCAP * logits * (logits.square() + SOFTCAP ** 2).rsqrt()
+        return SOFTCAP * logits * (logits.square() + SOFTCAP**2).rsqrt()
 
     # ------------------------------------------------------------------ the reference's checkpoints
     @staticmethod
@@ -190,9 +201,13 @@ class Track3GPT(nn.Module):
             key = key.removeprefix("_orig_mod.").removeprefix("module.")  # compiled / DDP wrappers
             if key.endswith("rotary.angular_freq"):
                 continue
-            key = {"embed.weight": "wte.weight", "norm1.gains": "norm_embed.weight",
-                   "norm2.gains": "norm_f.weight", "proj.weight": "lm_head.weight",
-                   "proj.bias": "lm_head.bias"}.get(key, key)
+            key = {
+                "embed.weight": "wte.weight",
+                "norm1.gains": "norm_embed.weight",
+                "norm2.gains": "norm_f.weight",
+                "proj.weight": "lm_head.weight",
+                "proj.bias": "lm_head.bias",
+            }.get(key, key)
             out[re.sub(r"\.gains$", ".weight", key)] = value
         return out
 

@@ -1,5 +1,6 @@
 """The bookkeeping every optimizer of our own does the same way (AdamX, LAMB, LARS, Cautious
 AdamW, Muon): the closure of `step(closure)` and the per-parameter moment buffers."""
+
 from __future__ import annotations
 
 import torch

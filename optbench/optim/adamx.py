@@ -13,6 +13,7 @@ The paper has no bias correction and no eps (eps only guards a zero denominator 
 alpha_t = alpha / sqrt(t) is left to the learning-rate schedule. Weight decay is decoupled
 (x <- x (1 - lr wd)) so the parameter-group policy means the same as for AdamW.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,12 +22,20 @@ from optbench.optim._common import closure_loss, moment_step
 
 
 class AdamX(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), beta1_decay: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas=(0.9, 0.999),
+        beta1_decay: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         if not 0.0 < beta1_decay <= 1.0:
             raise ValueError(f"beta1_decay must be in (0, 1], got {beta1_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), beta1_decay=beta1_decay, eps=eps,
-                                      weight_decay=weight_decay))
+        super().__init__(
+            params, dict(lr=lr, betas=tuple(betas), beta1_decay=beta1_decay, eps=eps, weight_decay=weight_decay)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -5,6 +5,7 @@ Every library optimizer is data (conf/optimizer/<name>.yaml with `target:`, `sou
 torch.optim, the authors' package, pytorch-optimizer, our own code). What stays here is ours:
 Muon's hybrid with its fallback, L-BFGS's single group, Schedule-Free around any base optimizer.
 """
+
 from __future__ import annotations
 
 from optbench.errors import ConfigError
@@ -18,8 +19,10 @@ def _lbfgs(cls, groups, hp):
     """L-BFGS keeps one flat history, so it takes exactly one parameter group."""
     mults = {g["lr"] for g in groups}  # lr_mult or an absolute lr: one value for all roles
     if len(mults) > 1:
-        raise ConfigError(f"optimizer=lbfgs takes one parameter group; optimizer.groups lr_mult (or lr) must "
-                          f"give one lr for all roles, got {sorted(mults)}")
+        raise ConfigError(
+            f"optimizer=lbfgs takes one parameter group; optimizer.groups lr_mult (or lr) must "
+            f"give one lr for all roles, got {sorted(mults)}"
+        )
     params = [p for g in groups for p in g["params"]]
     return cls([{"params": params, "role": "all", "lr": groups[0]["lr"]}], **hp)
 
@@ -55,9 +58,9 @@ def _muon_family(cls, groups, hp):
     """pytorch-optimizer's Muon kin (NorMuon, AdaMuon) carry their own AdamW for what is not a
     hidden matrix and tell the two apart by a `use_muon` flag per group: the `matrix` role gets
     the Muon update; the other roles the AdamW one, at `adamw_lr` / `adamw_wd` under the role policy."""
-    from optbench.optim.groups import group_lr, group_weight_decay
-
     import inspect
+
+    from optbench.optim.groups import group_lr, group_weight_decay
 
     own = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
     adamw_lr, adamw_wd = hp.get("adamw_lr", own.get("adamw_lr")), hp.get("adamw_wd", own.get("adamw_wd", 0.0))
@@ -109,6 +112,10 @@ register_factory("muon", lambda cls, groups, hp: _muon(groups, hp))
 ROLE_HOOKS["muon"] = _muon_roles
 # what muon.yaml does not say itself (a yaml's own keys win)
 CODE_DEFAULTS["muon"] = {
-    "target": "optbench.optim.muon.Muon", "factory": "muon", "source": "optbench", "state": "1x+fb",
+    "target": "optbench.optim.muon.Muon",
+    "factory": "muon",
+    "source": "optbench",
+    "state": "1x+fb",
     "description": "Muon (Jordan et al. 2024): Newton-Schulz orthogonalised momentum on matrices; "
-                   "1x for matrices, the fallback's state for the rest"}
+    "1x for matrices, the fallback's state for the rest",
+}

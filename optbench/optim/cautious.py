@@ -8,6 +8,7 @@ per tensor, with decoupled weight decay x <- x (1 - lr wd) as AdamW. The n / (nn
 the one pytorch-optimizer uses for its cautious variants (Lion, ADOPT, ...), so C-AdamW and C-Lion
 here mask alike. Our own code only because no installed library has a cautious AdamW.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,7 @@ from optbench.optim._common import closure_loss, moment_step
 
 
 class CautiousAdamW(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -38,8 +38,8 @@ class CautiousAdamW(torch.optim.Optimizer):
                 p.mul_(1 - lr * wd)
                 m.lerp_(g, 1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                denom = (v.sqrt() / math.sqrt(1 - beta2 ** t)).add_(eps)
-                update = (m / (1 - beta1 ** t)).div_(denom)
+                denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(eps)
+                update = (m / (1 - beta1**t)).div_(denom)
                 mask = (update * g > 0).to(g.dtype)
                 update.mul_(mask * (mask.numel() / (mask.sum() + 1)))
                 p.add_(update, alpha=-lr)

@@ -24,6 +24,7 @@ parameters leave their role's group for one of their own whose rule is the role'
 by the sub-role's keys; the group keeps its role (so Muon still hands it to its fallback) and
 carries `subrole`. Without such a rule they stay in their role's group.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -80,8 +81,9 @@ def weight_decay_multiplier(value, role: str) -> float:
         return float(value)
     if isinstance(value, (int, float)) and value >= 0:
         return float(value)
-    raise ConfigError(f"optimizer.groups.{role}.weight_decay={value!r} is invalid: "
-                      "must be true, false or a multiplier >= 0")
+    raise ConfigError(
+        f"optimizer.groups.{role}.weight_decay={value!r} is invalid: must be true, false or a multiplier >= 0"
+    )
 
 
 def _absolute(rule: Mapping, key: str, role: str) -> float | None:
@@ -89,8 +91,9 @@ def _absolute(rule: Mapping, key: str, role: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"optimizer.groups.{role}.{key}={value!r} is invalid: must be a number >= 0 "
-                          "(or null to use the multiplier)")
+        raise ConfigError(
+            f"optimizer.groups.{role}.{key}={value!r} is invalid: must be a number >= 0 (or null to use the multiplier)"
+        )
     return float(value)
 
 
@@ -100,8 +103,7 @@ RULE_KEYS = ("lr_mult", "lr", "weight_decay", "weight_decay_value", "lr_schedule
 def check_rule(rule, role: str) -> None:
     """One line for a bad role rule: unknown key, or a bad value."""
     if not isinstance(rule, Mapping):
-        raise ConfigError(f"optimizer.groups.{role}={rule!r} is invalid: must be a mapping of "
-                          f"{', '.join(RULE_KEYS)}")
+        raise ConfigError(f"optimizer.groups.{role}={rule!r} is invalid: must be a mapping of {', '.join(RULE_KEYS)}")
     unknown = sorted(set(rule) - set(RULE_KEYS))
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown} in optimizer.groups.{role}; valid keys: {', '.join(RULE_KEYS)}")
@@ -110,8 +112,10 @@ def check_rule(rule, role: str) -> None:
     _absolute(rule, "weight_decay_value", role)
     freeze = rule.get("freeze_after_steps")
     if freeze is not None and (isinstance(freeze, bool) or not isinstance(freeze, int) or freeze < 0):
-        raise ConfigError(f"optimizer.groups.{role}.freeze_after_steps={freeze!r} is invalid: must be a "
-                          "whole number of steps >= 0 (or null: never frozen)")
+        raise ConfigError(
+            f"optimizer.groups.{role}.freeze_after_steps={freeze!r} is invalid: must be a "
+            "whole number of steps >= 0 (or null: never frozen)"
+        )
     if rule.get("lr_schedule") is not None:
         _schedule_of(rule["lr_schedule"], role, total_steps=None)
 
@@ -122,21 +126,27 @@ def _schedule_of(node, role: str, total_steps: int | None):
     from optbench.schedules import build_schedule_from_config, validate_schedule_config
 
     if not isinstance(node, Mapping) or "name" not in node:
-        raise ConfigError(f"optimizer.groups.{role}.lr_schedule={node!r} is invalid: must be a scheduler "
-                          "block with a name, e.g. {name: poly, power: 1.0, min_ratio: 0.0, steps: 75}")
+        raise ConfigError(
+            f"optimizer.groups.{role}.lr_schedule={node!r} is invalid: must be a scheduler "
+            "block with a name, e.g. {name: poly, power: 1.0, min_ratio: 0.0, steps: 75}"
+        )
     cfg = as_dict(node)
     steps = cfg.pop("steps", None)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ConfigError(f"optimizer.groups.{role}.lr_schedule.steps={steps!r} is invalid: must be a whole "
-                          "number >= 1 (or absent: the run's length)")
+        raise ConfigError(
+            f"optimizer.groups.{role}.lr_schedule.steps={steps!r} is invalid: must be a whole "
+            "number >= 1 (or absent: the run's length)"
+        )
     length = steps or total_steps or 1000  # 1000: a stand-in length for checking keys before the run
     try:
         validate_schedule_config(cfg, length, metric=None if cfg["name"] != "plateau" else "")
     except ConfigError as e:
         raise ConfigError(f"optimizer.groups.{role}.lr_schedule: {e}") from None
     if cfg["name"] == "plateau":
-        raise ConfigError(f"optimizer.groups.{role}.lr_schedule.name='plateau' is invalid: a group schedule "
-                          "must be a function of the step")
+        raise ConfigError(
+            f"optimizer.groups.{role}.lr_schedule.name='plateau' is invalid: a group schedule "
+            "must be a function of the step"
+        )
     return build_schedule_from_config(cfg, length), length
 
 
@@ -153,8 +163,9 @@ def param_subroles(model: nn.Module) -> dict[str, str]:
     return dict(model.param_subroles()) if hasattr(model, "param_subroles") else {}
 
 
-def build_param_groups(model: nn.Module, lr: float, weight_decay: float,
-                       policy: Mapping | None = None, roles: dict[str, str] | None = None) -> list[dict]:
+def build_param_groups(
+    model: nn.Module, lr: float, weight_decay: float, policy: Mapping | None = None, roles: dict[str, str] | None = None
+) -> list[dict]:
     """One group per role that has parameters (and one per addressed sub-role); each carries its
     role, lr and weight decay."""
     given = {k: dict(v) if isinstance(v, Mapping) else v for k, v in (policy or {}).items()}
@@ -222,7 +233,7 @@ class GroupCourse:
                 self.frozen.append((i, int(g["freeze_after_steps"])))
 
     @classmethod
-    def of(cls, optimizer, total_steps: int) -> "GroupCourse | None":
+    def of(cls, optimizer, total_steps: int) -> GroupCourse | None:
         course = cls(optimizer, total_steps)
         return course if course.schedules or course.frozen else None
 

@@ -17,6 +17,7 @@ beta1 0.9), decays weights outside the ratio by default, clamps ||x|| at 10 and 
 ||u||. No gradient clipping here: that is the trainer's (trainer.grad_clip).
 The ratio is computed on the device (torch.where), without a host sync.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,7 @@ from optbench.optim._common import closure_loss, moment_step
 
 
 class Lamb(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
-                 weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
@@ -46,8 +46,8 @@ class Lamb(torch.optim.Optimizer):
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 m.lerp_(g, 1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                u = (v / (1 - beta2 ** t)).sqrt_().add_(eps)
-                torch.div(m, u, out=u).div_(1 - beta1 ** t)
+                u = (v / (1 - beta2**t)).sqrt_().add_(eps)
+                torch.div(m, u, out=u).div_(1 - beta1**t)
                 if wd:
                     u.add_(p, alpha=wd)
                 w_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(u)

@@ -16,6 +16,7 @@ v = m v + gamma g, so their step is plain momentum SGD at their group's lr. The 
 groups (role `scalar`) an lr of their own (lr_mult), because the global lr of LARS (order 1) is
 not a sane lr for a raw gradient step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,12 +25,14 @@ from optbench.optim._common import closure_loss
 
 
 class LARS(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0,
-                 trust_coefficient: float = 1e-3):
+    def __init__(
+        self, params, lr: float = 1.0, momentum: float = 0.9, weight_decay: float = 0.0, trust_coefficient: float = 1e-3
+    ):
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                      trust_coefficient=trust_coefficient))
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):

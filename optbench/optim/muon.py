@@ -26,11 +26,12 @@ the other roles and has none of the variants the community benchmarks use. Here:
 - under torch.distributed each rank orthogonalises only its share of each shape's matrices and
   the results are all-gathered (gradients and momentum are replicated, the NS work is not).
 """
+
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -55,8 +56,9 @@ def check_choice(key: str, value, valid, prefix: str = "optimizer") -> None:
         raise ConfigError(f"{prefix}.{key}={value!r} is invalid; valid choices: {', '.join(valid)}")
 
 
-def newton_schulz(x: Tensor, steps: int, coefficients=NS_COEFFICIENTS, eps: float = 1e-7,
-                  norm: str = "clamp", dtype: str = "bf16") -> Tensor:
+def newton_schulz(
+    x: Tensor, steps: int, coefficients=NS_COEFFICIENTS, eps: float = 1e-7, norm: str = "clamp", dtype: str = "bf16"
+) -> Tensor:
     """Approximate U V^T of a (rows, cols) matrix or of each matrix of a (n, rows, cols) stack,
     in `dtype`. The input is never modified."""
     a, b, c = coefficients
@@ -64,15 +66,15 @@ def newton_schulz(x: Tensor, steps: int, coefficients=NS_COEFFICIENTS, eps: floa
     # a lone matrix: the plain full reduction (a little faster than the per-matrix one)
     scale = torch.linalg.vector_norm(y) if y.ndim == 2 else torch.linalg.vector_norm(y, dim=(-2, -1), keepdim=True)
     scale = scale.clamp_(min=eps) if norm == "clamp" else scale.add_(eps)
-    y = y.div_(scale) if y is not x else y / scale   # in place on our own copy only
+    y = y.div_(scale) if y is not x else y / scale  # in place on our own copy only
     tall = y.size(-2) > y.size(-1)
     if tall:  # iterate on the wide orientation: the Gram matrix is the smaller one
         y = y.mT
     mm = torch.baddbmm if y.ndim == 3 else torch.addmm
     for _ in range(steps):
         gram = y @ y.mT
-        poly = mm(gram, gram, gram, beta=b, alpha=c)   # b*A + c*A@A
-        y = mm(y, poly, y, beta=a)                     # a*X + (bA + cA^2) X
+        poly = mm(gram, gram, gram, beta=b, alpha=c)  # b*A + c*A@A
+        y = mm(y, poly, y, beta=a)  # a*X + (bA + cA^2) X
     return y.mT if tall else y
 
 
@@ -97,11 +99,23 @@ def _world() -> tuple[int, int]:
 
 
 class Muon(torch.optim.Optimizer):
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, nesterov: bool = True,
-                 ns_steps: int = 5, ns_coefficients=NS_COEFFICIENTS, eps: float = 1e-7,
-                 weight_decay: float = 0.0, momentum_form: str = "lerp", ns_norm: str = "clamp",
-                 ns_dtype: str = "bf16", scale_rule: str = "original", weight_renorm: bool = False,
-                 fallback: Callable[[list[dict]], torch.optim.Optimizer] | None = None):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        ns_coefficients=NS_COEFFICIENTS,
+        eps: float = 1e-7,
+        weight_decay: float = 0.0,
+        momentum_form: str = "lerp",
+        ns_norm: str = "clamp",
+        ns_dtype: str = "bf16",
+        scale_rule: str = "original",
+        weight_renorm: bool = False,
+        fallback: Callable[[list[dict]], torch.optim.Optimizer] | None = None,
+    ):
         check_choice("momentum_form", momentum_form, MOMENTUM_FORMS)
         check_choice("ns_norm", ns_norm, NS_NORMS)
         check_choice("ns_dtype", ns_dtype, tuple(NS_DTYPES))
@@ -110,8 +124,10 @@ class Muon(torch.optim.Optimizer):
         if params and isinstance(params[0], dict):
             groups = params
         else:  # a plain parameter list: 2D+ tensors are Muon's, the rest the fallback's
-            groups = [{"params": [p for p in params if p.ndim >= 2], "role": "matrix"},
-                      {"params": [p for p in params if p.ndim < 2], "role": "scalar"}]
+            groups = [
+                {"params": [p for p in params if p.ndim >= 2], "role": "matrix"},
+                {"params": [p for p in params if p.ndim < 2], "role": "scalar"},
+            ]
             groups = [g for g in groups if g["params"]]
         for g in groups:
             g["params"] = list(g["params"])
@@ -120,10 +136,20 @@ class Muon(torch.optim.Optimizer):
         fallback = fallback or (lambda gs: torch.optim.AdamW(gs))
         # the fallback fills its own defaults (betas, eps, ...) into the very group dicts we keep
         self.fallback = fallback(rest) if rest else None
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=int(ns_steps),
-                        ns_coefficients=tuple(ns_coefficients), eps=eps, weight_decay=weight_decay,
-                        momentum_form=momentum_form, ns_norm=ns_norm, ns_dtype=ns_dtype,
-                        scale_rule=scale_rule, weight_renorm=bool(weight_renorm))
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=int(ns_steps),
+            ns_coefficients=tuple(ns_coefficients),
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum_form=momentum_form,
+            ns_norm=ns_norm,
+            ns_dtype=ns_dtype,
+            scale_rule=scale_rule,
+            weight_renorm=bool(weight_renorm),
+        )
         super().__init__(groups, defaults)
         self._link_fallback()
 
@@ -150,8 +176,13 @@ class Muon(torch.optim.Optimizer):
         super().load_state_dict(state_dict)  # replaces group dicts and the state mapping
         for g in self.param_groups:  # checkpoints from before these options: today's behaviour
             if g["use_muon"]:
-                for k, v in (("momentum_form", "lerp"), ("ns_norm", "clamp"), ("ns_dtype", "bf16"),
-                             ("scale_rule", "original"), ("weight_renorm", False)):
+                for k, v in (
+                    ("momentum_form", "lerp"),
+                    ("ns_norm", "clamp"),
+                    ("ns_dtype", "bf16"),
+                    ("scale_rule", "original"),
+                    ("weight_renorm", False),
+                ):
                     g.setdefault(k, v)
         self._link_fallback()
 
@@ -248,8 +279,9 @@ class Muon(torch.optim.Optimizer):
 
     @staticmethod
     def _ns(x: Tensor, group: dict) -> Tensor:
-        return newton_schulz(x, group["ns_steps"], group["ns_coefficients"], group["eps"],
-                             group["ns_norm"], group["ns_dtype"])
+        return newton_schulz(
+            x, group["ns_steps"], group["ns_coefficients"], group["eps"], group["ns_norm"], group["ns_dtype"]
+        )
 
     @classmethod
     def _orthogonalise(cls, stack: Tensor, group: dict) -> Tensor:
@@ -260,7 +292,7 @@ class Muon(torch.optim.Optimizer):
         per_rank = -(-n // world)
         padded = torch.zeros((per_rank * world, *stack.shape[1:]), dtype=stack.dtype, device=stack.device)
         padded[:n] = stack
-        mine = cls._ns(padded[rank * per_rank:(rank + 1) * per_rank], group).contiguous()
+        mine = cls._ns(padded[rank * per_rank : (rank + 1) * per_rank], group).contiguous()
         # gloo has no bf16 collectives; NCCL gathers bf16 directly (half the bytes)
         wire = mine if dist.get_backend() == "nccl" else mine.float()
         parts = [torch.empty_like(wire) for _ in range(world)]

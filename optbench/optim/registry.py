@@ -8,15 +8,14 @@ other keys as constructor arguments. Code is only what is ours: a `factory:` a y
 (catalog.py: Muon's hybrid, L-BFGS's single group, Schedule-Free around any base optimizer).
 `optimizer=custom optimizer.target=my_pkg.MyOptimizer` takes any class without a yaml of its own.
 """
-from __future__ import annotations
 
-import math
+from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 
@@ -25,9 +24,22 @@ from optbench.errors import ConfigError, choices
 from optbench.optim.groups import build_param_groups, check_rule
 
 # yaml keys that configure optbench, not the optimizer's constructor
-META_KEYS = {"name", "groups", "lr_grid", "lr_scaling", "reference_batch_size", "search_space",
-             "momentum_schedule", "target", "factory", "source", "state", "description", "needs_closure",
-             "first_conv"}
+META_KEYS = {
+    "name",
+    "groups",
+    "lr_grid",
+    "lr_scaling",
+    "reference_batch_size",
+    "search_space",
+    "momentum_schedule",
+    "target",
+    "factory",
+    "source",
+    "state",
+    "description",
+    "needs_closure",
+    "first_conv",
+}
 # of those, the ones only one optimizer reads (Muon's first_conv: which optimizer the input conv gets)
 OWN_META_KEYS = {"first_conv": "muon"}
 
@@ -50,13 +62,13 @@ def register_factory(name: str, build: Callable) -> Callable:
 class OptimizerSpec:
     name: str
     source: str
-    state: str                      # optimizer-state memory per parameter, e.g. "2x"
+    state: str  # optimizer-state memory per parameter, e.g. "2x"
     description: str = ""
-    needs_closure: bool = False     # step(closure) re-evaluates the loss (L-BFGS)
+    needs_closure: bool = False  # step(closure) re-evaluates the loss (L-BFGS)
     target: type | str | None = None  # the class, or its import path ("torch.optim.AdamW")
     factory_name: str = "class"
     yaml_keys: frozenset = frozenset()  # the keys its yaml sets (a **kwargs constructor accepts these)
-    key: str = "optimizer"          # where it sits in the config, for messages
+    key: str = "optimizer"  # where it sits in the config, for messages
 
     @property
     def constructor(self) -> type:
@@ -65,8 +77,9 @@ class OptimizerSpec:
     @property
     def factory(self) -> Callable[[list[dict], dict], torch.optim.Optimizer]:
         if self.factory_name not in FACTORIES:
-            raise ConfigError(f"{self.key}.factory={self.factory_name!r} is invalid; valid choices: "
-                              f"{choices(FACTORIES)}")
+            raise ConfigError(
+                f"{self.key}.factory={self.factory_name!r} is invalid; valid choices: {choices(FACTORIES)}"
+            )
         return functools.partial(FACTORIES[self.factory_name], self.constructor)
 
     @property
@@ -90,8 +103,9 @@ def resolve_class(target, key: str = "optimizer.target"):
 
     module, name = target.partition(":")[::2] if ":" in target else target.rpartition(".")[::2]
     if not module or not name:
-        raise ConfigError(f"{key}={target!r} is invalid: give the class by import path, e.g. "
-                          f"{key}=my_pkg.my_module.MyOptimizer")
+        raise ConfigError(
+            f"{key}={target!r} is invalid: give the class by import path, e.g. {key}=my_pkg.my_module.MyOptimizer"
+        )
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
@@ -112,10 +126,16 @@ def constructor_args(cls) -> tuple[frozenset, bool]:
 
 def spec_from_yaml(name: str) -> OptimizerSpec:
     cfg = {**CODE_DEFAULTS.get(name, {}), **load_option("optimizer", name)}
-    return OptimizerSpec(name=name, source=str(cfg.get("source", "?")), state=str(cfg.get("state", "?")),
-                         description=str(cfg.get("description", "")),
-                         needs_closure=bool(cfg.get("needs_closure", False)), target=cfg.get("target"),
-                         factory_name=str(cfg.get("factory") or "class"), yaml_keys=frozenset(cfg))
+    return OptimizerSpec(
+        name=name,
+        source=str(cfg.get("source", "?")),
+        state=str(cfg.get("state", "?")),
+        description=str(cfg.get("description", "")),
+        needs_closure=bool(cfg.get("needs_closure", False)),
+        target=cfg.get("target"),
+        factory_name=str(cfg.get("factory") or "class"),
+        yaml_keys=frozenset(cfg),
+    )
 
 
 class _Optimizers(Mapping):
@@ -138,7 +158,7 @@ class _Optimizers(Mapping):
         return _cached_spec(name, str(path), path.stat().st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_spec(name: str, path: str, mtime: int) -> OptimizerSpec:
     return spec_from_yaml(name)
 
@@ -188,11 +208,13 @@ def fallback_config(fallback) -> dict:
     accepts = spec_of({**own, **fallback}, key="optimizer.fallback").accepts
 
     def fits(k, v) -> bool:  # AdamW's two betas do not fit Adan's three
-        return k in accepts and not (isinstance(v, (list, tuple)) and isinstance(own.get(k), (list, tuple))
-                                     and len(v) != len(own[k]))
+        return k in accepts and not (
+            isinstance(v, (list, tuple)) and isinstance(own.get(k), (list, tuple)) and len(v) != len(own[k])
+        )
 
-    fallback = {k: v for k, v in fallback.items()
-                if k == "name" or fits(k, v) or not (k in yaml_block and yaml_block[k] == v)}
+    fallback = {
+        k: v for k, v in fallback.items() if k == "name" or fits(k, v) or not (k in yaml_block and yaml_block[k] == v)
+    }
     cfg = {k: v for k, v in own.items() if k not in META_KEYS}
     cfg.update(fallback)
     return cfg
@@ -251,9 +273,17 @@ def fast_kernels(cls, groups: list[dict], hp: dict) -> dict:
     params = [p for g in groups for p in g["params"]]
     # fused kernels walk raw memory: torch 2.13's fused SGD on CPU mis-pairs a channels_last weight
     # with a contiguous momentum/grad, so only tensors in the default layout get them
-    if "fused" in args and params and all(
-            p.is_floating_point() and not p.is_sparse and p.is_contiguous()
-            and p.device.type in _get_fused_kernels_supported_devices() for p in params):
+    if (
+        "fused" in args
+        and params
+        and all(
+            p.is_floating_point()
+            and not p.is_sparse
+            and p.is_contiguous()
+            and p.device.type in _get_fused_kernels_supported_devices()
+            for p in params
+        )
+    ):
         return {"fused": True}
     return {"foreach": True} if "foreach" in args and params else {}
 
@@ -270,8 +300,9 @@ def build_optimizer_from_config(cfg, model: torch.nn.Module) -> torch.optim.Opti
     # an entry may re-assign roles from the model and its config (Muon: the input conv, first_conv)
     hook = ROLE_HOOKS.get(spec.factory_name)
     roles = hook(model, cfg) if hook else None
-    groups = build_param_groups(model, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
-                                policy=cfg.get("groups"), roles=roles)
+    groups = build_param_groups(
+        model, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.0), policy=cfg.get("groups"), roles=roles
+    )
     opt = spec.factory(groups, hp)
     if switches_modes(opt):  # the loop switches to eval() around evaluations, and back
         opt.train()
@@ -295,8 +326,10 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         raise ConfigError(f"unknown optimizer '{name}'; valid choices: {choices(OPTIMIZERS)}")
     spec = spec_of(cfg, key)
     if spec.target is None:
-        raise ConfigError(f"optimizer={name} needs the class: give {key}.target=<module.Class>, e.g. "
-                          f"{key}.target=my_pkg.my_module.MyOptimizer")
+        raise ConfigError(
+            f"optimizer={name} needs the class: give {key}.target=<module.Class>, e.g. "
+            f"{key}.target=my_pkg.my_module.MyOptimizer"
+        )
     cls = spec.constructor  # an import failure is one line naming the module
     spec.factory  # noqa: B018 -- an unknown `factory:` is one line too
     if spec.factory_name == "class" and not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
@@ -304,10 +337,14 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
     unknown = sorted(set(hyperparameters(cfg)) - {"name"} - set(spec.accepts))
     unknown += sorted(k for k, owner in OWN_META_KEYS.items() if k in cfg and owner != name)
     if unknown:
-        which = f"'{name}'" + (f" ({spec.target})" if spec.target != OPTIMIZERS[name].target else "") + \
-            (f" in {key}" if key.endswith("base_args") else "")
-        raise ConfigError(f"unknown hyperparameter(s) {unknown} for optimizer {which}; "
-                          f"valid: {', '.join(sorted(spec.accepts))}")
+        which = (
+            f"'{name}'"
+            + (f" ({spec.target})" if spec.target != OPTIMIZERS[name].target else "")
+            + (f" in {key}" if key.endswith("base_args") else "")
+        )
+        raise ConfigError(
+            f"unknown hyperparameter(s) {unknown} for optimizer {which}; valid: {', '.join(sorted(spec.accepts))}"
+        )
     for role, rule in (cfg.get("groups") or {}).items():
         check_rule(rule, role)
         mult = rule.get("lr_mult", 1.0) if isinstance(rule, dict) else 1.0
@@ -329,8 +366,10 @@ def validate_optimizer_config(cfg, key: str = "optimizer") -> None:
         n = len(default) if isinstance(default, (list, tuple)) else None
         if not isinstance(betas, (list, tuple)) or (n and len(betas) != n):
             example = "[" + ",".join(str(b) for b in default) + "]" if n else "[0.9,0.999]"
-            raise ConfigError(f"{key}.{k}={betas!r} is invalid: must be a list of "
-                              f"{n or 'several'} numbers in [0, 1), e.g. {key}.{k}={example}")
+            raise ConfigError(
+                f"{key}.{k}={betas!r} is invalid: must be a list of "
+                f"{n or 'several'} numbers in [0, 1), e.g. {key}.{k}={example}"
+            )
         for i, beta in enumerate(betas):
             if not _number(beta) or not 0 <= beta < 1:
                 raise ConfigError(f"{key}.{k}[{i}]={beta!r} is invalid: must be in [0, 1)")
@@ -356,11 +395,17 @@ def _validate_muon(cfg: dict, key: str) -> None:
         raise ConfigError(f"{key}.ns_steps={steps!r} is invalid: must be a whole number >= 1")
     coeffs = cfg.get("ns_coefficients", muon.NS_COEFFICIENTS)
     if not isinstance(coeffs, (list, tuple)) or len(coeffs) != 3 or not all(_number(c) for c in coeffs):
-        raise ConfigError(f"{key}.ns_coefficients={coeffs!r} is invalid: must be three numbers [a, b, c], "
-                          f"e.g. {key}.ns_coefficients=[3.4445,-4.7750,2.0315]")
-    for k, valid in (("momentum_form", muon.MOMENTUM_FORMS), ("ns_norm", muon.NS_NORMS),
-                     ("ns_dtype", tuple(muon.NS_DTYPES)), ("scale_rule", muon.SCALE_RULES),
-                     ("first_conv", muon.FIRST_CONV)):
+        raise ConfigError(
+            f"{key}.ns_coefficients={coeffs!r} is invalid: must be three numbers [a, b, c], "
+            f"e.g. {key}.ns_coefficients=[3.4445,-4.7750,2.0315]"
+        )
+    for k, valid in (
+        ("momentum_form", muon.MOMENTUM_FORMS),
+        ("ns_norm", muon.NS_NORMS),
+        ("ns_dtype", tuple(muon.NS_DTYPES)),
+        ("scale_rule", muon.SCALE_RULES),
+        ("first_conv", muon.FIRST_CONV),
+    ):
         if k in cfg:
             muon.check_choice(k, cfg[k], valid, prefix=key)
     renorm = cfg.get("weight_renorm", False)

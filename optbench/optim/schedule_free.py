@@ -7,6 +7,7 @@ lives in a state of its own; the arithmetic is the library's, unchanged (tests c
 around a base that tolerates the shared state). state_dict() carries z and the train/eval mode,
 so a checkpoint (saved at x, in eval mode) resumes exactly.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -29,9 +30,10 @@ class ScheduleFreeWrapped(ScheduleFreeWrapper):
 
     def state_dict(self) -> dict:
         sd = self.base.state_dict()
-        sd["schedule_free"] = {"train_mode": self.train_mode,
-                               "z": [self._z_state[p].get("z") if p in self._z_state else None
-                                     for p in self._params()]}
+        sd["schedule_free"] = {
+            "train_mode": self.train_mode,
+            "z": [self._z_state[p].get("z") if p in self._z_state else None for p in self._params()],
+        }
         return sd
 
     def state_bytes(self) -> int:

@@ -10,6 +10,7 @@ target is per-run early stopping, which the rule forbids.
 airbench94 / airbench94_muon (cifar10-airbench): the claim is the mean accuracy over n runs at the fixed
 training length: mean ± 95% t-interval and a one-sided one-sample t-test of H1 mean > 0.94.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,17 +35,25 @@ class Benchmark:
     fixed: tuple = ()
 
 
-TRACK3_FIXED = (("tokens_per_step", 524288), ("task.seq_len", 1024), ("task.val_tokens", 10485760),
-                ("model.n_layer", 12), ("model.n_embd", 768), ("model.vocab_size", 50304), ("data.synthetic", False))
+TRACK3_FIXED = (
+    ("tokens_per_step", 524288),
+    ("task.seq_len", 1024),
+    ("task.val_tokens", 10485760),
+    ("model.n_layer", 12),
+    ("model.n_embd", 768),
+    ("model.vocab_size", 50304),
+    ("data.synthetic", False),
+)
 BENCHMARKS = {
     "nanogpt_track3": Benchmark("nanogpt_track3", "val_loss", "min", 3.28, "track3", TRACK3_FIXED),
     "airbench94": Benchmark("airbench94", "test_acc", "max", 0.94, "fixed_length_mean", (("data.synthetic", False),)),
-    "airbench94_muon": Benchmark("airbench94_muon", "test_acc", "max", 0.94, "fixed_length_mean",
-                                 (("data.synthetic", False),)),
+    "airbench94_muon": Benchmark(
+        "airbench94_muon", "test_acc", "max", 0.94, "fixed_length_mean", (("data.synthetic", False),)
+    ),
 }
 
-TRACK3_MARGIN = 0.004   # the README's threshold on (3.28 - mean) * sqrt(n)
-TRACK3_SIGMA = 0.0013   # the per-run std the z-test assumes
+TRACK3_MARGIN = 0.004  # the README's threshold on (3.28 - mean) * sqrt(n)
+TRACK3_SIGMA = 0.0013  # the per-run std the z-test assumes
 # (3.28 - 3.278) * sqrt(4) is 0.004 on paper and 0.0039999999999995595 in floats: the boundary passes
 FLOAT_SLACK = 1e-12
 
@@ -110,8 +119,14 @@ def seed_means(runs: list[Run], metric: str) -> list[tuple[int, float]]:
 
 
 def _point(step, mean, n) -> dict:
-    return {"step": step, "mean": mean, "n": n, "statistic": track3_statistic(mean, n), "p": track3_p(mean, n),
-            "passes": track3_passes(mean, n)}
+    return {
+        "step": step,
+        "mean": mean,
+        "n": n,
+        "statistic": track3_statistic(mean, n),
+        "p": track3_p(mean, n),
+        "passes": track3_passes(mean, n),
+    }
 
 
 def track3_claim(runs: list[Run]) -> dict:
@@ -136,16 +151,26 @@ def track3_claim(runs: list[Run]) -> dict:
     missing = n - len(completed)
     if missing:
         statuses = ", ".join(sorted({r.status for r in runs} - {"completed"}))
-        reasons.append(f"{missing} of {n} runs did not complete ({statuses}); they count in n, so only steps "
-                       "they evaluated can pass")
+        reasons.append(
+            f"{missing} of {n} runs did not complete ({statuses}); they count in n, so only steps "
+            "they evaluated can pass"
+        )
     if not means:
         reasons.append(f"no evaluation step with {bench.metric} common to all {n} runs")
     changed = deviations(runs, bench)
     if changed:
         reasons.append("not the benchmark's setup, so no leaderboard result: " + ", ".join(changed))
-    return {"benchmark": bench.name, "rule": bench.rule, "runs": n, "valid": valid,
-            "valid_at": _point(first[0], first[1], n) if valid else None, "end": end,
-            "steps_evaluated": len(means), "comparable": not changed, "notes": reasons}
+    return {
+        "benchmark": bench.name,
+        "rule": bench.rule,
+        "runs": n,
+        "valid": valid,
+        "valid_at": _point(first[0], first[1], n) if valid else None,
+        "end": end,
+        "steps_evaluated": len(means),
+        "comparable": not changed,
+        "notes": reasons,
+    }
 
 
 def fixed_length_claim(runs: list[Run], bench: Benchmark) -> dict:
@@ -163,13 +188,19 @@ def fixed_length_claim(runs: list[Run], bench: Benchmark) -> dict:
     finals = [final(r) for r in runs]
     ok = [v for v in finals if v is not None]
     lengths = sorted({r.summary.get("steps") for r in runs if r.status == "completed"}, key=str)
-    short = [r for r in runs if r.status == "completed" and r.summary.get("max_steps") is not None
-             and r.summary.get("steps") != r.summary.get("max_steps")]
+    short = [
+        r
+        for r in runs
+        if r.status == "completed"
+        and r.summary.get("max_steps") is not None
+        and r.summary.get("steps") != r.summary.get("max_steps")
+    ]
     stopped = sum(r.summary.get("stop_reason") == "target reached" for r in runs)
     notes = []
     if len(ok) < n:
-        notes.append(f"{n - len(ok)} of {n} runs have no final {bench.metric} (did not complete): "
-                     "the claim covers every run")
+        notes.append(
+            f"{n - len(ok)} of {n} runs have no final {bench.metric} (did not complete): the claim covers every run"
+        )
     if stopped or short:
         notes.append(f"{max(stopped, len(short))} of {n} runs stopped before their fixed length")
     if len(lengths) > 1:
@@ -182,11 +213,23 @@ def fixed_length_claim(runs: list[Run], bench: Benchmark) -> dict:
     t = math.nan
     if applies and s["std"] > 0:
         t = (s["mean"] - bench.target) / (s["std"] / math.sqrt(n))
-    return {"benchmark": bench.name, "rule": bench.rule, "runs": n, "metric": bench.metric, "target": bench.target,
-            "length": lengths[0] if len(lengths) == 1 else None, "n": len(ok), "mean": s["mean"], "std": s["std"],
-            "ci_low": s["ci_low"], "ci_high": s["ci_high"], "t": t,
-            "p": one_sided_p(ok, bench.target, bench.mode) if applies else math.nan, "comparable": not changed,
-            "notes": notes}
+    return {
+        "benchmark": bench.name,
+        "rule": bench.rule,
+        "runs": n,
+        "metric": bench.metric,
+        "target": bench.target,
+        "length": lengths[0] if len(lengths) == 1 else None,
+        "n": len(ok),
+        "mean": s["mean"],
+        "std": s["std"],
+        "ci_low": s["ci_low"],
+        "ci_high": s["ci_high"],
+        "t": t,
+        "p": one_sided_p(ok, bench.target, bench.mode) if applies else math.nan,
+        "comparable": not changed,
+        "notes": notes,
+    }
 
 
 def row_benchmark(runs: list[Run]) -> str | None:
@@ -204,9 +247,26 @@ def claim(runs: list[Run]) -> dict | None:
 
 
 # table.csv columns: the rule's numbers, empty for rows of no benchmark
-CLAIM_FIELDS = ["benchmark", "valid", "valid_step", "valid_mean", "valid_n", "valid_statistic", "valid_p",
-                "end_step", "end_mean", "end_n", "end_statistic", "end_p", "claim_mean", "claim_ci_low",
-                "claim_ci_high", "claim_n", "claim_t", "claim_p"]
+CLAIM_FIELDS = [
+    "benchmark",
+    "valid",
+    "valid_step",
+    "valid_mean",
+    "valid_n",
+    "valid_statistic",
+    "valid_p",
+    "end_step",
+    "end_mean",
+    "end_n",
+    "end_statistic",
+    "end_p",
+    "claim_mean",
+    "claim_ci_low",
+    "claim_ci_high",
+    "claim_n",
+    "claim_t",
+    "claim_p",
+]
 
 
 def claim_fields(c: dict | None) -> dict:
@@ -217,15 +277,31 @@ def claim_fields(c: dict | None) -> dict:
         out["valid"] = c["valid"]
         for name, pt in (("valid", c["valid_at"]), ("end", c["end"])):
             if pt:
-                out.update({f"{name}_step": pt["step"], f"{name}_mean": pt["mean"], f"{name}_n": pt["n"],
-                            f"{name}_statistic": pt["statistic"], f"{name}_p": pt["p"]})
+                out.update(
+                    {
+                        f"{name}_step": pt["step"],
+                        f"{name}_mean": pt["mean"],
+                        f"{name}_n": pt["n"],
+                        f"{name}_statistic": pt["statistic"],
+                        f"{name}_p": pt["p"],
+                    }
+                )
     else:
-        out.update({"claim_mean": c["mean"], "claim_ci_low": c["ci_low"], "claim_ci_high": c["ci_high"],
-                    "claim_n": c["n"], "claim_t": c["t"], "claim_p": c["p"]})
+        out.update(
+            {
+                "claim_mean": c["mean"],
+                "claim_ci_low": c["ci_low"],
+                "claim_ci_high": c["ci_high"],
+                "claim_n": c["n"],
+                "claim_t": c["t"],
+                "claim_p": c["p"],
+            }
+        )
     return out
 
 
 # ----------------------------------------------------------------------------------------------- text
+
 
 def _f(v, fmt=".4f") -> str:
     return format(v, fmt) if finite(v) else "n/a"
@@ -239,32 +315,41 @@ def _pval(p: float) -> str:
 
 def track3_z_line(c: dict) -> str:
     """'(3.28 - 3.2779) * sqrt(4) = 0.0042 >= 0.004: z = 3.23 sigma, one-sided p = 6.2e-04'."""
+
     def one(pt: dict) -> str:
         if pt is None or pt["step"] is None:
             return "no evaluation"
         sign = "≥" if pt["passes"] else "<"
         z = pt["statistic"] / TRACK3_SIGMA if finite(pt["statistic"]) else math.nan
-        return (f"step {pt['step']}: (3.28 − {_f(pt['mean'])})·√{pt['n']} = {_f(pt['statistic'])} {sign} "
-                f"{TRACK3_MARGIN} (z = {_f(z, '.2f')}σ, one-sided p = {_pval(pt['p'])})")
+        return (
+            f"step {pt['step']}: (3.28 − {_f(pt['mean'])})·√{pt['n']} = {_f(pt['statistic'])} {sign} "
+            f"{TRACK3_MARGIN} (z = {_f(z, '.2f')}σ, one-sided p = {_pval(pt['p'])})"
+        )
 
     head = f"earliest valid {one(c['valid_at'])}" if c["valid"] else "not valid at any evaluation step"
     return f"{head}; at the end, {one(c['end'])}"
 
 
 def track3_markdown(rows) -> list[str]:
-    out = ["", "#### nanogpt_track3 rule: valid when (3.28 − mean val loss)·√n ≥ 0.004 (one-sided z-test, "
-                "σ = 0.0013, p < 0.001) at the earliest evaluation step every seed shares (no per-run early stopping)",
-           "", "| config | runs | steps to 3.28 | mean val loss (n) at that step | final step | "
-               "mean val loss (n) at the end | valid at the end |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "",
+        "#### nanogpt_track3 rule: valid when (3.28 − mean val loss)·√n ≥ 0.004 (one-sided z-test, "
+        "σ = 0.0013, p < 0.001) at the earliest evaluation step every seed shares (no per-run early stopping)",
+        "",
+        "| config | runs | steps to 3.28 | mean val loss (n) at that step | final step | "
+        "mean val loss (n) at the end | valid at the end |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     lines = []
     for r in rows:
         c = r.stats["claim"]
         v, e = c["valid_at"], c["end"]
         at = f"{_f(v['mean'])} (n={v['n']})" if c["valid"] else "n/a"
-        out.append(f"| {r.label} | {c['runs']} | {v['step'] if c['valid'] else 'not valid'} | {at} | "
-                   f"{e['step'] if e['step'] is not None else 'n/a'} | {_f(e['mean'])} (n={e['n']}) | "
-                   f"{'✓' if e['passes'] else 'Ⓧ'} |")
+        out.append(
+            f"| {r.label} | {c['runs']} | {v['step'] if c['valid'] else 'not valid'} | {at} | "
+            f"{e['step'] if e['step'] is not None else 'n/a'} | {_f(e['mean'])} (n={e['n']}) | "
+            f"{'✓' if e['passes'] else 'Ⓧ'} |"
+        )
         lines.append(f"- {r.label}: {track3_z_line(c)}" + "".join(f"; {note}" for note in c["notes"]))
     return out + [""] + lines
 
@@ -272,13 +357,19 @@ def track3_markdown(rows) -> list[str]:
 def fixed_length_line(label: str, c: dict) -> str:
     half = (c["ci_high"] - c["mean"]) if finite(c["ci_high"]) else math.nan
     length = f"{c['length']} steps" if c["length"] is not None else "mixed lengths"
-    p = (f"one-sided one-sample t-test, H1: mean > {c['target']}: t = {_f(c['t'], '.2f')}, df = {c['n'] - 1}, "
-         f"p = {_pval(c['p'])}" if finite(c["p"]) else "p: n/a")
+    p = (
+        f"one-sided one-sample t-test, H1: mean > {c['target']}: t = {_f(c['t'], '.2f')}, df = {c['n'] - 1}, "
+        f"p = {_pval(c['p'])}"
+        if finite(c["p"])
+        else "p: n/a"
+    )
     if finite(c["p"]) and not finite(c["t"]):
         p = f"one-sided one-sample t-test, H1: mean > {c['target']}: no spread, p = {_pval(c['p'])}"
-    return (f"- {label}: {c['benchmark']} claim, mean {c['metric']} at the fixed length ({length}) over n = {c['n']} "
-            f"of {c['runs']} runs: {_f(c['mean'])} ± {_f(half)} (95% t-interval "
-            f"[{_f(c['ci_low'])}, {_f(c['ci_high'])}]); {p}" + "".join(f"; {note}" for note in c["notes"]))
+    return (
+        f"- {label}: {c['benchmark']} claim, mean {c['metric']} at the fixed length ({length}) over n = {c['n']} "
+        f"of {c['runs']} runs: {_f(c['mean'])} ± {_f(half)} (95% t-interval "
+        f"[{_f(c['ci_low'])}, {_f(c['ci_high'])}]); {p}" + "".join(f"; {note}" for note in c["notes"])
+    )
 
 
 def claims_markdown(rows) -> list[str]:
@@ -290,7 +381,11 @@ def claims_markdown(rows) -> list[str]:
         out += track3_markdown(track3)
     fixed = [r for r in with_claim if r.stats["claim"]["rule"] == "fixed_length_mean"]
     if fixed:
-        out += ["", "#### community-benchmark claim: mean accuracy at the fixed length, 95% t-interval, one-sided "
-                    "one-sample t-test that the mean exceeds the target", ""]
+        out += [
+            "",
+            "#### community-benchmark claim: mean accuracy at the fixed length, 95% t-interval, one-sided "
+            "one-sample t-test that the mean exceeds the target",
+            "",
+        ]
         out += [fixed_length_line(r.label, r.stats["claim"]) for r in fixed]
     return out

@@ -3,6 +3,7 @@ pieces of it that are not tables or plots (runs.csv, the tuning budget, the plot
 
 The command line is optbench/commands/report.py.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,9 +17,26 @@ from optbench.report import tables
 from optbench.report.collect import load_runs
 from optbench.report.stats import build_rows
 
-RUN_FIELDS = ["path", "task", "optimizer", "lr", "seed", "status", "stop_reason", "final_metric", "best_metric",
-              "reached", "steps_to_target", "time_to_target_s", "steps", "train_time_s",
-              "throughput_samples_per_s", "peak_memory_bytes", "optimizer_state_bytes", "duplicate_of"]
+RUN_FIELDS = [
+    "path",
+    "task",
+    "optimizer",
+    "lr",
+    "seed",
+    "status",
+    "stop_reason",
+    "final_metric",
+    "best_metric",
+    "reached",
+    "steps_to_target",
+    "time_to_target_s",
+    "steps",
+    "train_time_s",
+    "throughput_samples_per_s",
+    "peak_memory_bytes",
+    "optimizer_state_bytes",
+    "duplicate_of",
+]
 
 
 def runs_csv(runs, duplicate_of: dict | None = None) -> str:
@@ -28,8 +46,13 @@ def runs_csv(runs, duplicate_of: dict | None = None) -> str:
     w = csv.DictWriter(buf, fieldnames=RUN_FIELDS, lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in runs:
-        w.writerow({**{k: r.summary.get(k) for k in RUN_FIELDS}, "path": str(r.path),
-                    "duplicate_of": str(duplicate_of[r.path]) if r.path in duplicate_of else ""})
+        w.writerow(
+            {
+                **{k: r.summary.get(k) for k in RUN_FIELDS},
+                "path": str(r.path),
+                "duplicate_of": str(duplicate_of[r.path]) if r.path in duplicate_of else "",
+            }
+        )
     return buf.getvalue()
 
 
@@ -47,10 +70,12 @@ def tuning_budget(dirs: list[str]) -> list[dict]:
 def budget_markdown(budgets: list[dict]) -> str:
     lines = []
     for b in budgets:
-        lines.append(f"Tuning budget ({b.get('search')} search, selected by {b.get('select_metric')} at the end "
-                     f"of the schedule): {b.get('trials_per_optimizer')} trials per optimizer x "
-                     f"{b.get('steps_per_run')} steps, then the best of each rerun with {len(b.get('seeds') or [])} "
-                     f"seeds ({', '.join(map(str, b.get('seeds') or []))}); total steps {b.get('total_steps')}.")
+        lines.append(
+            f"Tuning budget ({b.get('search')} search, selected by {b.get('select_metric')} at the end "
+            f"of the schedule): {b.get('trials_per_optimizer')} trials per optimizer x "
+            f"{b.get('steps_per_run')} steps, then the best of each rerun with {len(b.get('seeds') or [])} "
+            f"seeds ({', '.join(map(str, b.get('seeds') or []))}); total steps {b.get('total_steps')}."
+        )
         for opt, best in (b.get("best") or {}).items():
             value = best.get("value")
             shown = f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -58,9 +83,16 @@ def budget_markdown(budgets: list[dict]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def build_report(dirs: list[str], name: str, by: list[str] | None = None, baseline: str | None = None,
-                 out: str | Path = "results", plots: bool = True, command: str | None = None,
-                 leaderboard: str | None = None):
+def build_report(
+    dirs: list[str],
+    name: str,
+    by: list[str] | None = None,
+    baseline: str | None = None,
+    out: str | Path = "results",
+    plots: bool = True,
+    command: str | None = None,
+    leaderboard: str | None = None,
+):
     """Write results/<name>/ and return (out_dir, rows, markdown, plots); with a leaderboard its
     ranked table is appended to the markdown and written as leaderboard_<name>.md/.csv."""
     if leaderboard is not None:
@@ -143,10 +175,21 @@ def log_to_wandb(rows, name: str, project: str, mode: str) -> None:
     mode = resolve_mode(mode)
     header, cells = tables.display_rows(rows)
     # WANDB_DIR is read per call: wandb caches its settings per process (tests, `optbench tune`)
-    run = wandb.init(project=project, name=f"report-{name}", job_type="report", mode=mode,
-                     dir=os.environ.get("WANDB_DIR"), reinit="finish_previous",
-                     settings=wandb.Settings(console="off", silent=True))
-    run.log({"report/table": wandb.Table(columns=header, data=cells),
-             "report/stats": wandb.Table(dataframe=None, columns=tables.CSV_FIELDS,
-                                         data=list(csv.reader(io.StringIO(tables.csv_text(rows))))[1:])})
+    run = wandb.init(
+        project=project,
+        name=f"report-{name}",
+        job_type="report",
+        mode=mode,
+        dir=os.environ.get("WANDB_DIR"),
+        reinit="finish_previous",
+        settings=wandb.Settings(console="off", silent=True),
+    )
+    run.log(
+        {
+            "report/table": wandb.Table(columns=header, data=cells),
+            "report/stats": wandb.Table(
+                dataframe=None, columns=tables.CSV_FIELDS, data=list(csv.reader(io.StringIO(tables.csv_text(rows))))[1:]
+            ),
+        }
+    )
     run.finish()

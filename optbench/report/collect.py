@@ -3,6 +3,7 @@
 A run directory is any directory holding summary.json (docs/design.md contract); single runs and
 multiruns mix freely, since a multirun is only a folder of run directories.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,14 +17,38 @@ from optbench.errors import ConfigError
 
 # Config keys that never make two runs different configurations: seeds are what we average
 # over; the rest are paths, bookkeeping and display switches.
-IGNORED_KEYS = ("seed", "name", "overrides", "resolved", "versions", "data.root", "logger",
-                "trainer.progress", "trainer.device", "trainer.resume", "trainer.checkpoint_every",
-                "trainer.log_every", "hydra", "lr_index")
+IGNORED_KEYS = (
+    "seed",
+    "name",
+    "overrides",
+    "resolved",
+    "versions",
+    "data.root",
+    "logger",
+    "trainer.progress",
+    "trainer.device",
+    "trainer.resume",
+    "trainer.checkpoint_every",
+    "trainer.log_every",
+    "hydra",
+    "lr_index",
+)
 
 # Keys that differ between two runs of one configuration (paths, names, bookkeeping, display):
 # runs equal in everything else are the same computation twice (`-m seed=0,0`), not two samples.
-IDENTITY_IGNORED = ("name", "overrides", "versions", "hydra", "logger", "trainer.progress", "trainer.resume",
-                    "trainer.log_every", "trainer.checkpoint_every", "lr_index", "data.root")
+IDENTITY_IGNORED = (
+    "name",
+    "overrides",
+    "versions",
+    "hydra",
+    "logger",
+    "trainer.progress",
+    "trainer.resume",
+    "trainer.log_every",
+    "trainer.checkpoint_every",
+    "lr_index",
+    "data.root",
+)
 
 
 @dataclass
@@ -151,23 +176,38 @@ def load_run(path: Path) -> Run:
         config = {}
     if not (path / "summary.json").exists():  # a run that stopped (or is starting) before it wrote its summary
         holder = _lock_holder(path)
-        summary = {"status": "running" if holder else "failed",
-                   "stop_reason": f"no summary.json yet (held by {holder})" if holder
-                   else "no summary.json: the run stopped before writing one",
-                   "task": config.get("task.name"), "optimizer": config.get("optimizer.name"),
-                   "benchmark": config.get("task.benchmark"), "seed": config.get("seed")}
+        summary = {
+            "status": "running" if holder else "failed",
+            "stop_reason": f"no summary.json yet (held by {holder})"
+            if holder
+            else "no summary.json: the run stopped before writing one",
+            "task": config.get("task.name"),
+            "optimizer": config.get("optimizer.name"),
+            "benchmark": config.get("task.benchmark"),
+            "seed": config.get("seed"),
+        }
         why = ""
     else:
         summary, why = _summary_problem(path)
     if summary is None:
         notes.append(f"{path / 'summary.json'} {why}: the run counts as failed (unreadable)")
-        summary = {"status": "unreadable", "stop_reason": "summary.json unreadable",
-                   "task": config.get("task.name"), "optimizer": config.get("optimizer.name"),
-                   "benchmark": config.get("task.benchmark"), "seed": config.get("seed")}
+        summary = {
+            "status": "unreadable",
+            "stop_reason": "summary.json unreadable",
+            "task": config.get("task.name"),
+            "optimizer": config.get("optimizer.name"),
+            "benchmark": config.get("task.benchmark"),
+            "seed": config.get("seed"),
+        }
     lines = read_jsonl(path / "metrics.jsonl", notes)
-    return Run(path=path, summary=summary, config=config,
-               train=[r for r in lines if r.get("type") == "train"],
-               evals=[r for r in lines if r.get("type") == "eval"], notes=notes)
+    return Run(
+        path=path,
+        summary=summary,
+        config=config,
+        train=[r for r in lines if r.get("type") == "train"],
+        evals=[r for r in lines if r.get("type") == "eval"],
+        notes=notes,
+    )
 
 
 def _lock_holder(path: Path) -> str | None:

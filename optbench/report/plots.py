@@ -1,4 +1,5 @@
 """PNG figures of a report: learning curves, lr sensitivity, performance profile (Agg backend)."""
+
 from __future__ import annotations
 
 import math
@@ -21,7 +22,7 @@ def mean_curve(runs, kind: str, field: str) -> dict:
     """step -> (mean time, mean value, std value, n) over the runs that logged that step."""
     by_step: dict[int, list[tuple[float, float]]] = {}
     for r in runs:
-        for line in (r.train if kind == "train" else r.evals):
+        for line in r.train if kind == "train" else r.evals:
             v = line.get(field)
             if finite(v) and "step" in line:
                 by_step.setdefault(int(line["step"]), []).append((float(line.get("time_s", math.nan)), float(v)))
@@ -48,8 +49,7 @@ def curves(rows, out_dir: Path, metric: str, task: str) -> list[Path]:
                 m = np.array([v[1] for v in c.values()])
                 sd = np.array([v[2] for v in c.values()])
                 n_runs = len(row.runs)
-                line, = ax.plot(x, m, marker="o" if len(x) < 12 else None, ms=3,
-                                label=f"{row.label} (n={n_runs})")
+                (line,) = ax.plot(x, m, marker="o" if len(x) < 12 else None, ms=3, label=f"{row.label} (n={n_runs})")
                 ax.fill_between(x, m - sd, m + sd, color=line.get_color(), alpha=0.2, linewidth=0)
                 if kind == "train":
                     done = mean_curve([r for r in row.runs if r.status == "completed"], kind, field)
@@ -59,8 +59,10 @@ def curves(rows, out_dir: Path, metric: str, task: str) -> list[Path]:
                 ax.set_ylim(bottom=0, top=1.05 * max(ymax))
             ax.set_xlabel("step" if axis == "step" else "train-clock time (s)")
             ax.set_ylabel(ylabel)
-            ax.set_title(f"{rows[0].task}: {ylabel} vs {'steps' if axis == 'step' else 'time'} (mean ± std over seeds)",
-                         fontsize=9)
+            ax.set_title(
+                f"{rows[0].task}: {ylabel} vs {'steps' if axis == 'step' else 'time'} (mean ± std over seeds)",
+                fontsize=9,
+            )
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
             name = f"{'eval_' + _slug(metric) if kind == 'eval' else 'train_loss'}_vs_{axis}{suffix}.png"
@@ -100,21 +102,41 @@ def lr_sensitivity(rows, out_dir: Path, metric: str, task: str) -> Path | None:
         bad = {lr: k for lr, k in bad.items() if k}
         if bad:  # kept on the figure: a cross at the worst edge, with how many runs of that lr
             color = color or ax._get_lines.get_next_color()
-            ax.scatter(list(bad), [worst_edge] * len(bad), marker="X", s=60, color=color, zorder=4,
-                       edgecolor="black", linewidth=0.5, transform=ax.get_xaxis_transform(), clip_on=False,
-                       label=f"{opt}: diverged / failed / non-finite")
+            ax.scatter(
+                list(bad),
+                [worst_edge] * len(bad),
+                marker="X",
+                s=60,
+                color=color,
+                zorder=4,
+                edgecolor="black",
+                linewidth=0.5,
+                transform=ax.get_xaxis_transform(),
+                clip_on=False,
+                label=f"{opt}: diverged / failed / non-finite",
+            )
             for lr, k in bad.items():
-                ax.annotate(f"{k}/{len(lrs[lr])}", (lr, worst_edge), xycoords=ax.get_xaxis_transform(),
-                            xytext=(6, -12 if worst_edge else 6), textcoords="offset points", fontsize=7,
-                            color=color, annotation_clip=False)
+                ax.annotate(
+                    f"{k}/{len(lrs[lr])}",
+                    (lr, worst_edge),
+                    xycoords=ax.get_xaxis_transform(),
+                    xytext=(6, -12 if worst_edge else 6),
+                    textcoords="offset points",
+                    fontsize=7,
+                    color=color,
+                    annotation_clip=False,
+                )
     all_lrs = [lr for lrs in by_opt.values() for lr in lrs]
     lo, hi = min(all_lrs), max(all_lrs)
     ax.set_xscale("log")
-    ax.set_xlim(lo / 10 ** 0.25, hi * 10 ** 0.25)  # every lr tried is on the figure, the edges too
+    ax.set_xlim(lo / 10**0.25, hi * 10**0.25)  # every lr tried is on the figure, the edges too
     ax.set_xlabel("learning rate")
     ax.set_ylabel(f"final {metric}")
-    ax.set_title(f"{rows[0].task}: lr sensitivity (mean ± std over the seeds that finished; "
-                 f"x at the {'top' if worst_edge else 'bottom'}: runs that did not)", fontsize=8)
+    ax.set_title(
+        f"{rows[0].task}: lr sensitivity (mean ± std over the seeds that finished; "
+        f"x at the {'top' if worst_edge else 'bottom'}: runs that did not)",
+        fontsize=8,
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return save_figure(fig, out_dir / f"lr_sensitivity{'_' + _slug(task) if task else ''}.png")
@@ -146,8 +168,10 @@ def profile_skipped(rows) -> str | None:
     if len(tasks) < 2:
         return None
     if not any(finite(r.stats.get("time_to_target_s")) for r in rows):
-        return (f"performance_profile.png not drawn: no row of the {len(tasks)} tasks reached its target "
-                "(a median time-to-target needs more than half a row's runs to reach it)")
+        return (
+            f"performance_profile.png not drawn: no row of the {len(tasks)} tasks reached its target "
+            "(a median time-to-target needs more than half a row's runs to reach it)"
+        )
     return None
 
 
@@ -175,8 +199,6 @@ def performance_profile(rows, out_dir: Path) -> Path | None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     return save_figure(fig, out_dir / "performance_profile.png")
-
-
 
 
 def all_plots(rows, out_dir: Path) -> list[Path]:

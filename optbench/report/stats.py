@@ -12,6 +12,7 @@ Rules (docs/design.md "Statistics in reports"):
 - a one-sided t-test that the mean final metric beats the target (speedrun rule: p < 0.01);
 - speedup vs the baseline row = baseline median / row median (steps and train-clock time).
 """
+
 from __future__ import annotations
 
 import math
@@ -101,8 +102,10 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Row]:
     def order(item):
         return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in item[0])
 
-    return [Row(key=k, label=label(k), runs=sorted(v, key=lambda r: (seed_order(r.summary.get("seed")), str(r.path))))
-            for k, v in sorted(rows.items(), key=order)]
+    return [
+        Row(key=k, label=label(k), runs=sorted(v, key=lambda r: (seed_order(r.summary.get("seed")), str(r.path))))
+        for k, v in sorted(rows.items(), key=order)
+    ]
 
 
 def mean_std_ci(values: list[float], confidence: float = 0.95) -> dict:
@@ -156,8 +159,9 @@ def p_applies(runs: list[Run], completed: list[Run]) -> bool:
     hold (a t-test over the survivors would flatter the row). And a run stopped at the target ends
     with a final metric at or past it by construction, which the test would count as evidence."""
     stopped_at_target = any(r.summary.get("stop_reason") == "target reached" for r in runs)
-    nan_final = any(r.summary.get("final_metric") is not None and not finite(r.summary["final_metric"])
-                    for r in completed)  # a NaN cannot beat it
+    nan_final = any(
+        r.summary.get("final_metric") is not None and not finite(r.summary["final_metric"]) for r in completed
+    )  # a NaN cannot beat it
     return len(completed) == len(runs) and not stopped_at_target and not nan_final
 
 
@@ -171,12 +175,19 @@ def row_stats(row: Row) -> dict:
     best = [r.summary.get("best_metric") for r in completed]
     throughput_key = "throughput_tokens_per_s" if first.get("throughput_tokens_per_s") else "throughput_samples_per_s"
     s = {
-        "label": row.label, "task": row.task, "metric": first.get("metric"), "mode": mode, "target": target,
-        "runs": len(runs), "seeds": sorted({_hashable(r.summary.get("seed")) for r in runs}, key=seed_order),
-        "completed": len(completed), "diverged": statuses.count("diverged"),
+        "label": row.label,
+        "task": row.task,
+        "metric": first.get("metric"),
+        "mode": mode,
+        "target": target,
+        "runs": len(runs),
+        "seeds": sorted({_hashable(r.summary.get("seed")) for r in runs}, key=seed_order),
+        "completed": len(completed),
+        "diverged": statuses.count("diverged"),
         "failed": statuses.count("failed") + statuses.count("unreadable"),  # unreadable: a summary no one can trust
         "interrupted": statuses.count("interrupted") + statuses.count("running"),
-        "final": mean_std_ci(final), "best": mean_std_ci(best),
+        "final": mean_std_ci(final),
+        "best": mean_std_ci(best),
         "reached": sum(reached_target(r) for r in runs),
         "steps_to_target": median_to_target(runs, "steps_to_target"),
         "time_to_target_s": median_to_target(runs, "time_to_target_s"),
@@ -220,20 +231,26 @@ def pick_baseline(rows: list[Row], wanted: str | None) -> Row | None:
             hits = [r for r in rows if match(r)]
             if hits:
                 return hits[0]
-        raise ConfigError(f"report: --baseline '{wanted}' matches no row; valid choices: "
-                          f"{', '.join(r.label for r in rows)}")
+        raise ConfigError(
+            f"report: --baseline '{wanted}' matches no row; valid choices: {', '.join(r.label for r in rows)}"
+        )
     adamw = [r for r in rows if r.runs[0].optimizer == "adamw"]
     return adamw[0] if adamw else rows[0]
 
 
-def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | None = None) -> tuple[list[Row], list[str]]:
+def build_rows(
+    runs: list[Run], keys: list[str] | None = None, baseline: str | None = None
+) -> tuple[list[Row], list[str]]:
     keys = keys or default_group_keys(runs)
     for k in keys:
         if all(r.value(k) is None for r in runs):
             # only keys some run has a value for: a key listed here must not be refused next time
             has_lr = {"lr"} if any(r.value("lr") is not None for r in runs) else set()
-            known = sorted({c for r in runs for c, v in r.config.items() if v is not None and not is_ignored(c)}
-                           | {"optimizer", "task"} | has_lr)
+            known = sorted(
+                {c for r in runs for c, v in r.config.items() if v is not None and not is_ignored(c)}
+                | {"optimizer", "task"}
+                | has_lr
+            )
             raise ConfigError(f"report: --by key '{k}' is in no run; valid keys include: {', '.join(known[:40])}")
     from optbench.report.benchmarks import claim  # benchmarks builds on this module's statistics
 
@@ -248,8 +265,9 @@ def build_rows(runs: list[Run], keys: list[str] | None = None, baseline: str | N
         row.stats["duplicates"] = len(row.duplicates)
         row.stats["claim"] = claim(row.runs)  # the benchmark's own validity rule, None for other rows
     if baseline and not any(_matches(r, baseline) for r in rows):
-        raise ConfigError(f"report: --baseline '{baseline}' matches no row; valid choices: "
-                          f"{', '.join(r.label for r in rows)}")
+        raise ConfigError(
+            f"report: --baseline '{baseline}' matches no row; valid choices: {', '.join(r.label for r in rows)}"
+        )
     # the baseline is per task: a speedup compares like with like
     for task in dict.fromkeys(r.task for r in rows):
         same = [r for r in rows if r.task == task]

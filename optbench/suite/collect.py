@@ -4,6 +4,7 @@ Run objects (summary.json, config.yaml, metrics.jsonl), every run counted whatev
 A run directory that is missing or has no readable summary.json counts as failed (report.collect's
 rule), never as absent: a suite that lost runs must not look better for it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ STATUSES = ("completed", "diverged", "failed", "interrupted")
 @dataclass
 class Cell:
     """One optimizer on one workload."""
+
     workload: str
     optimizer: str
-    trials: list[Run]   # in the order tune tried them
-    chosen: int         # index into trials of the configuration the seeds reran
+    trials: list[Run]  # in the order tune tried them
+    chosen: int  # index into trials of the configuration the seeds reran
     seeds: list[Run]
     points: list[dict]  # each trial's hyperparameters
 
@@ -51,8 +53,14 @@ def collect(record: dict) -> list[Cell]:
     for workload, rec in record["workloads"].items():
         for name in record["optimizers"]:
             o = rec["optimizers"][name]
-            cells.append(Cell(workload=workload, optimizer=name,
-                              trials=[read_run(t["run_dir"]) for t in o["trials"]], chosen=int(o["chosen"]),
-                              seeds=[read_run(s["run_dir"]) for s in o["seeds"]],
-                              points=[t["point"] for t in o["trials"]]))
+            cells.append(
+                Cell(
+                    workload=workload,
+                    optimizer=name,
+                    trials=[read_run(t["run_dir"]) for t in o["trials"]],
+                    chosen=int(o["chosen"]),
+                    seeds=[read_run(s["run_dir"]) for s in o["seeds"]],
+                    points=[t["point"] for t in o["trials"]],
+                )
+            )
     return cells

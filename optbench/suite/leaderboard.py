@@ -1,4 +1,5 @@
 """From a suite's record to its leaderboard files: collect -> score -> profile -> tables, plots."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ from optbench.suite.score import all_scores
 FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.tex", "heatmap.png", "profile.png", "scores.json")
 
 
-def write_leaderboard(out_dir: Path, record: dict, by: str = "steps", tau_max: float = TAU_MAX,
-                      command: str | None = None) -> tuple[str, dict]:
+def write_leaderboard(
+    out_dir: Path, record: dict, by: str = "steps", tau_max: float = TAU_MAX, command: str | None = None
+) -> tuple[str, dict]:
     """Write FILES into out_dir; return (the Markdown, the profile)."""
     scores = all_scores(collect(record))
     prof = profile(scores, by=by, tau_max=tau_max)

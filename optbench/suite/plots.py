@@ -1,5 +1,6 @@
 """The suite's two figures (Agg backend, optbench.plotting): a heat map of optimizer x workload
 (colour: success rate of the seed runs; text: the profile's ratio) and the performance profile."""
+
 from __future__ import annotations
 
 import math
@@ -26,12 +27,14 @@ def heatmap(scores: list[dict], prof: dict, path: Path) -> Path:
         for j, w in enumerate(workloads):
             r = prof["ratios"].get(o, {}).get(w)
             text = "" if r is None else ("×" if math.isinf(r) else f"{r:.2g}")
-            ax.text(j, i, text, ha="center", va="center", fontsize=6,
-                    color="white" if not (grid[i, j] > 0.6) else "black")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=6, color="white" if not (grid[i, j] > 0.6) else "black"
+            )
     ax.set_xticks(range(len(workloads)), workloads, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(optimizers)), optimizers, fontsize=7)
-    ax.set_title(f"colour: success rate of the seeds\ntext: {prof['by']} to target / the best's (× = not reached)",
-                 fontsize=8)
+    ax.set_title(
+        f"colour: success rate of the seeds\ntext: {prof['by']} to target / the best's (× = not reached)", fontsize=8
+    )
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02).set_label("success rate", fontsize=7)
     return save_figure(fig, path)
 
@@ -45,14 +48,20 @@ def profile_plot(prof: dict, path: Path) -> Path:
     styles = ("-", "--", ":", "-.")  # ten colours repeat: a line style per ten optimizers tells them apart
     for i, o in enumerate(order):
         r = list(prof["ratios"][o].values())
-        ax.step(taus, rho(r, taus), where="post", linestyle=styles[(i // 10) % len(styles)],
-                label=f"{o} ({prof['score'][o]:.3f})")
+        ax.step(
+            taus,
+            rho(r, taus),
+            where="post",
+            linestyle=styles[(i // 10) % len(styles)],
+            label=f"{o} ({prof['score'][o]:.3f})",
+        )
     ax.set_xlim(1.0, prof["tau_max"])
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(f"τ (median {prof['measure'].replace('_', ' ')} / the best optimizer's)")
     ax.set_ylabel("fraction of workloads within τ of the best")
-    ax.set_title(f"performance profile over {len(prof['workloads'])} workloads (legend: area, AlgoPerf score)",
-                 fontsize=9)
+    ax.set_title(
+        f"performance profile over {len(prof['workloads'])} workloads (legend: area, AlgoPerf score)", fontsize=9
+    )
     ax.grid(alpha=0.3)
     # outside the axes: with a few dozen optimizers no corner of the plot is free
     ax.legend(fontsize=6, ncol=2 if n > 20 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)

@@ -26,6 +26,7 @@ The integral of the step function rho is computed exactly: each workload with r 
 (r_max - r) / (r_max - 1) / n. (AlgoPerf's scoring/performance_profile.py approximates it with the
 trapezoid rule on 100 evenly spaced points; the documented definition is the integral.)
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,7 @@ def area(ratios: list[float], tau_max: float = TAU_MAX) -> float:
         return math.nan
     if tau_max <= 1:
         raise ValueError(f"tau_max={tau_max} must be > 1")
-    return float(sum(max(0.0, tau_max - max(1.0, r)) for r in ratios if r <= tau_max)
-                 / (tau_max - 1) / len(ratios))
+    return float(sum(max(0.0, tau_max - max(1.0, r)) for r in ratios if r <= tau_max) / (tau_max - 1) / len(ratios))
 
 
 def profile(scores: list[dict], by: str = "steps", tau_max: float = TAU_MAX) -> dict:
@@ -67,9 +67,17 @@ def profile(scores: list[dict], by: str = "steps", tau_max: float = TAU_MAX) -> 
     workloads = list(dict.fromkeys(s["workload"] for s in scores))
     excluded = [w for w in workloads if all(s["target"] is None for s in scores if s["workload"] == w)]
     kept = [w for w in workloads if w not in excluded]
-    times = {w: {s["optimizer"]: (s[key] if not math.isnan(s[key]) else math.inf)
-                 for s in scores if s["workload"] == w} for w in kept}
+    times = {
+        w: {s["optimizer"]: (s[key] if not math.isnan(s[key]) else math.inf) for s in scores if s["workload"] == w}
+        for w in kept
+    }
     ratios = performance_ratios(times) if kept else {o: [] for o in optimizers}
-    return {"by": by, "measure": key, "tau_max": tau_max, "workloads": kept, "excluded": excluded,
-            "ratios": {o: dict(zip(kept, ratios.get(o, []))) for o in optimizers},
-            "score": {o: area(ratios.get(o, []), tau_max) for o in optimizers}}
+    return {
+        "by": by,
+        "measure": key,
+        "tau_max": tau_max,
+        "workloads": kept,
+        "excluded": excluded,
+        "ratios": {o: dict(zip(kept, ratios.get(o, []))) for o in optimizers},
+        "score": {o: area(ratios.get(o, []), tau_max) for o in optimizers},
+    }

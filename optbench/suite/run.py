@@ -12,6 +12,7 @@ record of a workload:
 
 Resumable because tune is: a finished run's directory is read back, never retrained.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,61 +24,128 @@ from optbench.suite.workloads import Workload
 SEARCHES = ("grid", "random", "sobol")
 
 
-def tune_workload(optimizers: list[str], overrides: list[str], out_dir: Path, *, budget: int, seeds: int,
-                  search: str = "sobol", launcher: list[str] = (), select_metric: str | None = None) -> dict:
+def tune_workload(
+    optimizers: list[str],
+    overrides: list[str],
+    out_dir: Path,
+    *,
+    budget: int,
+    seeds: int,
+    search: str = "sobol",
+    launcher: list[str] = (),
+    select_metric: str | None = None,
+) -> dict:
     """The adapter to optbench.tune (the one place that knows its record's layout). With tune's
     `run_tune` (K1) the launcher overrides go to it; the older `tune` runs in-process only."""
     from optbench import tune as tune_mod
 
     run_tune = getattr(tune_mod, "run_tune", None)
     if run_tune is not None:
-        record = run_tune(optimizers, list(overrides), search=search, trials=budget, seeds=seeds, out_dir=out_dir,
-                          launcher=list(launcher), select_metric=select_metric)
+        record = run_tune(
+            optimizers,
+            list(overrides),
+            search=search,
+            trials=budget,
+            seeds=seeds,
+            out_dir=out_dir,
+            launcher=list(launcher),
+            select_metric=select_metric,
+        )
     elif launcher:
-        raise ConfigError(f"suite: {' '.join(launcher)} needs optbench.tune.run_tune (parallel trials through "
-                          "Hydra's launcher), which this version lacks; drop it to run the suite sequentially")
+        raise ConfigError(
+            f"suite: {' '.join(launcher)} needs optbench.tune.run_tune (parallel trials through "
+            "Hydra's launcher), which this version lacks; drop it to run the suite sequentially"
+        )
     else:
-        record = tune_mod.tune(optimizers, overrides, out_dir, search=search, trials=budget, seeds=seeds,
-                               select_metric=select_metric)
+        record = tune_mod.tune(
+            optimizers, overrides, out_dir, search=search, trials=budget, seeds=seeds, select_metric=select_metric
+        )
 
     def where(entry: dict, default: Path) -> str:
         # run_tune records run_dir relative to out_dir; the older tune only implies it
         return str(out_dir / entry["run_dir"]) if entry.get("run_dir") else str(default)
 
-    out = {"select_metric": record["select_metric"], "mode": record["mode"],
-           "overrides": record["overrides"], "optimizers": {}}
+    out = {
+        "select_metric": record["select_metric"],
+        "mode": record["mode"],
+        "overrides": record["overrides"],
+        "optimizers": {},
+    }
     for name in optimizers:
-        trials = [{"index": i, "point": t["point"], "status": t["status"], "value": t["value"],
-                   "run_dir": where(t, out_dir / "trials" / name / f"{i:02d}-{tune_mod.point_slug(t['point'])}")}
-                  for i, t in enumerate(record["trials"][name])]
+        trials = [
+            {
+                "index": i,
+                "point": t["point"],
+                "status": t["status"],
+                "value": t["value"],
+                "run_dir": where(t, out_dir / "trials" / name / f"{i:02d}-{tune_mod.point_slug(t['point'])}"),
+            }
+            for i, t in enumerate(record["trials"][name])
+        ]
         best = record["best"][name]
         chosen = best["trial"] if "trial" in best else next(t["index"] for t in trials if t["point"] == best["point"])
-        finals = [{"seed": r["seed"], "status": r["status"],
-                   "run_dir": where(r, out_dir / "final" / name / f"seed={r['seed']}")} for r in record["final"][name]]
+        finals = [
+            {
+                "seed": r["seed"],
+                "status": r["status"],
+                "run_dir": where(r, out_dir / "final" / name / f"seed={r['seed']}"),
+            }
+            for r in record["final"][name]
+        ]
         out["optimizers"][name] = {"trials": trials, "chosen": int(chosen), "seeds": finals}
     return out
 
 
-def run_suite(optimizers: list[str], workloads: list[Workload], out_dir: Path, *, budget: int, seeds: int,
-              search: str = "sobol", overrides: list[str] = (), launcher: list[str] = (), jobs: int = 1) -> dict:
+def run_suite(
+    optimizers: list[str],
+    workloads: list[Workload],
+    out_dir: Path,
+    *,
+    budget: int,
+    seeds: int,
+    search: str = "sobol",
+    overrides: list[str] = (),
+    launcher: list[str] = (),
+    jobs: int = 1,
+) -> dict:
     """Every workload (jobs > 1: that many at once, each in its own process); suite.json (the
     protocol and each workload's record) is rewritten after each, so an interrupted suite shows what
     it had finished. Workloads write disjoint folders, so parallel ones never share a run."""
     if budget < 1:
-        raise ConfigError(f"suite: --budget={budget} is invalid: must be >= 1 "
-                          "(tuning trials per optimizer and workload)")
+        raise ConfigError(
+            f"suite: --budget={budget} is invalid: must be >= 1 (tuning trials per optimizer and workload)"
+        )
     if seeds < 1:
         raise ConfigError(f"suite: --seeds={seeds} is invalid: must be >= 1")
     if search not in SEARCHES:
         raise ConfigError(f"suite: --search={search} is invalid; valid choices: {', '.join(SEARCHES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"optimizers": optimizers, "budget": budget, "seeds": seeds, "search": search,
-              "overrides": list(overrides), "launcher": list(launcher), "workloads": {}}
+    record = {
+        "optimizers": optimizers,
+        "budget": budget,
+        "seeds": seeds,
+        "search": search,
+        "overrides": list(overrides),
+        "launcher": list(launcher),
+        "workloads": {},
+    }
     if jobs < 1:
         raise ConfigError(f"suite: --jobs={jobs} is invalid: must be >= 1")
     jobs = min(jobs, len(workloads))
-    args = {w.task: (optimizers, [*w.overrides, *overrides], out_dir / "runs" / w.task, budget, seeds, search,
-                     list(launcher), jobs, w.select_metric) for w in workloads}
+    args = {
+        w.task: (
+            optimizers,
+            [*w.overrides, *overrides],
+            out_dir / "runs" / w.task,
+            budget,
+            seeds,
+            search,
+            list(launcher),
+            jobs,
+            w.select_metric,
+        )
+        for w in workloads
+    }
     if jobs == 1:
         results = (_tune_job(*args[w.task]) for w in workloads)
         _gather(record, workloads, results, out_dir)
@@ -109,10 +177,20 @@ def _tune_job(optimizers, overrides, out_dir, budget, seeds, search, launcher, j
     use_overrides(overrides)  # a spawned worker starts without the command line's config folders
     if jobs > 1:  # the cores shared among the workers
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
-    print(f"suite: workload {Path(out_dir).name} ({len(optimizers)} optimizers x ({budget} trials + {seeds} seeds))",
-          flush=True)
-    return tune_workload(optimizers, overrides, Path(out_dir), budget=budget, seeds=seeds, search=search,
-                         launcher=launcher, select_metric=select_metric)
+    print(
+        f"suite: workload {Path(out_dir).name} ({len(optimizers)} optimizers x ({budget} trials + {seeds} seeds))",
+        flush=True,
+    )
+    return tune_workload(
+        optimizers,
+        overrides,
+        Path(out_dir),
+        budget=budget,
+        seeds=seeds,
+        search=search,
+        launcher=launcher,
+        select_metric=select_metric,
+    )
 
 
 def write_record(out_dir: Path, record: dict) -> Path:

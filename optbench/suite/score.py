@@ -9,6 +9,7 @@
   in the order tune tried them (None: no trial reached it; "not reached" in the tables);
 - every run of the cell (trials and seeds) counted by status: completed, diverged, failed, interrupted.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,16 +32,22 @@ def cell_scores(cell: Cell) -> dict:
     reached = sum(reached_target(r) for r in seeds)
     target = first.get("target")
     return {
-        "workload": cell.workload, "optimizer": cell.optimizer,
-        "metric": first.get("metric"), "mode": first.get("mode"), "target": target,
-        "seeds": len(seeds), "reached": reached,
+        "workload": cell.workload,
+        "optimizer": cell.optimizer,
+        "metric": first.get("metric"),
+        "mode": first.get("mode"),
+        "target": target,
+        "seeds": len(seeds),
+        "reached": reached,
         "success_rate": reached / len(seeds) if seeds and target is not None else math.nan,
         "steps_to_target": median_to_target(seeds, "steps_to_target") if target is not None else math.nan,
         "time_to_target_s": median_to_target(seeds, "time_to_target_s") if target is not None else math.nan,
         "final": mean_std_ci([r.summary.get("final_metric") for r in completed]),
-        "attempts": attempts_needed(cell), "trials": len(cell.trials),
+        "attempts": attempts_needed(cell),
+        "trials": len(cell.trials),
         "chosen": cell.points[cell.chosen] if cell.points else {},
-        "status": cell.status_counts(), "runs": len(cell.runs),
+        "status": cell.status_counts(),
+        "runs": len(cell.runs),
     }
 
 

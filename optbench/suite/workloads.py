@@ -6,6 +6,7 @@ tune's, val_<test metric>), for tasks with no validation split, e.g. train_loss.
 groups or single tasks; a user's config folder (hydra.searchpath, OPTBENCH_CONFIG_PATH) adds groups
 and tasks the way it adds any option.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ GROUP = "suite"  # the config group of the workload groups
 
 @dataclass(frozen=True)
 class Workload:
-    task: str                   # the task name: a column of the leaderboard
-    group: str                  # the group that named it ("" when named on its own)
+    task: str  # the task name: a column of the leaderboard
+    group: str  # the group that named it ("" when named on its own)
     overrides: tuple[str, ...]  # task=<name> and the group's overrides
     select_metric: str | None = None  # what tune chooses by (None: tune's default)
 
@@ -51,8 +52,12 @@ def load_group(name: str) -> dict:
     select = cfg.get("select_metric")
     if select is not None and (not isinstance(select, str) or not select):
         raise ConfigError(f"suite: {where}: `select_metric` must be a metric name, e.g. train_loss")
-    return {"description": str(cfg.get("description") or ""), "tasks": [str(t) for t in tasks],
-            "overrides": [str(o) for o in overrides], "select_metric": select}
+    return {
+        "description": str(cfg.get("description") or ""),
+        "tasks": [str(t) for t in tasks],
+        "overrides": [str(o) for o in overrides],
+        "select_metric": select,
+    }
 
 
 def resolve(names: list[str]) -> list[Workload]:

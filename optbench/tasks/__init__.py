@@ -8,14 +8,15 @@ module on the Python path named by the task yaml's `module:` key; it registers i
     @register_task_kind("my_kind", models=("my_model",), description="...")
     def build(cfg, device, rank, world_size) -> Task: ...
 """
+
 from __future__ import annotations
 
 import importlib
 import math
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,7 +29,7 @@ BENCHMARKS = ("nanogpt_track3", "airbench94", "airbench94_muon")
 @dataclass(frozen=True)
 class TaskKind:
     name: str
-    build: Callable[..., Task]                  # (cfg, device, rank, world_size) -> Task
+    build: Callable[..., Task]  # (cfg, device, rank, world_size) -> Task
     validate: Callable[[DictConfig], None] | None = None  # raises ConfigError before anything runs
     # the model yamls' `name`s this kind can train; empty: the kind builds its own model
     models: tuple[str, ...] = ()
@@ -39,9 +40,16 @@ TASK_KINDS: dict[str, TaskKind] = {}
 _NOT_KINDS = {"base"}  # modules of this package that hold shared code, not a kind
 
 
-def register_task_kind(name: str, build: Callable[..., Task] | None = None, *, validate=None,
-                       models: tuple[str, ...] = (), description: str = ""):
+def register_task_kind(
+    name: str,
+    build: Callable[..., Task] | None = None,
+    *,
+    validate=None,
+    models: tuple[str, ...] = (),
+    description: str = "",
+):
     """Register `build` as task.kind=`name`; usable as a call or as a decorator."""
+
     def add(fn: Callable[..., Task]) -> Callable[..., Task]:
         TASK_KINDS[name] = TaskKind(name, fn, validate, tuple(models), description or (fn.__doc__ or "").strip())
         return fn
@@ -64,8 +72,10 @@ def task_kind(cfg: DictConfig) -> TaskKind:
         try:
             importlib.import_module(str(module))
         except ImportError as e:
-            raise ConfigError(f"task.module={module!r} cannot be imported ({e}); it must be a module on the "
-                              "Python path that calls optbench.tasks.register_task_kind") from None
+            raise ConfigError(
+                f"task.module={module!r} cannot be imported ({e}); it must be a module on the "
+                "Python path that calls optbench.tasks.register_task_kind"
+            ) from None
     kinds = discover()
     kind = cfg.task.get("kind")
     if kind not in kinds:
@@ -85,8 +95,9 @@ def validate_task_config(cfg: DictConfig) -> None:
     if t.mode not in ("max", "min"):
         raise ConfigError(f"task.mode={t.mode!r} is invalid; valid choices: max, min")
     target = t.get("target")
-    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
-                               or not math.isfinite(target)):
+    if target is not None and (
+        not isinstance(target, (int, float)) or isinstance(target, bool) or not math.isfinite(target)
+    ):
         raise ConfigError(f"task.target={target!r} is invalid: must be a number (or null for none)")
     metric = str(t.get("metric") or "")
     if target is not None and "acc" in metric and not 0 <= target <= 1:  # an accuracy is a fraction
@@ -113,8 +124,10 @@ def _validate_model_kind(cfg: DictConfig, kind: TaskKind) -> None:
         return
     valid = [m for m in group_options("model") if load_option("model", m).get("name") in kind.models]
     chosen = OmegaConf.select(cfg, "hydra.runtime.choices.model") or cfg.model.get("name")
-    raise ConfigError(f"model '{chosen}' cannot train task '{cfg.task.name}' ({cfg.task.kind}); "
-                      f"valid choices for model: {', '.join(valid)}")
+    raise ConfigError(
+        f"model '{chosen}' cannot train task '{cfg.task.name}' ({cfg.task.kind}); "
+        f"valid choices for model: {', '.join(valid)}"
+    )
 
 
 def __getattr__(name: str):

@@ -1,4 +1,5 @@
 """Shared by the small CPU workloads (digits, nqm, diagnostics); not a task kind itself."""
+
 from __future__ import annotations
 
 import torch

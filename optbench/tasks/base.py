@@ -2,10 +2,12 @@
 
 Each task kind (one module in this package) builds one from the config; see optbench/tasks/__init__.py.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
@@ -16,15 +18,15 @@ from torch import nn
 class Task:
     name: str
     model: nn.Module
-    train_batches: Iterator[list[Any]]          # per step: this rank's micro-batches, on device
+    train_batches: Iterator[list[Any]]  # per step: this rank's micro-batches, on device
     loss: Callable[[nn.Module, Any], torch.Tensor]
-    evaluate: Callable[[nn.Module], dict]        # untimed; includes `metric`
+    evaluate: Callable[[nn.Module], dict]  # untimed; includes `metric`
     metric: str
-    mode: str                                    # "max" or "min"
+    mode: str  # "max" or "min"
     target: float | None
-    samples_per_step: int                        # global, all ranks and micro-steps
+    samples_per_step: int  # global, all ranks and micro-steps
     tokens_per_step: int | None = None
-    state_dict: Callable[[], dict] = dict        # data position, for resume
+    state_dict: Callable[[], dict] = dict  # data position, for resume
     load_state_dict: Callable[[dict], None] = lambda s: None
     make_train_batches: Callable[[int], Iterator[list[Any]]] | None = None  # fresh stream (BN recompute)
     summary_extra: dict = field(default_factory=dict)

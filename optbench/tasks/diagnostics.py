@@ -19,12 +19,13 @@ gradient of the reported value (additive noise, sparse masks, stale gradients, t
 field of a game) return a surrogate from `loss()`: its value is the objective, its gradient the
 field the problem defines (`with_gradient`), since the loop calls loss.backward().
 """
+
 from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -52,7 +53,7 @@ class Params(nn.Module):
 
 def unwrap(model: nn.Module) -> Params:
     while not isinstance(model, Params):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        model = getattr(model, "module", None) or model._orig_mod
     return model
 
 
@@ -70,19 +71,19 @@ def add_gradient(value: torch.Tensor, params: list[torch.Tensor], extra: list[to
 
 @dataclass
 class Context:
-    instance: torch.Generator   # the problem instance's randomness (task.instance_seed): fixed
-    start: torch.Generator      # the starting point's (the run seed)
-    seed: int                   # the run seed, for per-step noise (with the step: reproducible on resume)
+    instance: torch.Generator  # the problem instance's randomness (task.instance_seed): fixed
+    start: torch.Generator  # the starting point's (the run seed)
+    seed: int  # the run seed, for per-step noise (with the step: reproducible on resume)
 
 
 @dataclass
 class Problem:
     module: Params
-    objective: Callable[[Params], torch.Tensor]        # the scored value, 0 at the optimum
+    objective: Callable[[Params], torch.Tensor]  # the scored value, 0 at the optimum
     # the training loss at (step, micro-batch), a surrogate where the gradient is not ∇objective
     train_loss: Callable[[Params, int, int], torch.Tensor] | None = None
-    state: dict = field(default_factory=dict)          # per-run state to checkpoint (delayed: history)
-    info: dict = field(default_factory=dict)           # into summary.json
+    state: dict = field(default_factory=dict)  # per-run state to checkpoint (delayed: history)
+    info: dict = field(default_factory=dict)  # into summary.json
 
 
 def _seed_of(*keys: int) -> int:
@@ -160,13 +161,21 @@ def beale(ctx: Context, *, dim: int = 2, jitter: float = 0.1) -> Problem:
 
     def objective(m: Params) -> torch.Tensor:
         x, y = m.xy[:, 0], m.xy[:, 1]
-        return ((1.5 - x + x * y) ** 2 + (2.25 - x + x * y ** 2) ** 2 + (2.625 - x + x * y ** 3) ** 2).mean()
+        return ((1.5 - x + x * y) ** 2 + (2.25 - x + x * y**2) ** 2 + (2.625 - x + x * y**3) ** 2).mean()
 
     return Problem(Params(xy=x0), objective, info={"dim": dim})
 
 
-def noisy_quadratic(ctx: Context, *, sigma: float = 0.1, kappa: float = 10.0, side: int = 8,
-                    noise: str = "gaussian", df: float = 2.0, seed: int = 0) -> Problem:
+def noisy_quadratic(
+    ctx: Context,
+    *,
+    sigma: float = 0.1,
+    kappa: float = 10.0,
+    side: int = 8,
+    noise: str = "gaussian",
+    df: float = 2.0,
+    seed: int = 0,
+) -> Problem:
     """½ θᵀHθ (kappa, f(θ0) = 1) whose gradient carries additive noise σ·ξ per step, ξ i.i.d.
     standard normal, or Student-t with `df` degrees of freedom (heavy tails: no variance for
     df <= 2). Scored on the noise-free objective: reaching it needs lr decay, averaging or
@@ -186,11 +195,18 @@ def noisy_quadratic(ctx: Context, *, sigma: float = 0.1, kappa: float = 10.0, si
             xi = torch.randn(side, side, generator=_generator(ctx.seed, step, micro))
         else:
             import numpy as np
-            xi = torch.from_numpy(np.random.default_rng(_seed_of(ctx.seed, step, micro)).standard_t(df, (side, side))).float()
+
+            xi = torch.from_numpy(
+                np.random.default_rng(_seed_of(ctx.seed, step, micro)).standard_t(df, (side, side))
+            ).float()
         return add_gradient(objective(m), [m.theta], [sigma * xi])
 
-    return Problem(Params(theta=theta0), objective, train_loss,
-                   info={"sigma": sigma, "kappa": kappa, "noise": noise, **({"df": df} if noise != "gaussian" else {})})
+    return Problem(
+        Params(theta=theta0),
+        objective,
+        train_loss,
+        info={"sigma": sigma, "kappa": kappa, "noise": noise, **({"df": df} if noise != "gaussian" else {})},
+    )
 
 
 def layer_scale(ctx: Context, *, span: float = 1e6, layers: int = 6, side: int = 8) -> Problem:
@@ -234,7 +250,7 @@ def delayed(ctx: Context, *, delay: int = 4, kappa: float = 10.0, side: int = 8)
             for s in [s for s in history if s < step - delay]:
                 del history[s]
         old = history.get(step - delay, history[min(history)])
-        return with_gradient(objective(m), [m.theta], [h * old])    # ∇f at the stale point
+        return with_gradient(objective(m), [m.theta], [h * old])  # ∇f at the stale point
 
     def state() -> dict:
         return {"history": {int(k): v.clone() for k, v in history.items()}}
@@ -243,8 +259,13 @@ def delayed(ctx: Context, *, delay: int = 4, kappa: float = 10.0, side: int = 8)
         history.clear()
         history.update({int(k): v for k, v in (s.get("history") or {}).items()})
 
-    return Problem(Params(theta=theta0), objective, train_loss, state={"get": state, "set": load},
-                   info={"delay": delay, "kappa": kappa})
+    return Problem(
+        Params(theta=theta0),
+        objective,
+        train_loss,
+        state={"get": state, "set": load},
+        info={"delay": delay, "kappa": kappa},
+    )
 
 
 def saddle(ctx: Context, *, eps: float = 1e-4, lam: float = 0.03, side: int = 4) -> Problem:
@@ -264,7 +285,7 @@ def saddle(ctx: Context, *, eps: float = 1e-4, lam: float = 0.03, side: int = 4)
         return excess(m) / (lam * n / 4)
 
     def train_loss(m: Params, step: int, micro: int) -> torch.Tensor:
-        return excess(m)     # the curvatures as stated (1 and −λ), not rescaled by the score's normaliser
+        return excess(m)  # the curvatures as stated (1 and −λ), not rescaled by the score's normaliser
 
     return Problem(Params(x=x0, y=y0), objective, train_loss, info={"eps": eps, "lam": lam})
 
@@ -334,11 +355,12 @@ def deep_linear(ctx: Context, *, depth: int = 4, width: int = 8, init_scale: flo
     s = torch.linspace(2.0, 0.5, width)
     target = u @ torch.diag(s) @ v.T
     norm = target.pow(2).sum()
-    weights = {f"w{k}": init_scale * torch.randn(width, width, generator=ctx.start) / math.sqrt(width)
-               for k in range(depth)}
+    weights = {
+        f"w{k}": init_scale * torch.randn(width, width, generator=ctx.start) / math.sqrt(width) for k in range(depth)
+    }
 
     def objective(m: Params) -> torch.Tensor:
-        prod = getattr(m, "w0")
+        prod = m.w0
         for k in range(1, depth):
             prod = getattr(m, f"w{k}") @ prod
         return (prod - target).pow(2).sum() / norm
@@ -347,9 +369,18 @@ def deep_linear(ctx: Context, *, depth: int = 4, width: int = 8, init_scale: flo
 
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {
-    "quadratic": quadratic, "rotated_quadratic": rotated_quadratic, "rosenbrock": rosenbrock, "beale": beale,
-    "noisy_quadratic": noisy_quadratic, "layer_scale": layer_scale, "delayed": delayed, "saddle": saddle,
-    "plateau": plateau, "sparse": sparse, "bilinear": bilinear, "deep_linear": deep_linear,
+    "quadratic": quadratic,
+    "rotated_quadratic": rotated_quadratic,
+    "rosenbrock": rosenbrock,
+    "beale": beale,
+    "noisy_quadratic": noisy_quadratic,
+    "layer_scale": layer_scale,
+    "delayed": delayed,
+    "saddle": saddle,
+    "plateau": plateau,
+    "sparse": sparse,
+    "bilinear": bilinear,
+    "deep_linear": deep_linear,
 }
 
 
@@ -363,8 +394,11 @@ def problem_params(cfg: DictConfig) -> dict:
 
 def build_problem(cfg: DictConfig) -> Problem:
     task = cfg.task
-    ctx = Context(instance=torch.Generator().manual_seed(int(task.get("instance_seed", 0))),
-                  start=_generator(cfg.seed, -1), seed=int(cfg.seed))
+    ctx = Context(
+        instance=torch.Generator().manual_seed(int(task.get("instance_seed", 0))),
+        start=_generator(cfg.seed, -1),
+        seed=int(cfg.seed),
+    )
     return PROBLEMS[str(task.problem)](ctx, **problem_params(cfg))
 
 
@@ -412,11 +446,20 @@ def diagnostic(cfg: DictConfig, device: torch.device, rank: int, world_size: int
             problem.state["set"](s.get("problem") or {})
 
     task = cfg.task
-    return Task(name=task.name, model=problem.module, train_batches=stream, loss=loss, evaluate=evaluate,
-                metric=task.metric, mode=task.mode, target=task.target, samples_per_step=1,
-                state_dict=state_dict, load_state_dict=load_state_dict,
-                summary_extra={"problem": str(task.problem), "difficulty": str(task.difficulty),
-                               "problem_info": problem.info})
+    return Task(
+        name=task.name,
+        model=problem.module,
+        train_batches=stream,
+        loss=loss,
+        evaluate=evaluate,
+        metric=task.metric,
+        mode=task.mode,
+        target=task.target,
+        samples_per_step=1,
+        state_dict=state_dict,
+        load_state_dict=load_state_dict,
+        summary_extra={"problem": str(task.problem), "difficulty": str(task.difficulty), "problem_info": problem.info},
+    )
 
 
 def validate_diagnostic(cfg: DictConfig) -> None:
@@ -425,29 +468,42 @@ def validate_diagnostic(cfg: DictConfig) -> None:
     if task.get("problem") not in PROBLEMS:
         raise ConfigError(f"task.problem={task.get('problem')!r} is invalid; valid choices: {choices(PROBLEMS)}")
     if task.get("difficulty") not in DIFFICULTIES:
-        raise ConfigError(f"task.difficulty={task.get('difficulty')!r} is invalid; valid choices: "
-                          f"{', '.join(DIFFICULTIES)}")
+        raise ConfigError(
+            f"task.difficulty={task.get('difficulty')!r} is invalid; valid choices: {', '.join(DIFFICULTIES)}"
+        )
     levels = task.get("levels") or {}
     missing = [d for d in DIFFICULTIES if d not in levels]
     if missing:
-        raise ConfigError(f"task.levels lacks {', '.join(missing)}: task {task.name} must say what each "
-                          f"difficulty ({', '.join(DIFFICULTIES)}) sets")
+        raise ConfigError(
+            f"task.levels lacks {', '.join(missing)}: task {task.name} must say what each "
+            f"difficulty ({', '.join(DIFFICULTIES)}) sets"
+        )
     if cfg.get("model") is not None:
-        raise ConfigError(f"task.kind=diagnostic builds its own parameters (task.problem={task.problem}); drop "
-                          f"the model={cfg.model.get('name')} override")
+        raise ConfigError(
+            f"task.kind=diagnostic builds its own parameters (task.problem={task.problem}); drop "
+            f"the model={cfg.model.get('name')} override"
+        )
     builder = PROBLEMS[task.problem]
     known = [p for p in inspect.signature(builder).parameters if p != "ctx"]
     for level in DIFFICULTIES:
         for key, value in (OmegaConf.to_container(levels[level], resolve=True) or {}).items():
             if key not in known:
-                raise ConfigError(f"task.levels.{level}.{key} is not a parameter of problem {task.problem}; "
-                                  f"valid keys: {', '.join(known)}")
+                raise ConfigError(
+                    f"task.levels.{level}.{key} is not a parameter of problem {task.problem}; "
+                    f"valid keys: {', '.join(known)}"
+                )
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ConfigError(f"task.levels.{level}.{key}={value!r} is invalid: must be a number (or a name)")
     if task.mode != "min" or task.metric != "loss":
-        raise ConfigError(f"task.metric={task.metric}/task.mode={task.mode} is invalid for a diagnostic: "
-                          "the metric is `loss` (its objective above the known minimum), mode min")
+        raise ConfigError(
+            f"task.metric={task.metric}/task.mode={task.mode} is invalid for a diagnostic: "
+            "the metric is `loss` (its objective above the known minimum), mode min"
+        )
 
 
-register_task_kind("diagnostic", diagnostic, validate=validate_diagnostic,
-                   description="small analytic problems, each exposing one optimizer failure mode")
+register_task_kind(
+    "diagnostic",
+    diagnostic,
+    validate=validate_diagnostic,
+    description="small analytic problems, each exposing one optimizer failure mode",
+)

@@ -8,6 +8,7 @@ objective), so every evaluation reports `excess_loss` = objective − optimum (t
 task=digits_logreg) beside test accuracy. The train/test split is fixed (seed 0), independent of the
 run seed, which only orders the minibatches.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,8 @@ from optbench.tasks._small import limit_cpu_threads, validate_cpu_threads
 from optbench.tasks.base import Task, loss_reduction
 
 MODELS = ("mlp", "cnn", "logreg")
-N_TEST = 297          # 1,797 = 1,300 train + 200 validation + 297 test
-N_VAL = 200           # what `optbench tune` selects on (val_acc), so that the test set stays unseen
+N_TEST = 297  # 1,797 = 1,300 train + 200 validation + 297 test
+N_VAL = 200  # what `optbench tune` selects on (val_acc), so that the test set stays unseen
 SUITE_EXTRA = "pip install 'optbench[suite]'"
 
 
@@ -43,7 +44,7 @@ def split(x: torch.Tensor, y: torch.Tensor, with_val: bool = False):
     """The fixed split of a seed-0 permutation: the last N_TEST images for test, the N_VAL before
     them for validation, the rest for training. Returns train and test (and val with with_val)."""
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    train, val, test = order[:-(N_TEST + N_VAL)], order[-(N_TEST + N_VAL):-N_TEST], order[-N_TEST:]
+    train, val, test = order[: -(N_TEST + N_VAL)], order[-(N_TEST + N_VAL) : -N_TEST], order[-N_TEST:]
     out = (x[train], y[train], x[test], y[test])
     return (*out, x[val], y[val]) if with_val else out
 
@@ -67,9 +68,14 @@ class CNN(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Unflatten(1, (1, 8, 8)),
-            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 4x4
-            nn.Flatten(), nn.Linear(2 * width * 16, 10))
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 4x4
+            nn.Flatten(),
+            nn.Linear(2 * width * 16, 10),
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -95,8 +101,9 @@ def build_model(name: str, cfg: DictConfig) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- the convex objective
-def logreg_objective(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                     l2: float) -> torch.Tensor:
+def logreg_objective(
+    weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, y: torch.Tensor, l2: float
+) -> torch.Tensor:
     """Mean cross-entropy + (l2/2)·||W||²: scikit-learn's LogisticRegression objective divided by
     C·n, i.e. C = 1 / (n · l2)."""
     return F.cross_entropy(x @ weight.T + bias, y) + 0.5 * l2 * weight.pow(2).sum()
@@ -113,7 +120,9 @@ def objective_key(x: torch.Tensor, y: torch.Tensor, l2: float) -> str:
     return h.hexdigest()
 
 
-def logreg_optimum(x: torch.Tensor, y: torch.Tensor, l2: float, cache_dir=None) -> tuple[float, torch.Tensor, torch.Tensor]:
+def logreg_optimum(
+    x: torch.Tensor, y: torch.Tensor, l2: float, cache_dir=None
+) -> tuple[float, torch.Tensor, torch.Tensor]:
     """The minimum of logreg_objective (float64, max |gradient| < 1e-8: the value to ~1e-13 since
     the objective is strongly convex in W), with its minimiser; computed once per data + objective,
     kept in memory and, with cache_dir, in a file named by the key (a new process reads it back)."""
@@ -121,6 +130,7 @@ def logreg_optimum(x: torch.Tensor, y: torch.Tensor, l2: float, cache_dir=None) 
     path = None
     if cache_dir is not None:
         from pathlib import Path
+
         path = Path(str(cache_dir)) / f"digits_logreg_optimum_{key[:16]}.pt"
         if key not in _OPTIMA and path.is_file():
             saved = torch.load(path, weights_only=True)
@@ -141,8 +151,14 @@ def logreg_optimum(x: torch.Tensor, y: torch.Tensor, l2: float, cache_dir=None) 
             return value.item(), grad.numpy()
 
         import numpy as np
-        res = minimize(f, np.zeros(n_w + 10), jac=True, method="L-BFGS-B",
-                       options={"maxiter": 20000, "maxcor": 30, "gtol": 1e-11, "ftol": 0.0})
+
+        res = minimize(
+            f,
+            np.zeros(n_w + 10),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": 20000, "maxcor": 30, "gtol": 1e-11, "ftol": 0.0},
+        )
         v = torch.from_numpy(res.x)
         _, g = f(res.x)
         if not np.isfinite(res.fun) or np.abs(g).max() > 1e-8:
@@ -150,11 +166,12 @@ def logreg_optimum(x: torch.Tensor, y: torch.Tensor, l2: float, cache_dir=None) 
         _OPTIMA[key] = (float(res.fun), v[:n_w].view(10, -1).clone(), v[n_w:].clone())
         if path is not None:
             import os
+
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             value, w, b = _OPTIMA[key]
             torch.save({"key": key, "value": value, "weight": w, "bias": b}, tmp)
-            os.replace(tmp, path)   # atomic: a concurrent run reads the old file or the new one
+            os.replace(tmp, path)  # atomic: a concurrent run reads the old file or the new one
     return _OPTIMA[key]
 
 
@@ -162,7 +179,7 @@ def logreg_optimum(x: torch.Tensor, y: torch.Tensor, l2: float, cache_dir=None) 
 def _unwrap(model: nn.Module) -> nn.Module:
     """The LogReg inside DDP / torch.compile / an averaging wrapper."""
     while not isinstance(model, LogReg):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        model = getattr(model, "module", None) or model._orig_mod
     return model
 
 
@@ -186,7 +203,7 @@ class MinibatchStream:
         if self.offset + self.batch > len(self.x):  # drop the ragged end: every step the same size
             self.epoch, self.offset = self.epoch + 1, 0
             self.order = self._order()
-        idx = self.order[self.offset:self.offset + self.batch]
+        idx = self.order[self.offset : self.offset + self.batch]
         self.offset += self.batch
         return [(self.x[i], self.y[i]) for i in idx.split(self.micro)]
 
@@ -241,7 +258,7 @@ def digits(cfg: DictConfig, device: torch.device, rank: int, world_size: int) ->
         if optimum is not None:
             m = _unwrap(model)
             w, b = m.weight.detach().double().cpu(), m.bias.detach().double().cpu()
-            objective = logreg_objective(w, b, train_x, train_y, l2).item()   # exact, float64
+            objective = logreg_objective(w, b, train_x, train_y, l2).item()  # exact, float64
             out["objective"] = objective
             out["excess_loss"] = objective - optimum
         return out
@@ -249,10 +266,22 @@ def digits(cfg: DictConfig, device: torch.device, rank: int, world_size: int) ->
     extra = {"train_images": len(tx), "val_images": len(vx), "test_images": len(ex), "digits_model": name}
     if optimum is not None:
         extra.update({"optimum": optimum, "l2": l2, "sklearn_C": 1.0 / (len(tx) * l2) if l2 else math.inf})
-    return Task(name=task.name, model=model, train_batches=stream, loss=loss, evaluate=evaluate,
-                metric=task.metric, mode=task.mode, target=task.target, samples_per_step=t.batch_size,
-                state_dict=stream.state_dict, load_state_dict=stream.load_state_dict,
-                make_train_batches=make_stream, loss_reduction=reduction, summary_extra=extra)
+    return Task(
+        name=task.name,
+        model=model,
+        train_batches=stream,
+        loss=loss,
+        evaluate=evaluate,
+        metric=task.metric,
+        mode=task.mode,
+        target=task.target,
+        samples_per_step=t.batch_size,
+        state_dict=stream.state_dict,
+        load_state_dict=stream.load_state_dict,
+        make_train_batches=make_stream,
+        loss_reduction=reduction,
+        summary_extra=extra,
+    )
 
 
 def validate_digits(cfg: DictConfig) -> None:
@@ -261,22 +290,31 @@ def validate_digits(cfg: DictConfig) -> None:
     if task.get("model") not in MODELS:
         raise ConfigError(f"task.model={task.get('model')!r} is invalid; valid choices: {', '.join(MODELS)}")
     if cfg.get("model") is not None:
-        raise ConfigError("task.kind=digits builds its own model (task.model=mlp|cnn|logreg); drop the "
-                          f"model={cfg.model.get('name')} override")
+        raise ConfigError(
+            "task.kind=digits builds its own model (task.model=mlp|cnn|logreg); drop the "
+            f"model={cfg.model.get('name')} override"
+        )
     l2 = task.get("l2", 0.0)
     if isinstance(l2, bool) or not isinstance(l2, (int, float)) or l2 < 0 or (task.model == "logreg" and l2 <= 0):
-        raise ConfigError(f"task.l2={l2!r} is invalid: must be a number >= 0 (> 0 for logreg: its optimum "
-                          "must be unique)")
+        raise ConfigError(
+            f"task.l2={l2!r} is invalid: must be a number >= 0 (> 0 for logreg: its optimum must be unique)"
+        )
     n_train = 1797 - N_TEST - N_VAL
     b = cfg.trainer.batch_size
     if b > n_train:
-        raise ConfigError(f"trainer.batch_size={b} exceeds the {n_train} digits training images; "
-                          f"choose a batch size of at most {n_train}")
+        raise ConfigError(
+            f"trainer.batch_size={b} exceeds the {n_train} digits training images; "
+            f"choose a batch size of at most {n_train}"
+        )
     try:
         import sklearn  # noqa: F401
     except ImportError:
         raise ConfigError(f"task.kind=digits needs scikit-learn (the suite extra): {SUITE_EXTRA}") from None
 
 
-register_task_kind("digits", digits, validate=validate_digits,
-                   description="scikit-learn digits (8x8, offline): MLP, CNN or convex logistic regression")
+register_task_kind(
+    "digits",
+    digits,
+    validate=validate_digits,
+    description="scikit-learn digits (8x8, offline): MLP, CNN or convex logistic regression",
+)

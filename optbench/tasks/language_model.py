@@ -1,4 +1,5 @@
 """task.kind=language_model: FineWeb token shards (real or synthetic) with a GPT, validation loss."""
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
@@ -18,5 +19,10 @@ def validate(cfg: DictConfig) -> None:
     validate_language_model_config(cfg)
 
 
-register_task_kind("language_model", language_model, validate=validate, models=("gpt", "gpt_track3"),
-                   description="next-token prediction on FineWeb shards (real or synthetic), validation loss")
+register_task_kind(
+    "language_model",
+    language_model,
+    validate=validate,
+    models=("gpt", "gpt_track3"),
+    description="next-token prediction on FineWeb shards (real or synthetic), validation loss",
+)

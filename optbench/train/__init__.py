@@ -6,5 +6,6 @@ def __getattr__(name: str):
     # for importing torch (the loop) before they need it
     if name == "train":
         from optbench.train.loop import train
+
         return train
     raise AttributeError(f"module 'optbench.train' has no attribute {name!r}")

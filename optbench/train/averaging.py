@@ -5,6 +5,7 @@ EMA and SWA are built on torch.optim.swa_utils. Evaluation uses the averaged wei
 statistics are recomputed on training batches, since averaged weights invalidate them. The same
 recomputation serves Schedule-Free optimizers, whose evaluation point x is not where BN measured.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -42,8 +43,9 @@ class Averager:
     functions (foreach lerp by 1 - decay or 1/(n+1); integer buffers as decay x a + (1-decay) x b),
     so the averages are bit-identical to AveragedModel's."""
 
-    def __init__(self, model: nn.Module, kind: str, ema_decay: float, start_step: int, every: int,
-                 ema_warmup: bool = False):
+    def __init__(
+        self, model: nn.Module, kind: str, ema_decay: float, start_step: int, every: int, ema_warmup: bool = False
+    ):
         self.kind, self.start_step, self.every = kind, start_step, max(1, every)
         self.ema_decay = ema_decay
         self.warmup = WarmupEMA(ema_decay) if kind == "ema" and ema_warmup else None
@@ -65,8 +67,9 @@ class Averager:
     def _average(self) -> None:
         avg, use_buffers = self.averaged, self.kind == "ema"
         mine = list(avg.module.parameters()) + (list(avg.module.buffers()) if use_buffers else [])
-        theirs = [t.detach() for t in itertools.chain(self.model.parameters(),
-                                                      self.model.buffers() if use_buffers else ())]
+        theirs = [
+            t.detach() for t in itertools.chain(self.model.parameters(), self.model.buffers() if use_buffers else ())
+        ]
         if self.updates == 0:  # the first update copies the weights
             for a, b in zip(mine, theirs, strict=True):
                 a.copy_(b)
@@ -122,13 +125,20 @@ class Lookahead:
     Unlike EMA/SWA it changes the trained weights themselves: evaluation uses the live model."""
 
     kind = "lookahead"
-    active = False   # evaluation_model: the live weights are the ones to evaluate
+    active = False  # evaluation_model: the live weights are the ones to evaluate
 
-    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95 ** 5,
-                 power: float = 3.0, final: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        total_steps: int,
+        every: int = 5,
+        decay: float = 0.95**5,
+        power: float = 3.0,
+        final: bool = True,
+    ):
         self.model, self.total_steps, self.every, self.final = model, int(total_steps), int(every), bool(final)
         t = torch.arange(self.total_steps + 1)
-        self.decays = decay * (t / self.total_steps) ** power   # float32, as the script's alpha_schedule
+        self.decays = decay * (t / self.total_steps) ** power  # float32, as the script's alpha_schedule
         self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
         self.updates = 0
 
@@ -194,7 +204,7 @@ def evaluates_elsewhere(optimizer) -> bool:
     return callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
 
 
-def evaluation_model(model: nn.Module, optimizer, averager: "Averager | None", task) -> nn.Module:
+def evaluation_model(model: nn.Module, optimizer, averager: Averager | None, task) -> nn.Module:
     """The module an evaluation must run: the averaged weights when averaging is on; otherwise the
     live model, with its BN statistics re-measured when a Schedule-Free optimizer (already in eval
     mode) has moved the weights to x -- the running statistics were gathered at y (schedulefree
@@ -206,13 +216,19 @@ def evaluation_model(model: nn.Module, optimizer, averager: "Averager | None", t
     return model
 
 
-def build_averager(cfg, model: nn.Module, max_steps: int) -> "Averager | Lookahead | None":
+def build_averager(cfg, model: nn.Module, max_steps: int) -> Averager | Lookahead | None:
     if cfg.kind == "none":
         return None
     if cfg.kind == "lookahead":
-        return Lookahead(model, max_steps, every=cfg.get("lookahead_every", 5),
-                         decay=cfg.get("lookahead_decay", 0.95 ** 5), power=cfg.get("lookahead_power", 3.0),
-                         final=bool(cfg.get("lookahead_final", True)))
+        return Lookahead(
+            model,
+            max_steps,
+            every=cfg.get("lookahead_every", 5),
+            decay=cfg.get("lookahead_decay", 0.95**5),
+            power=cfg.get("lookahead_power", 3.0),
+            final=bool(cfg.get("lookahead_final", True)),
+        )
     start = 0 if cfg.kind == "ema" else int(cfg.swa_start * max_steps)
-    return Averager(model, cfg.kind, cfg.ema_decay, start, cfg.get("swa_every", 1),
-                    ema_warmup=bool(cfg.get("ema_warmup", False)))
+    return Averager(
+        model, cfg.kind, cfg.ema_decay, start, cfg.get("swa_every", 1), ema_warmup=bool(cfg.get("ema_warmup", False))
+    )

@@ -7,6 +7,7 @@ checkpointing excluded) has reached max_time_s, is evaluated there (the final ev
 its clock ended), and completes. The clock is checkpointed, so a resumed run spends what is left of
 the budget, not a new one; a larger max_time_s on resume continues a run the budget stopped.
 """
+
 from __future__ import annotations
 
 from optbench.errors import ConfigError
@@ -18,10 +19,16 @@ def validate_max_time(value) -> None:
     """trainer.max_time_s: null (no time budget) or a positive number of seconds."""
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value != value \
-            or value == float("inf"):
-        raise ConfigError(f"trainer.max_time_s={value!r} is invalid: must be a finite number of seconds > 0, "
-                          "or null (no time budget)")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not value > 0
+        or value != value
+        or value == float("inf")
+    ):
+        raise ConfigError(
+            f"trainer.max_time_s={value!r} is invalid: must be a finite number of seconds > 0, or null (no time budget)"
+        )
 
 
 def time_spent(clock_s: float, max_time_s) -> bool:
@@ -40,8 +47,9 @@ def out_of_time(trainer) -> bool:
 
     if not broadcast_flag(time_spent(trainer.clock.read(), limit), trainer.device):
         return False
-    trainer.stop_reason = f"{STOP_REASON_PREFIX}={limit:g} reached at step {trainer.step} " \
-                          f"of max_steps={trainer.t.max_steps}"
+    trainer.stop_reason = (
+        f"{STOP_REASON_PREFIX}={limit:g} reached at step {trainer.step} of max_steps={trainer.t.max_steps}"
+    )
     if not trainer.eval_due(trainer.step):
         trainer.log({**trainer.progress_record("eval"), **trainer.evaluate()})
     return True

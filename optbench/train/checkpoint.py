@@ -11,6 +11,7 @@ notices a torn zip but not flipped bits in tensor data, and the digest catches b
 loaded with weights_only=True. What happens with a bad checkpoint is `trainer.on_bad_checkpoint`:
 previous (fall back to prev.pt) | stop (exit with the reason) | restart (from step 0).
 """
+
 from __future__ import annotations
 
 import errno
@@ -28,14 +29,38 @@ from optbench.config import ON_BAD_CHECKPOINT_CHOICES as ON_BAD_CHOICES
 from optbench.errors import ConfigError
 
 FORMAT = 1
-BOOKKEEPING = ("step", "best", "best_step", "last_eval", "target_step", "target_time", "initial_loss",
-               "loss_sum", "steps_since_log", "status", "stop_reason", "compile_warmup_s", "extensions")
+BOOKKEEPING = (
+    "step",
+    "best",
+    "best_step",
+    "last_eval",
+    "target_step",
+    "target_time",
+    "initial_loss",
+    "loss_sum",
+    "steps_since_log",
+    "status",
+    "stop_reason",
+    "compile_warmup_s",
+    "extensions",
+)
 
 
 # What defines a run's trajectory: resuming under other values would silently train with the checkpoint's
 # (optimizer state carries its lr and betas) or mix two runs in one directory. max_steps may grow.
-RUN_DEFINING = ("seed", "task", "model", "optimizer", "scheduler", "data", "trainer.batch_size",
-                "trainer.grad_accum", "trainer.grad_clip", "trainer.amp", "trainer.averaging")
+RUN_DEFINING = (
+    "seed",
+    "task",
+    "model",
+    "optimizer",
+    "scheduler",
+    "data",
+    "trainer.batch_size",
+    "trainer.grad_accum",
+    "trainer.grad_clip",
+    "trainer.amp",
+    "trainer.averaging",
+)
 NOT_RUN_DEFINING = ("data.root",)  # the data may move
 
 
@@ -56,6 +81,7 @@ def run_definition(cfg) -> dict:
         walk(key, OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value)
     if "trainer.amp" in flat:  # YAML's bare `off` is false, the command line's is 'off': one value
         from optbench.config import amp_mode
+
         flat["trainer.amp"] = amp_mode(flat["trainer.amp"])
     return flat
 
@@ -67,9 +93,11 @@ def check_same_run(saved: dict | None, cfg, path: Path) -> None:
     # the most telling difference first: optimizer.name=sgd rather than one of AdamW's betas
     for key in sorted(set(saved) | set(now), key=lambda k: (not k.endswith(".name"), k)):
         if saved.get(key) != now.get(key):
-            raise ConfigError(f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
-                              f"{key}={now.get(key)!r}; rerun with the same values, use another "
-                              "hydra.run.dir, or pass trainer.resume=never")
+            raise ConfigError(
+                f"checkpoint {path} was made with {key}={saved.get(key)!r}, this run has "
+                f"{key}={now.get(key)!r}; rerun with the same values, use another "
+                "hydra.run.dir, or pass trainer.resume=never"
+            )
 
 
 class BadCheckpoint(ConfigError):
@@ -88,10 +116,15 @@ def previous_path(run_dir: Path) -> Path:
 def _rng_state(device: torch.device) -> dict:
     _, py_state, py_gauss = random.getstate()
     _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {"python": list(py_state), "python_gauss": py_gauss,
-             "numpy": torch.from_numpy(np_keys.astype(np.int64)), "numpy_pos": int(np_pos),
-             "numpy_has_gauss": int(np_has_gauss), "numpy_gauss": float(np_gauss),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": list(py_state),
+        "python_gauss": py_gauss,
+        "numpy": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_gauss": float(np_gauss),
+        "torch": torch.get_rng_state(),
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -99,8 +132,15 @@ def _rng_state(device: torch.device) -> dict:
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate((3, tuple(state["python"]), state["python_gauss"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
-                         state["numpy_has_gauss"], state["numpy_gauss"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy"].numpy().astype(np.uint32),
+            state["numpy_pos"],
+            state["numpy_has_gauss"],
+            state["numpy_gauss"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -203,8 +243,11 @@ def write_checkpoint(state: dict, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     payload = buf.getbuffer()
-    envelope = {"format": FORMAT, "sha256": hashlib.sha256(payload).hexdigest(),
-                "payload": torch.frombuffer(payload, dtype=torch.uint8)}  # shares buf's memory
+    envelope = {
+        "format": FORMAT,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "payload": torch.frombuffer(payload, dtype=torch.uint8),
+    }  # shares buf's memory
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -215,9 +258,13 @@ def write_checkpoint(state: dict, path: Path) -> None:
     except BaseException as e:
         tmp.unlink(missing_ok=True)  # the checkpoints already there stay as they were
         if _disk_full(e, path.parent, len(payload)):
-            raise NoSpaceLeft(errno.ENOSPC, f"no space left on {path.parent} while writing checkpoint "
-                                            f"{path.name} ({len(payload) / 2**20:.1f} MiB); the checkpoints "
-                                            "already there are kept", str(path.parent)) from None
+            raise NoSpaceLeft(
+                errno.ENOSPC,
+                f"no space left on {path.parent} while writing checkpoint "
+                f"{path.name} ({len(payload) / 2**20:.1f} MiB); the checkpoints "
+                "already there are kept",
+                str(path.parent),
+            ) from None
         raise
     # from here on a crash leaves prev.pt, last.pt or both complete: never neither
     if path.exists():
@@ -233,9 +280,10 @@ def read_checkpoint(path: Path, device: torch.device) -> dict:
         payload = envelope["payload"].numpy().tobytes()
         digest = envelope["sha256"]
     except Exception as e:
-        raise BadCheckpoint(f"checkpoint {path} is unreadable ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:120] if str(e) else 'truncated or not a checkpoint'})"
-                            ) from None
+        raise BadCheckpoint(
+            f"checkpoint {path} is unreadable ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:120] if str(e) else 'truncated or not a checkpoint'})"
+        ) from None
     if hashlib.sha256(payload).hexdigest() != digest:
         raise BadCheckpoint(f"checkpoint {path} is corrupted (SHA-256 mismatch)")
     try:
@@ -271,15 +319,19 @@ def check_length(old, new: int, step, extend: bool, where) -> bool:
     (lr, momentum, SWA start, late evaluations) is a function of max_steps, so another length splices
     two schedules: refused unless trainer.extend=true. Returns whether the run is being extended."""
     if step is not None and new < step:
-        raise ConfigError(f"trainer.max_steps={new} is below step {step} of the run in {where}: a run cannot "
-                          "be shortened past where it is; use another hydra.run.dir or trainer.resume=never")
+        raise ConfigError(
+            f"trainer.max_steps={new} is below step {step} of the run in {where}: a run cannot "
+            "be shortened past where it is; use another hydra.run.dir or trainer.resume=never"
+        )
     if old is None or int(old) == int(new):
         return False
     if not extend:
         at = f" at step {step}" if step is not None else ""
-        raise ConfigError(f"{where} holds a run of trainer.max_steps={old}{at}; trainer.max_steps={new} would "
-                          "splice a second lr schedule onto it; pass trainer.extend=true to extend it on "
-                          "purpose (recorded in summary.json), or use another hydra.run.dir")
+        raise ConfigError(
+            f"{where} holds a run of trainer.max_steps={old}{at}; trainer.max_steps={new} would "
+            "splice a second lr schedule onto it; pass trainer.extend=true to extend it on "
+            "purpose (recorded in summary.json), or use another hydra.run.dir"
+        )
     return True
 
 
@@ -299,8 +351,9 @@ def check_run_dir_length(cfg, run_dir: Path) -> None:
         summary = {}
     # a finished run's last checkpoint is at its last step; an unfinished one's may be behind the
     # summary (a crash after it): that step is checked against the checkpoint itself, in apply
-    step = summary.get("steps") if isinstance(summary.get("steps"), int) and summary.get("status") == "completed" \
-        else None
+    step = (
+        summary.get("steps") if isinstance(summary.get("steps"), int) and summary.get("status") == "completed" else None
+    )
     has_checkpoint = checkpoint_path(run_dir).exists() or previous_path(run_dir).exists()
     if not has_checkpoint and summary.get("status") != "completed":
         return  # nothing to resume: the run starts over (an unfinished run without a checkpoint)
@@ -308,11 +361,16 @@ def check_run_dir_length(cfg, run_dir: Path) -> None:
     if has_checkpoint:
         check_length(old, int(cfg.trainer.max_steps), step, extend, str(run_dir))
     elif old is not None and int(old) != int(cfg.trainer.max_steps):
-        how = ("it has no checkpoint to continue from (trainer.save_final=true keeps one)" if extend else
-               "a rerun would overwrite it")
-        raise ConfigError(f"{run_dir} holds a finished run of trainer.max_steps={old} and this run has "
-                          f"trainer.max_steps={cfg.trainer.max_steps}: {how}; use another hydra.run.dir, "
-                          "or trainer.resume=never to overwrite it")
+        how = (
+            "it has no checkpoint to continue from (trainer.save_final=true keeps one)"
+            if extend
+            else "a rerun would overwrite it"
+        )
+        raise ConfigError(
+            f"{run_dir} holds a finished run of trainer.max_steps={old} and this run has "
+            f"trainer.max_steps={cfg.trainer.max_steps}: {how}; use another hydra.run.dir, "
+            "or trainer.resume=never to overwrite it"
+        )
 
 
 def extension_record(trainer, old: int, step: int) -> dict:
@@ -338,18 +396,21 @@ def apply(trainer, state: dict, path: Path) -> None:
         extension = extension_record(trainer, old, step)
     rank, world = trainer.dist.rank, trainer.dist.world_size
     if state.get("optimizer_sharded") and state.get("world_size") != world:
-        raise BadCheckpoint(f"checkpoint {path} holds optimizer state sharded over "
-                            f"{state.get('world_size')} ranks; resume it with trainer.nproc="
-                            f"{state.get('world_size')} (this run has {world})")
+        raise BadCheckpoint(
+            f"checkpoint {path} holds optimizer state sharded over "
+            f"{state.get('world_size')} ranks; resume it with trainer.nproc="
+            f"{state.get('world_size')} (this run has {world})"
+        )
     try:
         trainer.model.load_state_dict(state["model"])
         mine = state["ranks"][rank] if rank < len(state["ranks"]) else state["ranks"][0]
-        trainer.optimizer.load_state_dict(mine["optimizer"] if state.get("optimizer_sharded")
-                                          else state["optimizer"])
+        trainer.optimizer.load_state_dict(mine["optimizer"] if state.get("optimizer_sharded") else state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        raise BadCheckpoint(f"checkpoint {path} does not fit this run's model/optimizer "
-                            f"({str(e).splitlines()[0][:160]}); pass trainer.resume=never or another "
-                            "hydra.run.dir") from None
+        raise BadCheckpoint(
+            f"checkpoint {path} does not fit this run's model/optimizer "
+            f"({str(e).splitlines()[0][:160]}); pass trainer.resume=never or another "
+            "hydra.run.dir"
+        ) from None
     for g in trainer.optimizer.param_groups:
         g.setdefault("base_lr", g["lr"])
     trainer.scaler.load_state_dict(state["scaler"])
@@ -382,8 +443,9 @@ def maybe_resume(trainer) -> Path | None:
     mode = str(trainer.t.resume)
     on_bad = str(trainer.t.get("on_bad_checkpoint", "previous"))
     if on_bad not in ON_BAD_CHOICES:
-        raise ConfigError(f"trainer.on_bad_checkpoint={on_bad!r} is invalid; valid choices: "
-                          f"{', '.join(ON_BAD_CHOICES)}")
+        raise ConfigError(
+            f"trainer.on_bad_checkpoint={on_bad!r} is invalid; valid choices: {', '.join(ON_BAD_CHOICES)}"
+        )
     if mode == "never":
         return None
     if mode == "auto":
@@ -391,8 +453,9 @@ def maybe_resume(trainer) -> Path | None:
     else:
         path = Path(mode)
         if not path.is_file():
-            raise ConfigError(f"trainer.resume={mode!r}: no such checkpoint; valid: auto, never, "
-                              "or the path of a checkpoint file")
+            raise ConfigError(
+                f"trainer.resume={mode!r}: no such checkpoint; valid: auto, never, or the path of a checkpoint file"
+            )
         candidates = [path]
         if path.name == "last.pt" and path.with_name("prev.pt").exists():
             candidates.append(path.with_name("prev.pt"))
@@ -415,8 +478,10 @@ def maybe_resume(trainer) -> Path | None:
             _warn(trainer, f"resumed from {path} at step {trainer.step}")
         return path
     if bad is not None:
-        raise BadCheckpoint(f"{bad}, and no good previous checkpoint; pass trainer.resume=never "
-                            "or trainer.on_bad_checkpoint=restart to start over")
+        raise BadCheckpoint(
+            f"{bad}, and no good previous checkpoint; pass trainer.resume=never "
+            "or trainer.on_bad_checkpoint=restart to start over"
+        )
     return None
 
 

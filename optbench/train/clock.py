@@ -1,5 +1,6 @@
 """The train clock (speedrun rules): counts training steps only; paused for evaluation,
 checkpointing and compile warm-up; the device is synchronised before every read."""
+
 from __future__ import annotations
 
 import time
@@ -51,6 +52,6 @@ class TrainClock:
             if self.was_running:
                 self.clock.start()
 
-    def paused(self) -> "TrainClock._Paused":
+    def paused(self) -> TrainClock._Paused:
         """`with clock.paused():` for evaluation and checkpointing."""
         return TrainClock._Paused(self)

@@ -4,6 +4,7 @@ torchrun (single or multi-node) sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/P
 started by the submitit launcher with several tasks has only SLURM_* variables: submitit's own
 helper translates them into the same torchrun-style environment.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,14 +29,18 @@ class DistInfo:
         return self.world_size > 1
 
     @staticmethod
-    def from_env() -> "DistInfo":
-        if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", 1)) > 1 \
-                and "SUBMITIT_EXECUTOR" in os.environ:
+    def from_env() -> DistInfo:
+        if (
+            "RANK" not in os.environ
+            and int(os.environ.get("SLURM_NTASKS", 1)) > 1
+            and "SUBMITIT_EXECUTOR" in os.environ
+        ):
             from submitit.helpers import TorchDistributedEnvironment
 
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                        int(os.environ.get("WORLD_SIZE", 1)))
+        return DistInfo(
+            int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        )
 
 
 def select_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -49,8 +54,12 @@ def select_device(requested: str, local_rank: int = 0) -> torch.device:
 def init_process_group(info: DistInfo, device: torch.device) -> None:
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size,
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend,
+            rank=info.rank,
+            world_size=info.world_size,
+            device_id=device if device.type == "cuda" else None,
+        )
 
 
 def barrier() -> None:

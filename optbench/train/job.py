@@ -5,6 +5,7 @@ Under DDP every rank runs this; rank 0's output dir is the run dir of all of the
 ${now:...} may name it differently on each rank when torchrun is started by hand), and only
 rank 0 prints results.
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,10 +26,9 @@ def _hydra_context() -> tuple[Path, bool, list[str]]:
 
 def run_job(cfg: DictConfig) -> float | None:
     from optbench.config import validate
+    from optbench.train import runlock
     from optbench.train.distributed import DistInfo, barrier, destroy_process_group
     from optbench.train.loop import train
-
-    from optbench.train import runlock
     from optbench.train.rundir import write_failed_summary
 
     run_dir, multirun, overrides = _hydra_context()
@@ -53,7 +53,7 @@ def run_job(cfg: DictConfig) -> float | None:
         _record(run_dir, "failed" if not isinstance(e, runlock.RunDirLocked) else "locked", dist)
         if multirun:
             return None
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise
     except Exception as e:  # recorded in summary.json; the sweep continues
@@ -62,7 +62,7 @@ def run_job(cfg: DictConfig) -> float | None:
         _record(run_dir, "failed", dist)
         if multirun:
             return None
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     finally:
         # the jobs of a multirun under torchrun share one process group: creating a second one
         # on the same rendezvous store would hang; it ends with the process
@@ -117,8 +117,12 @@ def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
     from optbench.train import checkpoint as ckpt
 
     saved = run_dir / "config.yaml"
-    if (str(cfg.trainer.resume) == "never" or not (run_dir / "summary.json").exists()
-            or not saved.exists() or ckpt.checkpoint_path(run_dir).exists()):
+    if (
+        str(cfg.trainer.resume) == "never"
+        or not (run_dir / "summary.json").exists()
+        or not saved.exists()
+        or ckpt.checkpoint_path(run_dir).exists()
+    ):
         return
     if _failed_before_training(run_dir / "summary.json"):  # nothing there to lose: a fixed rerun goes ahead
         return
@@ -126,9 +130,11 @@ def _refuse_to_overwrite_another_run(cfg: DictConfig, run_dir: Path) -> None:
     # the most telling difference first: optimizer.name=adamw rather than one of AdamW's betas
     for key in sorted(set(before) | set(now), key=lambda k: (not k.endswith(".name"), k)):
         if before.get(key) != now.get(key):
-            raise ConfigError(f"{run_dir} already holds a run made with {key}={before.get(key)!r}, this run "
-                              f"has {key}={now.get(key)!r}; use another hydra.run.dir, or pass "
-                              "trainer.resume=never to overwrite it")
+            raise ConfigError(
+                f"{run_dir} already holds a run made with {key}={before.get(key)!r}, this run "
+                f"has {key}={now.get(key)!r}; use another hydra.run.dir, or pass "
+                "trainer.resume=never to overwrite it"
+            )
 
 
 def _failed_before_training(summary_path: Path) -> bool:
@@ -158,18 +164,28 @@ def _same_run_dir_on_every_rank(cfg: DictConfig, run_dir: Path, dist) -> Path:
 
 def open_dict(cfg):
     from omegaconf import open_dict as _open_dict
+
     return _open_dict(cfg)
 
 
 def _print_result(s: dict, run_dir: Path) -> None:
     metric = s["metric"]
     final = s.get("final_metric")
-    parts = [f"{s['status']}: {s['task']} {s['optimizer']} seed={s['seed']}",
-             f"{metric}={final:.4f}" if isinstance(final, float) else f"{metric}=n/a",
-             f"steps={s['steps']}", f"train_time={s['train_time_s']:.2f}s"]
+    parts = [
+        f"{s['status']}: {s['task']} {s['optimizer']} seed={s['seed']}",
+        f"{metric}={final:.4f}" if isinstance(final, float) else f"{metric}=n/a",
+        f"steps={s['steps']}",
+        f"train_time={s['train_time_s']:.2f}s",
+    ]
     if s.get("target") is not None:
-        parts.append(f"target {s['target']} " + (f"reached at step {s['steps_to_target']} "
-                     f"({s['time_to_target_s']:.2f}s)" if s["reached"] else "not reached"))
+        parts.append(
+            f"target {s['target']} "
+            + (
+                f"reached at step {s['steps_to_target']} ({s['time_to_target_s']:.2f}s)"
+                if s["reached"]
+                else "not reached"
+            )
+        )
     if s.get("stop_reason"):
         parts.append(f"({s['stop_reason']})")
     print("  ".join(parts) + f"\n  -> {run_dir}", flush=True)

@@ -5,6 +5,7 @@ ${now:...}, which two ranks starting a second apart would resolve differently. R
 get Hydra's own file output (.hydra/, app.log) switched off, so only rank 0 writes files.
 Multi-node runs use torchrun directly (see README); job.py then aligns the run dir on rank 0's.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 # Hydra's own output on ranks other than 0: none (the loop writes nothing there either).
-QUIET_RANK_OVERRIDES = ["hydra.output_subdir=null", "hydra/job_logging=disabled",
-                        "hydra/hydra_logging=disabled"]
+QUIET_RANK_OVERRIDES = ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
 def _has_override(argv: list[str], key: str) -> bool:
@@ -34,8 +34,17 @@ def torchrun_command(cfg: DictConfig, argv: list[str]) -> list[str]:
     if not _has_override(args, key):
         args.append(f"{key}={resolved_output_dir(cfg, multirun)}")
     nproc = int(cfg.trainer.nproc)
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "optbench.cli", "train", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "optbench.cli",
+        "train",
+        *args,
+    ]
 
 
 def maybe_relaunch_under_torchrun(cfg: DictConfig, argv: list[str]) -> None:

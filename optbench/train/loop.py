@@ -6,6 +6,7 @@ one). On a fixed cadence: a metrics line, an untimed evaluation, a checkpoint. T
 runs only across steps (docs/design.md timing rules). What the run directory holds (config.yaml,
 summary.json) is train/rundir.py's; stop signals are train/signals.py's.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,13 +27,18 @@ from optbench.optim import build_optimizer_from_config
 from optbench.optim.groups import GroupCourse, group_name
 from optbench.schedules import build_momentum_schedule, build_schedule_from_config, lr_scale
 from optbench.tasks import Task, build_task
-from optbench.train import budget
+from optbench.train import budget, rundir
 from optbench.train import checkpoint as ckpt
 from optbench.train.averaging import evaluation_model
 from optbench.train.clock import TrainClock
-from optbench.train.distributed import (DistInfo, all_reduce_sum, broadcast_flag, init_process_group,
-                                        select_device, sync_buffers)
-from optbench.train import rundir
+from optbench.train.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    broadcast_flag,
+    init_process_group,
+    select_device,
+    sync_buffers,
+)
 from optbench.train.memory import free_previous_job, reset_peak_memory
 from optbench.train.signals import StopSignals
 from optbench.train.sinks import ProgressBar, build_sinks
@@ -76,6 +82,7 @@ class Trainer:
         self.task: Task = build_task(cfg, self.device, self.dist.rank, self.dist.world_size)
         if self.t.get("init_from"):  # after any data-dependent init (which it overrides), before the optimizer
             from optbench.models import init_from
+
             init_from(self.task.model, self.t.init_from)
         self.model = self.task.model.to(self.device)
         self.optimizer = build_optimizer_from_config(cfg.optimizer, self.model)
@@ -88,29 +95,36 @@ class Trainer:
         # groups with their own lr schedule or a freeze step (airbench's whitening bias)
         self.group_course = GroupCourse.of(self.optimizer, self.t.max_steps)
         self.clock_includes = clock_includes(self.t)
-        self.momentum_schedule = build_momentum_schedule(cfg.optimizer.get("momentum_schedule"), self.optimizer,
-                                                         f"optimizer={cfg.optimizer.name}")
+        self.momentum_schedule = build_momentum_schedule(
+            cfg.optimizer.get("momentum_schedule"), self.optimizer, f"optimizer={cfg.optimizer.name}"
+        )
         self.needs_closure = getattr(getattr(self.optimizer, "optbench_spec", None), "needs_closure", False)
 
         self.amp = amp_mode(self.t.amp)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
         # a partial, not a lambda over self: a cycle would keep this Trainer (model, optimizer state,
         # on-device data) alive into the next job of a multirun
-        self.autocast = functools.partial(torch.autocast, self.device.type, dtype=amp_dtype) if amp_dtype \
+        self.autocast = (
+            functools.partial(torch.autocast, self.device.type, dtype=amp_dtype)
+            if amp_dtype
             else contextlib.nullcontext
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         # MFU needs the device's peak FLOP/s (trainer.peak_flops, else a table of known GPUs)
         from optbench.train.mfu import peak_flops
+
         self.peak_flops = peak_flops(self.t.get("peak_flops"), self.device)
 
         self.train_model = self.model
         if self.dist.enabled:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if self.t.compile:
             self.train_model = torch.compile(self.train_model)
 
         from optbench.train.averaging import build_averager
+
         self.averager = build_averager(self.t.averaging, self.model, self.t.max_steps)
 
         # run state (everything a checkpoint must restore)
@@ -154,8 +168,11 @@ class Trainer:
         world = self.dist.world_size
         for i, batch in enumerate(micro_batches):
             sync = self.dist.enabled and i < n - 1
-            ctx = self.train_model.no_sync() if sync and hasattr(self.train_model, "no_sync") \
+            ctx = (
+                self.train_model.no_sync()
+                if sync and hasattr(self.train_model, "no_sync")
                 else contextlib.nullcontext()
+            )
             with ctx:
                 with self.autocast():
                     loss = self.task.loss(self.train_model, batch)
@@ -170,12 +187,14 @@ class Trainer:
     def train_step(self, micro_batches, want_grad_norm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         grad_norm = None
         if self.needs_closure:
+
             def closure():
                 self.optimizer.zero_grad(set_to_none=True)
                 loss = self._forward_backward(micro_batches)
                 if self.group_course is not None:
                     self.group_course.drop_frozen_grads(self.step)
                 return loss
+
             loss = self.optimizer.step(closure)
         else:
             loss = self._forward_backward(micro_batches)
@@ -225,8 +244,10 @@ class Trainer:
         if hasattr(self.schedule, "observe"):  # metric-driven schedules (plateau)
             key = self.cfg.scheduler.get("metric") or self.task.metric
             if key not in metrics:
-                raise ConfigError(f"scheduler.metric={key!r} is not among this task's evaluation metrics; "
-                                  f"valid choices: {', '.join(sorted(metrics))}")
+                raise ConfigError(
+                    f"scheduler.metric={key!r} is not among this task's evaluation metrics; "
+                    f"valid choices: {', '.join(sorted(metrics))}"
+                )
             self.schedule.observe(metrics[key])
         return metrics
 
@@ -236,15 +257,20 @@ class Trainer:
 
     def progress_record(self, kind: str) -> dict:
         tokens = self.task.tokens_per_step
-        return {"type": kind, "step": self.step, "samples": self.step * self.task.samples_per_step,
-                **({"tokens": self.step * tokens} if tokens else {}),
-                "time_s": round(self.clock.read(), 6)}
+        return {
+            "type": kind,
+            "step": self.step,
+            "samples": self.step * self.task.samples_per_step,
+            **({"tokens": self.step * tokens} if tokens else {}),
+            "time_s": round(self.clock.read(), 6),
+        }
 
     def compile_warmup(self, micro_batches) -> None:
         """Compile outside the clock: a forward/backward whose effects (grads, BN stats) are undone."""
         if not self.t.compile:
             return
         import time
+
         buffers = {k: v.clone() for k, v in self.model.state_dict().items()}
         start = time.perf_counter()
         self._forward_backward(micro_batches)
@@ -270,8 +296,7 @@ class Trainer:
             # stop-at-target point, no summary rewritten with this process's memory and clock)
             if self.is_main:
                 self.repair_summary()
-                print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do",
-                      flush=True)
+                print(f"optbench: {self.run_dir} already {self.status} at step {self.step}; nothing to do", flush=True)
             return json.loads((self.run_dir / "summary.json").read_text())
         if resumed is not None and self.is_main:
             print(f"optbench: resumed from step {self.step} ({resumed})", file=sys.stderr, flush=True)
@@ -286,8 +311,12 @@ class Trainer:
             self.sinks = []
         self.write_summary()
         unit = "tok" if self.task.tokens_per_step else "img"
-        bar = ProgressBar(t.max_steps, self.step, self.is_main and t.progress,
-                          desc=f"{cfg.task.name} {cfg.optimizer.name} seed={cfg.seed}")
+        bar = ProgressBar(
+            t.max_steps,
+            self.step,
+            self.is_main and t.progress,
+            desc=f"{cfg.task.name} {cfg.optimizer.name} seed={cfg.seed}",
+        )
         self.signals.install()  # a stop signal is acted on at the end of the step it arrives in
         last_log_time = self.clock.read()
         try:
@@ -317,13 +346,19 @@ class Trainer:
                 self.steps_since_log += 1
                 bar.update()
                 if log_now:
-                    loss_value = all_reduce_sum(self.loss_sum.item(), self.device) / (self.steps_since_log * self.dist.world_size)
+                    loss_value = all_reduce_sum(self.loss_sum.item(), self.device) / (
+                        self.steps_since_log * self.dist.world_size
+                    )
                     now = self.clock.read()
                     throughput = self.steps_since_log * self.task.samples_per_step / max(now - last_log_time, 1e-9)
                     if self.task.tokens_per_step:
                         throughput *= self.task.tokens_per_step / self.task.samples_per_step
-                    record = {**self.progress_record("train"), "loss": loss_value, "lr": self.lr_by_role(),
-                              f"{unit}_per_s": throughput}
+                    record = {
+                        **self.progress_record("train"),
+                        "loss": loss_value,
+                        "lr": self.lr_by_role(),
+                        f"{unit}_per_s": throughput,
+                    }
                     if self.task.tokens_per_step and self.task.flops_per_token and self.peak_flops:
                         record["mfu"] = self.mfu(throughput)
                     if grad_norm is not None:
@@ -347,7 +382,9 @@ class Trainer:
                 if budget.out_of_time(self):  # trainer.max_time_s (train/budget.py)
                     break
                 # under DDP agreeing on a stop is a collective (a device sync): only on log steps
-                if (log_now or not self.dist.enabled) and broadcast_flag(self.signals.received is not None, self.device):
+                if (log_now or not self.dist.enabled) and broadcast_flag(
+                    self.signals.received is not None, self.device
+                ):
                     self.status = "interrupted"
                     self.stop_reason = f"signal {self.signals.name()}"
                     self.checkpoint()
@@ -356,8 +393,9 @@ class Trainer:
             if self.status == "running":  # every way out of the loop but these set a status
                 self.status = "completed"
             if self.status == "completed" and broadcast_flag(  # one decision for all ranks: save is collective
-                    bool(t.get("save_final", False) or t.checkpoint_every
-                         or ckpt.checkpoint_path(self.run_dir).exists()), self.device):
+                bool(t.get("save_final", False) or t.checkpoint_every or ckpt.checkpoint_path(self.run_dir).exists()),
+                self.device,
+            ):
                 # the same command run again finds the run finished instead of redoing its tail
                 self.checkpoint()
         except BaseException as e:
@@ -379,9 +417,16 @@ class Trainer:
 
     def eval_due(self, step: int) -> bool:
         from optbench.train.cadence import eval_due
+
         t = self.t
-        return eval_due(step, t.max_steps, t.eval_every, t.get("eval_every_late"), t.get("eval_late_fraction", 0.9),
-                        t.get("eval_at_start", False))
+        return eval_due(
+            step,
+            t.max_steps,
+            t.eval_every,
+            t.get("eval_every_late"),
+            t.get("eval_late_fraction", 0.9),
+            t.get("eval_at_start", False),
+        )
 
     def repair_summary(self) -> None:
         """A finished run's summary.json torn or overwritten afterwards (invalid JSON or UTF-8): the
@@ -392,25 +437,31 @@ class Trainer:
             return
         except (ValueError, OSError):
             pass
-        print(f"optbench: warning: {path} is unreadable; rewritten from the final checkpoint (step {self.step})",
-              file=sys.stderr, flush=True)
+        print(
+            f"optbench: warning: {path} is unreadable; rewritten from the final checkpoint (step {self.step})",
+            file=sys.stderr,
+            flush=True,
+        )
         self.write_summary()
 
     def finished(self) -> bool:
         """Resumed from the final checkpoint of a run that has nothing left to do."""
         if self.status != "completed" or not (self.run_dir / "summary.json").exists():
             return False
-        return self.step >= self.t.max_steps or bool(self.t.stop_at_target and self.target_step is not None) \
+        return (
+            self.step >= self.t.max_steps
+            or bool(self.t.stop_at_target and self.target_step is not None)
             or budget.time_spent(self.clock.read(), self.t.get("max_time_s"))
+        )
 
     def diverged(self, loss: float) -> bool:
         factor = self.t.divergence_factor
         bad = not math.isfinite(loss) or bool(factor and self.initial_loss and loss > factor * self.initial_loss)
         if bad:
             self.status = "diverged"
-            self.stop_reason = (f"loss {loss:.4g} at step {self.step}" +
-                                ("" if not math.isfinite(loss) else
-                                 f" > {factor} x initial loss {self.initial_loss:.4g}"))
+            self.stop_reason = f"loss {loss:.4g} at step {self.step}" + (
+                "" if not math.isfinite(loss) else f" > {factor} x initial loss {self.initial_loss:.4g}"
+            )
         return bad
 
     def log(self, record: dict) -> None:
@@ -419,29 +470,48 @@ class Trainer:
 
     # ------------------------------------------------------------------ files (train/rundir.py)
     def write_config(self) -> None:
-        rundir.write_config(self.run_dir, self.cfg, {
-            "world_size": self.dist.world_size,
-            "micro_batch_size": self.t.batch_size // (self.t.grad_accum * self.dist.world_size),
-            "lr_scale": self.lr_scale,
-            "lr_by_role": rundir.base_lr_by_role(self.optimizer),
-        }, self.device, self.dist.world_size, self.extensions)
+        rundir.write_config(
+            self.run_dir,
+            self.cfg,
+            {
+                "world_size": self.dist.world_size,
+                "micro_batch_size": self.t.batch_size // (self.t.grad_accum * self.dist.world_size),
+                "lr_scale": self.lr_scale,
+                "lr_by_role": rundir.base_lr_by_role(self.optimizer),
+            },
+            self.device,
+            self.dist.world_size,
+            self.extensions,
+        )
 
     def run_state(self) -> rundir.RunState:
         return rundir.RunState(
-            status=self.status, stop_reason=self.stop_reason, steps=self.step, train_time_s=self.clock.read(),
-            compile_warmup_s=self.compile_warmup_s, best=self.best, best_step=self.best_step,
-            last_eval=self.last_eval, target_step=self.target_step, target_time=self.target_time,
-            extensions=self.extensions, lr_scale=self.lr_scale, clock_includes=tuple(self.clock_includes),
+            status=self.status,
+            stop_reason=self.stop_reason,
+            steps=self.step,
+            train_time_s=self.clock.read(),
+            compile_warmup_s=self.compile_warmup_s,
+            best=self.best,
+            best_step=self.best_step,
+            last_eval=self.last_eval,
+            target_step=self.target_step,
+            target_time=self.target_time,
+            extensions=self.extensions,
+            lr_scale=self.lr_scale,
+            clock_includes=tuple(self.clock_includes),
             peak_flops=self.peak_flops,
-            git_diff=rundir.GIT_DIFF if (self.run_dir / rundir.GIT_DIFF).is_file() else None)
+            git_diff=rundir.GIT_DIFF if (self.run_dir / rundir.GIT_DIFF).is_file() else None,
+        )
 
     def summary(self) -> dict:
-        return rundir.build_summary(self.cfg, self.task, self.model, self.optimizer, self.device,
-                                    self.dist.world_size, self.run_state())
+        return rundir.build_summary(
+            self.cfg, self.task, self.model, self.optimizer, self.device, self.dist.world_size, self.run_state()
+        )
 
     def mfu(self, tokens_per_s: float) -> float | None:
         """Model FLOPs utilisation over all ranks (train/mfu.py); None without a known peak."""
         from optbench.train.mfu import mfu
+
         return mfu(tokens_per_s, self.task.flops_per_token, self.peak_flops, self.dist.world_size)
 
     def write_summary(self) -> dict:

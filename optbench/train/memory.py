@@ -1,5 +1,6 @@
 """What a run costs in memory, measured per run: the jobs of a multirun share one process, so each
 job frees what the previous one left and restarts the peak before it measures its own."""
+
 from __future__ import annotations
 
 import gc
@@ -17,6 +18,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
         if isinstance(v, (list, tuple)):
             return sum(size(x) for x in v)
         return 0
+
     local = getattr(optimizer, "state_bytes", None)
     return int(local() if callable(local) else size(optimizer.state_dict().get("state", {})))
 

@@ -4,6 +4,7 @@ MFU = tokens/s x task.flops_per_token / (peak FLOP/s per device x world size). T
 `trainer.peak_flops` when set, else looked up from the device name below (dense bf16 tensor-core
 peaks from the vendors' datasheets, no sparsity); on a CPU or an unknown GPU there is no MFU.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,7 @@ from optbench.errors import ConfigError
 PEAK_BF16_FLOPS = (
     ("H200", 989e12),
     ("H100 PCIe", 756e12),
-    ("H100", 989e12),   # SXM
+    ("H100", 989e12),  # SXM
     ("A100", 312e12),
     ("L40S", 362e12),
     ("A10G", 70e12),
@@ -27,8 +28,9 @@ def peak_flops(configured, device: torch.device) -> float | None:
     if configured is not None:
         value = float(configured)
         if value <= 0:
-            raise ConfigError(f"trainer.peak_flops={configured!r} is invalid: must be > 0 FLOP/s, or null "
-                              "to look up the device")
+            raise ConfigError(
+                f"trainer.peak_flops={configured!r} is invalid: must be > 0 FLOP/s, or null to look up the device"
+            )
         return value
     if device.type != "cuda":
         return None
@@ -36,8 +38,9 @@ def peak_flops(configured, device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
 
 
-def mfu(tokens_per_s: float | None, flops_per_token: float | None, peak: float | None,
-        world_size: int = 1) -> float | None:
+def mfu(
+    tokens_per_s: float | None, flops_per_token: float | None, peak: float | None, world_size: int = 1
+) -> float | None:
     if not tokens_per_s or not flops_per_token or not peak:
         return None
     return tokens_per_s * flops_per_token / (peak * world_size)

@@ -1,6 +1,7 @@
 """The run directory contract: config.yaml, metrics.jsonl, summary.json (atomic), and git_diff.patch
 when the source checkout is dirty. What goes into config.yaml and summary.json is decided here;
 the loop hands over its state (RunState)."""
+
 from __future__ import annotations
 
 import json
@@ -207,8 +208,7 @@ def base_lr_by_role(optimizer) -> dict:
     return {group_name(g, i): g["base_lr"] for i, g in enumerate(optimizer.param_groups)}
 
 
-def write_config(run_dir: Path, cfg, resolved: dict, device: torch.device, world_size: int,
-                 extensions: list) -> None:
+def write_config(run_dir: Path, cfg, resolved: dict, device: torch.device, world_size: int, extensions: list) -> None:
     """config.yaml: the composed config as resolved (Hydra's own keys left out), what the run derived
     from it (`resolved`), the versions it ran with, and its extensions (trainer.extend). Also
     git_diff.patch, when the source checkout is dirty; versions.git_diff names it (null: none)."""
@@ -228,21 +228,22 @@ class RunState:
     """What the loop knows when it writes the summary: where the run stands (checkpointed state)
     and the few numbers it derived at the start. The rest of the summary comes from the config,
     the task, the model, the optimizer and the device."""
-    status: str                 # running | completed | diverged | interrupted | failed
-    stop_reason: str | None     # why a run ended other than by completing (None: it did not stop early)
+
+    status: str  # running | completed | diverged | interrupted | failed
+    stop_reason: str | None  # why a run ended other than by completing (None: it did not stop early)
     steps: int
-    train_time_s: float         # the train clock (trainer.clock_includes says what it covers)
+    train_time_s: float  # the train clock (trainer.clock_includes says what it covers)
     compile_warmup_s: float
-    best: float | None          # best value of the task's metric, and its step
+    best: float | None  # best value of the task's metric, and its step
     best_step: int | None
-    last_eval: dict | None      # the latest evaluation's metrics
-    target_step: int | None     # first evaluation that reached the task's target, and its train time
+    last_eval: dict | None  # the latest evaluation's metrics
+    target_step: int | None  # first evaluation that reached the task's target, and its train time
     target_time: float | None
-    extensions: list            # trainer.extend records
-    lr_scale: float             # optimizer.lr_scaling's factor at this batch size
+    extensions: list  # trainer.extend records
+    lr_scale: float  # optimizer.lr_scaling's factor at this batch size
     clock_includes: tuple
-    peak_flops: float | None    # the device's, for MFU (None: unknown)
-    git_diff: str | None        # GIT_DIFF when the run dir holds it
+    peak_flops: float | None  # the device's, for MFU (None: unknown)
+    git_diff: str | None  # GIT_DIFF when the run dir holds it
 
 
 def build_summary(cfg, task, model, optimizer, device: torch.device, world_size: int, state: RunState) -> dict:
@@ -328,13 +329,26 @@ def write_failed_summary(run_dir: Path, cfg, error: BaseException) -> bool:
                 break
             except Exception:  # noqa: BLE001 - then the summary alone says what ran
                 continue
-    write_json(run_dir / "summary.json", {
-        "status": "failed",
-        "stop_reason": f"{type(error).__name__}: {error}".splitlines()[0][:500],
-        "stopped_by": "failed",
-        "task": get("task.name"), "optimizer": get("optimizer.name"), "scheduler": get("scheduler.name"),
-        "seed": get("seed"), "lr": get("optimizer.lr"), "metric": get("task.metric"), "mode": get("task.mode"),
-        "target": get("task.target"), "benchmark": get("task.benchmark"), "reached": False, "steps": 0,
-        "max_steps": get("trainer.max_steps"), "final_metric": None, "best_metric": None,
-    })
+    write_json(
+        run_dir / "summary.json",
+        {
+            "status": "failed",
+            "stop_reason": f"{type(error).__name__}: {error}".splitlines()[0][:500],
+            "stopped_by": "failed",
+            "task": get("task.name"),
+            "optimizer": get("optimizer.name"),
+            "scheduler": get("scheduler.name"),
+            "seed": get("seed"),
+            "lr": get("optimizer.lr"),
+            "metric": get("task.metric"),
+            "mode": get("task.mode"),
+            "target": get("task.target"),
+            "benchmark": get("task.benchmark"),
+            "reached": False,
+            "steps": 0,
+            "max_steps": get("trainer.max_steps"),
+            "final_metric": None,
+            "best_metric": None,
+        },
+    )
     return True

@@ -7,6 +7,7 @@ again at once: the next run takes it over and says whose it was. A process holds
 lock once however many times it asks (app.main locks before Hydra writes `.hydra/`, run_job and
 train() ask again), and releases it when the outermost holder is done.
 """
+
 from __future__ import annotations
 
 import errno
@@ -55,8 +56,10 @@ def _describe(holder: str) -> str:
 
 
 def busy_message(run_dir: Path, holder: str) -> str:
-    return (f"{_key(run_dir)} is in use by another run ({_describe(holder)}); wait for it to finish "
-            "or use another hydra.run.dir")
+    return (
+        f"{_key(run_dir)} is in use by another run ({_describe(holder)}); wait for it to finish "
+        "or use another hydra.run.dir"
+    )
 
 
 def refuse_if_held(run_dir: Path) -> None:
@@ -89,8 +92,12 @@ def acquire(run_dir: Path) -> None:
                 time.sleep(0.05)
         previous = _read_holder(fd)
         if previous:  # written by a holder that never released: it died (the kernel freed its lock)
-            print(f"optbench: warning: {key} was locked by {_describe(previous)}, which is no longer "
-                  "running; taking it over", file=sys.stderr, flush=True)
+            print(
+                f"optbench: warning: {key} was locked by {_describe(previous)}, which is no longer "
+                "running; taking it over",
+                file=sys.stderr,
+                flush=True,
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
     except BaseException:
@@ -155,6 +162,7 @@ def hold(run_dir: Path, dist=None):
             error = str(e)
     if dist is not None and dist.enabled:
         from optbench.train.distributed import broadcast_object
+
         error = broadcast_object(error)
     if error is not None:
         raise RunDirLocked(error)

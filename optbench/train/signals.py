@@ -5,6 +5,7 @@ SIGTERM (preemption, scancel, torchrun stopping), SIGUSR1 (SLURM's --signal warn
 at a step boundary, where the state is whole. After the checkpoint the handler we replaced gets
 its turn (submitit's requeues the job).
 """
+
 from __future__ import annotations
 
 import signal
@@ -15,7 +16,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None  # the last stop signal that arrived
-        self.previous: dict = {}          # signal -> the handler install() replaced
+        self.previous: dict = {}  # signal -> the handler install() replaced
 
     def _handle(self, signum, frame) -> None:
         self.received = signum

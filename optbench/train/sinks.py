@@ -1,4 +1,5 @@
 """Where metrics go: metrics.jsonl (always, unless logger=none), W&B, the tqdm bar."""
+
 from __future__ import annotations
 
 import sys
@@ -30,8 +31,15 @@ class ProgressBar:
     def __init__(self, total: int, initial: int, enabled: bool, desc: str):
         # in a log file (SLURM, CI) every refresh is a new line: refresh every 30 s there, not 10 times a second
         interactive = sys.stderr.isatty()
-        self.bar = tqdm(total=total, initial=initial, disable=not enabled, desc=desc,
-                        dynamic_ncols=True, leave=True, mininterval=0.1 if interactive else 30.0)
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            disable=not enabled,
+            desc=desc,
+            dynamic_ncols=True,
+            leave=True,
+            mininterval=0.1 if interactive else 30.0,
+        )
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)

@@ -5,6 +5,7 @@ the record. A multirun's jobs share a group (the sweep directory) and each is na
 overrides. Without credentials an online run says so in one line and logs offline instead of
 prompting or failing; `wandb sync <dir>` uploads it later.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,11 @@ def resolve_mode(mode: str | None) -> str:
         if _said_offline:  # once per process: a multirun's jobs share one
             return mode
         _said_offline = True
-        print("optbench: W&B has no credentials (WANDB_API_KEY or `wandb login`); logging offline "
-              "instead (upload later with `wandb sync`)", file=sys.stderr)
+        print(
+            "optbench: W&B has no credentials (WANDB_API_KEY or `wandb login`); logging offline "
+            "instead (upload later with `wandb sync`)",
+            file=sys.stderr,
+        )
     return mode
 
 
@@ -125,8 +129,11 @@ class WandbSink:
         try:
             self.run = self._init(wandb, w, mode, overrides, config, cfg)
         except Exception as e:  # W&B is a view: its failure must not cost the run (local files go on)
-            print(f"optbench: W&B could not start ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                  "continuing with local files only", file=sys.stderr)
+            print(
+                f"optbench: W&B could not start ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                "continuing with local files only",
+                file=sys.stderr,
+            )
             self.run = None
 
     def _init(self, wandb, w, mode, overrides, config, cfg):
@@ -160,10 +167,16 @@ class WandbSink:
     def summary(self, summary: dict) -> None:
         if self.run is None:
             return
-        values = {k: v for k, v in flatten_record(summary, "").items()
-                  if not (isinstance(v, float) and not math.isfinite(v))}
-        values.update({k: summary[k] for k in ("status", "stop_reason", "task", "optimizer", "metric", "mode")
-                       if summary.get(k) is not None})
+        values = {
+            k: v for k, v in flatten_record(summary, "").items() if not (isinstance(v, float) and not math.isfinite(v))
+        }
+        values.update(
+            {
+                k: summary[k]
+                for k in ("status", "stop_reason", "task", "optimizer", "metric", "mode")
+                if summary.get(k) is not None
+            }
+        )
         values["reached"] = bool(summary.get("reached"))
         self.status = summary.get("status")
         self.run.summary.update(values)  # one record, not one per key
