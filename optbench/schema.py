@@ -18,6 +18,7 @@ stay in config.py and the module that owns each group: a schema checks one value
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -141,7 +142,8 @@ def _expected(hint) -> str:
     """What a value of type `hint` must be, in words (with "(or null)" for Optional), as the tail
     of config.py's messages: ": must be a whole number", "; valid choices: true, false"."""
     args = typing.get_args(hint)
-    if typing.get_origin(hint) is Union and type(None) in args:
+    # X | None (types.UnionType) and Optional[X] (typing.Union) alike
+    if typing.get_origin(hint) in (Union, types.UnionType) and type(None) in args:
         inner = [a for a in args if a is not type(None)]
         return _expected(inner[0] if len(inner) == 1 else Union[tuple(inner)]) + " (or null)"  # noqa: UP007
     if hint is bool:
@@ -153,9 +155,9 @@ def _expected(hint) -> str:
     if hint is str:
         return ": must be a string"
     origin = typing.get_origin(hint)
-    if origin in (list, list):
+    if origin is list:
         return f": must be a list of {_noun(args[0]) if args else 'values'}"
-    if origin in (dict, dict):
+    if origin is dict:
         return ": must be a mapping of keys to values"
     if dataclasses.is_dataclass(hint):
         return f": must be a mapping with the keys {', '.join(f.name for f in dataclasses.fields(hint))}"
