@@ -12,6 +12,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
+# a relative path (make passes PY=.venv/bin/python) is the caller's: made absolute before the cd below
+case "$PY" in /*) ;; */*) PY="$PWD/$PY" ;; esac
 BASE_PYTHON=${BASE_PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-$(sed -n 's/^TORCH_VERSION *:= *//p' "$ROOT/Makefile")}
 TORCH_INDEX=${TORCH_INDEX:-}
