@@ -157,7 +157,10 @@ def table_rows(best: dict, fits: dict, batch_sizes: list[int]) -> list[dict]:
 
 # (record key, how the markdown describes it)
 CLOSED_FORMS = (
-    ("closed_form", lambda cf: f"at the best of {len(cf['lrs'])} log-spaced learning rates in [1e-3, 1.99]"),
+    (
+        "closed_form",
+        lambda cf: f"at the best of {len(cf['lrs'])} learning rates in [1e-3, 1.99] (log-spaced to 1, then every 0.01)",
+    ),
     (
         "closed_form_at_run_lrs",
         lambda cf: "at the learning rates the sgd runs used (" + ", ".join(f"{x:.3g}" for x in cf["lrs"]) + ")",
@@ -250,7 +253,11 @@ def plot(record: dict, best: dict, fits: dict, path: Path) -> Path:
                 textcoords="offset points",
             )
     for (key, _), (style, label) in zip(
-        CLOSED_FORMS, (("k+--", "SGD, closed form, best lr < 2"), ("kx:", "SGD, closed form at the runs' lrs"))
+        CLOSED_FORMS,
+        (
+            ("k+--", "SGD, closed form (expected loss), best lr < 2"),
+            ("kx:", "SGD, closed form (expected loss) at the runs' lrs"),
+        ),
     ):
         cf = [
             (b, v["steps"])
@@ -367,7 +374,9 @@ def run_batch_scaling(
 
         # the optimum (SGD is stable for lr < 2 / h_max = 2), and at the lrs plain SGD was run with: the
         # measured sgd row should match the latter up to the evaluation cadence and the noise of one seed
-        record["closed_form"] = closed_form(np.logspace(-3, math.log10(1.99), 48))
+        # log-spaced, plus a fine linear grid below the stability limit, where SGD's best lr lies at large B
+        grid = np.unique(np.concatenate([np.logspace(-3, 0, 31), np.arange(1.0, 1.995, 0.01)]))
+        record["closed_form"] = closed_form(grid)
         plain_sgd = next((o for o in optimizers if o == "sgd"), None)
         if plain_sgd:
             record["closed_form_at_run_lrs"] = closed_form(lrs_by_opt[plain_sgd])
