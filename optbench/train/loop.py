@@ -30,6 +30,7 @@ from optbench.tasks import Task, build_task
 from optbench.train import budget, rundir
 from optbench.train import checkpoint as ckpt
 from optbench.train.averaging import evaluation_model
+from optbench.train.cadence import Cadence
 from optbench.train.clock import TrainClock
 from optbench.train.distributed import (
     DistInfo,
@@ -72,6 +73,7 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, dist: DistInfo | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.t = cfg.trainer
+        self.cadence = Cadence.of(self.t)  # the per-step knobs as plain numbers
         self.dist = dist or DistInfo.from_env()
         self.device = select_device(self.t.device, self.dist.local_rank)
         init_process_group(self.dist, self.device)
@@ -334,11 +336,12 @@ class Trainer:
             # max_steps (the loop's condition: completed, below), divergence (on log steps), the
             # target (on eval steps, trainer.stop_at_target), a stop signal (at the end of a step);
             # an exception (the except clause). summary.json reports them (rundir.build_summary).
-            while self.step < t.max_steps:
+            cadence = self.cadence
+            while self.step < cadence.max_steps:
                 micro_batches = pending if pending is not None else next(self.task.train_batches)
                 pending = None
                 self.set_lr(self.step)
-                log_now = (self.step + 1) % t.log_every == 0 or self.step + 1 == t.max_steps or self.step == 0
+                log_now = cadence.log_due(self.step)
                 # the grad norm is only for the log: not measured where nothing logs it (logger=none, other ranks)
                 loss, grad_norm = self.train_step(micro_batches, want_grad_norm=log_now and bool(self.sinks))
                 self.step += 1
@@ -371,13 +374,13 @@ class Trainer:
                     self.steps_since_log, last_log_time = 0, now
                     if self.diverged(loss_value):
                         break
-                if self.eval_due(self.step):
+                if cadence.eval_due(self.step):
                     metrics = self.evaluate()
                     self.log({**self.progress_record("eval"), **metrics})
-                    if t.stop_at_target and self.target_step is not None:
+                    if cadence.stop_at_target and self.target_step is not None:
                         self.stop_reason = "target reached"
                         break
-                if t.checkpoint_every and self.step % t.checkpoint_every == 0 and self.step < t.max_steps:
+                if cadence.checkpoint_due(self.step):
                     self.checkpoint()
                 if budget.out_of_time(self):  # trainer.max_time_s (train/budget.py)
                     break
@@ -416,17 +419,7 @@ class Trainer:
         return summary
 
     def eval_due(self, step: int) -> bool:
-        from optbench.train.cadence import eval_due
-
-        t = self.t
-        return eval_due(
-            step,
-            t.max_steps,
-            t.eval_every,
-            t.get("eval_every_late"),
-            t.get("eval_late_fraction", 0.9),
-            t.get("eval_at_start", False),
-        )
+        return self.cadence.eval_due(step)
 
     def repair_summary(self) -> None:
         """A finished run's summary.json torn or overwritten afterwards (invalid JSON or UTF-8): the
