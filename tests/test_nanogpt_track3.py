@@ -64,8 +64,10 @@ def test_the_loop_cadence_read_once_from_the_config_keeps_every_rule(make_cfg):
                     "trainer.eval_late_fraction=0.75", "trainer.eval_at_start=true", "trainer.checkpoint_every=15"])  # fmt: skip
     c = Cadence.of(cfg.trainer)
     assert [s for s in range(41) if c.eval_due(s)] == [0, 10, 20, 30, 33, 36, 39, 40]
-    assert [s for s in range(40) if c.log_due(s)] == [0, 6, 13, 20, 27, 34, 39]  # after steps 1, 7, 14, ... and the last
-    assert [s for s in range(41) if c.checkpoint_due(s)] == [0, 15, 30]  # the final one is the run's end, not periodic
+    # logged after steps 1, 7, 14, ... and the last
+    assert [s for s in range(40) if c.log_due(s)] == [0, 6, 13, 20, 27, 34, 39]
+    # periodic only: the final checkpoint is the run's end
+    assert [s for s in range(41) if c.checkpoint_due(s)] == [0, 15, 30]
     assert not Cadence.of(make_cfg(["trainer.checkpoint_every=0"]).trainer).checkpoint_due(0)
 
 
