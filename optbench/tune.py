@@ -246,6 +246,17 @@ def _unopened(override: str) -> str:
     return override[2:] if override.startswith("++") and override[2:].startswith(OPEN_KEYS) else override
 
 
+def is_launcher_override(override: str) -> bool:
+    """`hydra/launcher=...` or `hydra.launcher.KEY=...`: where runs go, not what they train."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key == "hydra/launcher" or key.startswith("hydra.launcher.")
+
+
+def split_launcher(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(run overrides, Hydra launcher overrides), each in the order given."""
+    return [o for o in overrides if not is_launcher_override(o)], [o for o in overrides if is_launcher_override(o)]
+
+
 def launcher_name(launcher: list[str] | tuple[str, ...]) -> str:
     """The launcher a round runs under: the hydra/launcher option chosen, or in-process."""
     for o in launcher:

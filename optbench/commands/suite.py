@@ -28,14 +28,21 @@ import shlex
 from pathlib import Path
 
 from optbench.errors import ArgumentParser, ConfigError, choices
+from optbench.tune import split_launcher  # the launcher overrides go to tune's rounds
 
-LAUNCHER_PREFIXES = ("hydra/launcher", "hydra.launcher")
 
+def optimizer_list(text: str, prog: str) -> list[str]:
+    """--optimizers a,b,c: each a name `optbench list optimizers` knows (a user's folder included)."""
+    from optbench.confdir import group_options
 
-def split_launcher(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(run overrides, Hydra launcher overrides): the latter go to tune's launcher."""
-    launcher = [o for o in overrides if o.lstrip("+~").startswith(LAUNCHER_PREFIXES)]
-    return [o for o in overrides if o not in launcher], launcher
+    optimizers = list(dict.fromkeys(o.strip() for o in text.split(",") if o.strip()))
+    known = group_options("optimizer")
+    if not optimizers:
+        raise ConfigError(f"{prog}: --optimizers names nothing; valid choices: {choices(known)}")
+    for o in optimizers:
+        if o not in known:
+            raise ConfigError(f"{prog}: unknown optimizer '{o}'; valid choices: {choices(known)}")
+    return optimizers
 
 
 def main(argv: list[str]) -> None:
@@ -77,20 +84,14 @@ def main(argv: list[str]) -> None:
     )
     args = parser.parse_args(argv)
 
-    from optbench.confdir import group_options, use_overrides
+    from optbench.confdir import use_overrides
     from optbench.suite.leaderboard import write_leaderboard
     from optbench.suite.run import run_suite
     from optbench.suite.workloads import resolve
 
     overrides, launcher = split_launcher(list(args.overrides))
     use_overrides(overrides)  # a user's config folder (hydra.searchpath) adds optimizers, tasks, groups
-    optimizers = list(dict.fromkeys(o.strip() for o in args.optimizers.split(",") if o.strip()))
-    known = group_options("optimizer")
-    if not optimizers:
-        raise ConfigError(f"suite: --optimizers names nothing; valid choices: {choices(known)}")
-    for o in optimizers:
-        if o not in known:
-            raise ConfigError(f"suite: unknown optimizer '{o}'; valid choices: {choices(known)}")
+    optimizers = optimizer_list(args.optimizers, "suite")
     if args.budget < 1:
         raise ConfigError(
             f"suite: --budget={args.budget} is invalid: must be >= 1 (tuning trials per optimizer and workload)"
@@ -159,11 +160,7 @@ def batch_scaling(argv: list[str]) -> None:
 
     overrides, launcher = split_launcher(list(args.overrides))
     use_overrides(overrides)
-    optimizers = list(dict.fromkeys(o.strip() for o in args.optimizers.split(",") if o.strip()))
-    known = group_options("optimizer")
-    for o in optimizers or [""]:
-        if o not in known:
-            raise ConfigError(f"suite batch-scaling: unknown optimizer {o!r}; valid choices: {choices(known)}")
+    optimizers = optimizer_list(args.optimizers, "suite batch-scaling")
     if args.task not in group_options("task"):
         raise ConfigError(
             f"suite batch-scaling: unknown task {args.task!r}; valid choices: {choices(group_options('task'))}"

@@ -16,12 +16,7 @@ import argparse
 from pathlib import Path
 
 from optbench.errors import ArgumentParser, ConfigError
-from optbench.tune import SEARCHES, run_tune
-
-
-def is_launcher_override(override: str) -> bool:
-    key = override.lstrip("+~").split("=", 1)[0]
-    return key == "hydra/launcher" or key.startswith("hydra.launcher.")
+from optbench.tune import SEARCHES, run_tune, split_launcher
 
 
 def main(argv: list[str]) -> None:
@@ -47,8 +42,7 @@ def main(argv: list[str]) -> None:
     optimizers = list(dict.fromkeys(o.strip() for o in args.optimizers.split(",") if o.strip()))
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials={args.trials} is invalid: must be >= 1")
-    launcher = [o for o in args.overrides if is_launcher_override(o)]
-    overrides = [o for o in args.overrides if not is_launcher_override(o)]
+    overrides, launcher = split_launcher(list(args.overrides))
     out_dir = Path(args.out) / args.name
     record = run_tune(
         optimizers,

@@ -28,21 +28,19 @@ from optbench.errors import ConfigError
 INF = math.inf
 
 
-def runs_for(optimizers, batch_sizes, lrs_by_opt, seeds, overrides, out_dir: Path) -> list[tuple[list[str], Path]]:
-    """(overrides, run dir) of every run: optimizer x batch size x lr x seed."""
+def runs_for(
+    optimizers, batch_sizes, lrs_by_opt, seeds, overrides, out_dir: Path
+) -> list[tuple[tuple, list[str], Path]]:
+    """((optimizer, batch size, lr), overrides, run dir) of every run: optimizer x batch size x lr x seed."""
     runs = []
     for opt in optimizers:
         for b in batch_sizes:
             for lr in lrs_by_opt[opt]:
                 for seed in range(seeds):
-                    ov = [
-                        f"optimizer={opt}",
-                        *overrides,
-                        f"trainer.batch_size={b}",
-                        f"optimizer.lr={lr:.6g}",
-                        f"seed={seed}",
-                    ]
-                    runs.append((ov, out_dir / "runs" / opt / f"B={b}" / f"lr={lr:.3g}" / f"seed={seed}"))
+                    ov = [f"optimizer={opt}", *overrides, f"trainer.batch_size={b}", f"optimizer.lr={lr:.6g}",
+                          f"seed={seed}"]  # fmt: skip
+                    run_dir = out_dir / "runs" / opt / f"B={b}" / f"lr={lr:.3g}" / f"seed={seed}"
+                    runs.append(((opt, b, float(f"{lr:.6g}")), ov, run_dir))
     return runs
 
 
@@ -328,22 +326,18 @@ def run_batch_scaling(
     ]
     runs = runs_for(optimizers, sorted(batch_sizes), lrs_by_opt, seeds, base, out_dir)
     if launcher:
-        check_launcher(runs[0][0], list(launcher))
-    results_list = run_round(runs, out_dir, list(launcher))
+        check_launcher(runs[0][1], list(launcher))
+    results_list = run_round([(ov, d) for _, ov, d in runs], out_dir, list(launcher))
     results: dict = {o: {b: {} for b in sorted(batch_sizes)} for o in optimizers}
     statuses = []
-    for (ov, _), r in zip(runs, results_list):
-        s = r["summary"]
-        statuses.append(s.get("status"))
-        opt = ov[0].split("=", 1)[1]
-        b = int(next(o for o in ov if o.startswith("trainer.batch_size=")).split("=", 1)[1])
-        lr = float(next(o for o in ov if o.startswith("optimizer.lr=")).split("=", 1)[1])
-        results[opt][b].setdefault(lr, []).append(steps_of(s))
+    for ((opt, b, lr), _, _), r in zip(runs, results_list):
+        statuses.append(r["summary"].get("status"))
+        results[opt][b].setdefault(lr, []).append(steps_of(r["summary"]))
     first = results_list[0]["summary"]
     # the task as the runs had it (overrides included): the closed form must describe the same problem
     from omegaconf import OmegaConf
 
-    task_cfg = OmegaConf.load(runs[0][1] / "config.yaml").task
+    task_cfg = OmegaConf.load(runs[0][2] / "config.yaml").task
     record = {
         "task": task,
         "metric": first.get("metric"),

@@ -7,15 +7,12 @@ import csv
 import io
 import math
 
-from optbench.report.tables import latex_escape
+from optbench.report.tables import _num, latex_escape
 
 
 def _g(v, fmt: str = ".4g") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    if isinstance(v, float) and math.isinf(v):
-        return "not reached"
-    return format(v, fmt)
+    """A number as the report writes one (n/a, not reached), in the suite's general format."""
+    return _num(v, fmt)
 
 
 def final_text(d: dict) -> str:
