@@ -241,7 +241,7 @@ def _forward_checks(rep: Report, ref_net, ours, ref_forward, names: dict, images
 
 def _tta_check(rep: Report, ns: dict, ours: nn.Module, images: torch.Tensor) -> None:
     """Their infer(model, loader, tta_level=2) against our tta_logits on the same net and images."""
-    from optbench.tasks import tta_logits
+    from optbench.tasks.image_classification import tta_logits
 
     loader = types.SimpleNamespace(
         images=images[:16].contiguous(memory_format=torch.channels_last), normalize=lambda x: x

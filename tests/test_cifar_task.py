@@ -254,7 +254,8 @@ def test_presets_compose_and_validate(make_cfg, data_root, preset, checks):
     ],
 )
 def test_batches_and_evaluation_inputs_come_in_the_compute_dtype(make_cfg, cifar_root, overrides, dtype):
-    from optbench.tasks import build_task, input_dtype
+    from optbench.tasks import build_task
+    from optbench.tasks.image_classification import input_dtype
 
     cfg = make_cfg(["task=cifar10", f"data.root={cifar_root}", *TINY, *overrides])
     assert input_dtype(cfg) == dtype

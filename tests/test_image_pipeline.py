@@ -168,7 +168,7 @@ def test_channels_last_output_has_the_same_values():
 
 # --------------------------------------------------------------------------- evaluation
 def test_tta_level_2_averages_the_six_airbench_views():
-    from optbench.tasks import tta_logits
+    from optbench.tasks.image_classification import tta_logits
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).double()
@@ -190,7 +190,7 @@ def test_tta_level_2_averages_the_six_airbench_views():
 
 
 def test_evaluate_classifier_counts_correct_predictions():
-    from optbench.tasks import evaluate_classifier
+    from optbench.tasks.image_classification import evaluate_classifier
 
     images, labels = _identified_dataset(50)
 
@@ -332,7 +332,7 @@ def test_optbench_scheme_is_translate_of_flip_then_normalise():
 
 def test_evaluation_normalises_with_tensors_made_once(monkeypatch):
     from optbench.data.image_pipeline import Normaliser
-    from optbench.tasks import evaluate_classifier
+    from optbench.tasks.image_classification import evaluate_classifier
 
     images, labels = _identified_dataset(50)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))

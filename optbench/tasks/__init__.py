@@ -128,12 +128,3 @@ def _validate_model_kind(cfg: DictConfig, kind: TaskKind) -> None:
         f"model '{chosen}' cannot train task '{cfg.task.name}' ({cfg.task.kind}); "
         f"valid choices for model: {', '.join(valid)}"
     )
-
-
-def __getattr__(name: str):
-    """Helpers that moved into the image-classification module, for `from optbench.tasks import ...`."""
-    if name in ("tta_logits", "tta_level", "evaluate_classifier", "input_dtype"):
-        from optbench.tasks import image_classification as module
-
-        return getattr(module, name)
-    raise AttributeError(name)
