@@ -35,36 +35,20 @@ def tune_workload(
     launcher: list[str] = (),
     select_metric: str | None = None,
 ) -> dict:
-    """The adapter to optbench.tune (the one place that knows its record's layout). With tune's
-    `run_tune` (K1) the launcher overrides go to it; the older `tune` runs in-process only."""
-    from optbench import tune as tune_mod
+    """The adapter to optbench.tune (the one place that knows its record's layout): run_tune with
+    the launcher overrides (Hydra's launcher runs the trials; none: in-process, one after another)."""
+    from optbench.tune import run_tune
 
-    run_tune = getattr(tune_mod, "run_tune", None)
-    if run_tune is not None:
-        record = run_tune(
-            optimizers,
-            list(overrides),
-            search=search,
-            trials=budget,
-            seeds=seeds,
-            out_dir=out_dir,
-            launcher=list(launcher),
-            select_metric=select_metric,
-        )
-    elif launcher:
-        raise ConfigError(
-            f"suite: {' '.join(launcher)} needs optbench.tune.run_tune (parallel trials through "
-            "Hydra's launcher), which this version lacks; drop it to run the suite sequentially"
-        )
-    else:
-        record = tune_mod.tune(
-            optimizers, overrides, out_dir, search=search, trials=budget, seeds=seeds, select_metric=select_metric
-        )
-
-    def where(entry: dict, default: Path) -> str:
-        # run_tune records run_dir relative to out_dir; the older tune only implies it
-        return str(out_dir / entry["run_dir"]) if entry.get("run_dir") else str(default)
-
+    record = run_tune(
+        optimizers,
+        list(overrides),
+        search=search,
+        trials=budget,
+        seeds=seeds,
+        out_dir=out_dir,
+        launcher=list(launcher),
+        select_metric=select_metric,
+    )
     out = {
         "select_metric": record["select_metric"],
         "mode": record["mode"],
@@ -78,17 +62,17 @@ def tune_workload(
                 "point": t["point"],
                 "status": t["status"],
                 "value": t["value"],
-                "run_dir": where(t, out_dir / "trials" / name / f"{i:02d}-{tune_mod.point_slug(t['point'])}"),
+                "run_dir": str(out_dir / t["run_dir"]),
             }
             for i, t in enumerate(record["trials"][name])
         ]
         best = record["best"][name]
-        chosen = best["trial"] if "trial" in best else next(t["index"] for t in trials if t["point"] == best["point"])
+        chosen = best["trial"]
         finals = [
             {
                 "seed": r["seed"],
                 "status": r["status"],
-                "run_dir": where(r, out_dir / "final" / name / f"seed={r['seed']}"),
+                "run_dir": str(out_dir / r["run_dir"]),
             }
             for r in record["final"][name]
         ]
